@@ -1,0 +1,129 @@
+"""`seqserve`: call a seqserve server from the shell.
+
+    seqserve [--target HOST:PORT] [--json] sentiment TEXT...
+    seqserve models
+    seqserve health [--service NAME]
+
+Exit status: 0 on success, 1 when `health` finds the server not SERVING, 2 for a gRPC error (printed
+as `error: CODE: message` on stderr) or a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TextIO
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2
+from seqserve.v1 import models_pb2, sentiment_pb2
+
+from service.client.client import SeqserveClient
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+TOP_TOKENS = 5
+# Metrics worth a line in the human-readable listing; --json has all of them.
+HEADLINE_METRICS = ("macro_f1", "accuracy")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqserve", description="Call a seqserve gRPC server.")
+    parser.add_argument("--target", default=os.environ.get("SEQSERVE_TARGET", DEFAULT_TARGET),
+                        help="server address HOST:PORT (env SEQSERVE_TARGET; default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print the response as JSON")
+    commands = parser.add_subparsers(dest="command", required=True)
+    sentiment = commands.add_parser("sentiment", help="classify the sentiment of one or more texts")
+    sentiment.add_argument("texts", nargs="+", metavar="TEXT")
+    sentiment.add_argument("--model", default="", help="model name (default: the server's default)")
+    commands.add_parser("models", help="list the loaded models")
+    health = commands.add_parser("health", help="check the server's health")
+    health.add_argument("--service", default="", help='one service, e.g. seqserve.v1.Sentiment (default: "")')
+    return parser
+
+
+def to_json(message: Message) -> str:
+    # Proto field names (file_sha256, not fileSha256) and zero values (start 0) printed, so the JSON
+    # reads like the .proto and every token has all four fields.
+    return json_format.MessageToJson(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def _shorten(text: str, width: int = 72) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def print_sentiment(
+    texts: Sequence[str], response: sentiment_pb2.AnalyzeSentimentResponse, out: TextIO
+) -> None:
+    for number, (text, result) in enumerate(zip(texts, response.results, strict=True), start=1):
+        print(f"[{number}] {_shorten(text)}", file=out)
+        probabilities = "  ".join(f"{p.label} {p.probability:.3f}" for p in result.probabilities)
+        print(f"    {result.label:<10} {probabilities}", file=out)
+        top = sorted(result.tokens, key=lambda t: t.weight, reverse=True)[:TOP_TOKENS]
+        attention = "  ".join(f"{text[t.start:t.end] or t.token} {t.weight:.2f}" for t in top)
+        note = "  (text truncated)" if result.truncated else ""
+        print(f"    attention  {attention}{note}", file=out)
+    print(f"model {response.model.name} version {response.model.version}", file=out)
+
+
+def headline_metrics(metrics: Mapping[str, float]) -> list[str]:
+    """The overall ("pooled") macro-F1 and accuracy when the manifest has them, else every one."""
+    keys = sorted(k for k in metrics if k.rsplit(".", 1)[-1] in HEADLINE_METRICS)
+    pooled = [k for k in keys if "pooled" in k.split(".")]
+    return pooled or keys
+
+
+def print_models(response: models_pb2.ListModelsResponse, out: TextIO) -> None:
+    if not response.models:
+        print("no models loaded", file=out)
+    for info in response.models:
+        default = "  (default)" if info.is_default else ""
+        print(f"{info.name}  version {info.version}  task {info.task}{default}", file=out)
+        print(f"    labels   {', '.join(info.labels)}", file=out)
+        for key in headline_metrics(info.metrics):
+            print(f"    {key} {info.metrics[key]:.4f}", file=out)
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    with SeqserveClient(args.target, timeout=args.timeout) as client:
+        response: Message
+        if args.command == "sentiment":
+            response = client.sentiment(args.texts, model=args.model)
+            if not args.json:
+                print_sentiment(args.texts, response, out)
+        elif args.command == "models":
+            response = client.list_models()
+            if not args.json:
+                print_models(response, out)
+        else:
+            response = client.health(args.service)
+            if not args.json:
+                print(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status), file=out)
+        if args.json:
+            print(to_json(response), file=out)
+        if args.command == "health" and response.status != health_pb2.HealthCheckResponse.SERVING:
+            return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args, sys.stdout)
+    except grpc.RpcError as exc:
+        # Every grpc.RpcError raised by a sync unary call is also a grpc.Call with code and details.
+        code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+        details = (exc.details() if isinstance(exc, grpc.Call) else str(exc)) or "(no details)"
+        print(f"error: {code}: {details}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

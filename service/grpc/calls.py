@@ -1,0 +1,92 @@
+"""One place where every seqserve RPC is timed, counted, logged and turned into a status code.
+
+Servicers hand their work to `CallRunner.run`; it maps RequestError to its code, anything unexpected
+to INTERNAL with a generic message (the traceback goes to the log, under the request id, never to
+the client), and records the metrics with the code the client actually receives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+
+from service.grpc.validation import RequestError
+from service.metrics.registry import ServingMetrics
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_KEY = "x-request-id"
+# A caller's request id is reused only if it is short and plain, since it goes into logs verbatim.
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+Response = TypeVar("Response")
+
+
+@dataclass
+class Call:
+    """What a handler knows about its call; `model` labels the metrics once the model is resolved.
+
+    It stays empty until then so a client cannot mint new metric series with made-up model names.
+    """
+
+    request_id: str
+    model: str = ""
+
+
+def request_id_of(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and _SAFE_REQUEST_ID.fullmatch(value):
+            return value
+    return uuid.uuid4().hex
+
+
+class CallRunner:
+    def __init__(self, service: str, methods: Sequence[str], metrics: ServingMetrics) -> None:
+        self.service = service
+        self.metrics = metrics
+        # Create the in-flight series up front so a dashboard shows 0, not "no data", before the first call.
+        for method in methods:
+            metrics.in_flight.labels(service, method)
+
+    async def run(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        handler: Callable[[Call], Awaitable[Response]],
+    ) -> Response:
+        call = Call(request_id=request_id_of(context))
+        in_flight = self.metrics.in_flight.labels(self.service, method)
+        in_flight.inc()
+        start = time.perf_counter()
+        code, message = grpc.StatusCode.OK, ""
+        try:
+            response = await handler(call)
+        except RequestError as exc:
+            code, message = exc.code, exc.message
+            log.info("request %s %s/%s refused: %s: %s",
+                     call.request_id, self.service, method, code.name, message)
+        except asyncio.CancelledError:
+            # The client went away or its deadline passed; grpc cancelled this task.
+            code = grpc.StatusCode.CANCELLED
+            log.info("request %s %s/%s cancelled", call.request_id, self.service, method)
+            raise
+        except Exception:
+            code, message = grpc.StatusCode.INTERNAL, f"internal error (request id {call.request_id})"
+            log.exception("request %s %s/%s failed", call.request_id, self.service, method)
+        finally:
+            in_flight.dec()
+            seconds = time.perf_counter() - start
+            self.metrics.observe_call(self.service, method, call.model, code.name, seconds)
+        metadata = ((REQUEST_ID_KEY, call.request_id),)
+        if code is not grpc.StatusCode.OK:
+            await context.abort(code, message, metadata)
+        context.set_trailing_metadata(metadata)
+        return response

@@ -1,0 +1,63 @@
+"""A loaded model's manifest as the `ModelInfo` message that Models.ListModels/GetModel return."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from seqserve.v1 import models_pb2
+
+from service.repository.repository import LoadedModel
+
+
+def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested dict under dotted keys: {"test": {"macro_f1": .8}} -> {"test.macro_f1": .8}.
+
+    Lists (confusion matrices, per-epoch histories) and strings are left out: they have no single
+    number to report, and the whole manifest is in `manifest_json` anyway.
+    """
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_metrics(value, prefix=f"{name}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            flat[name] = float(value)
+    return flat
+
+
+def tensor_spec(spec: Mapping[str, Any]) -> models_pb2.TensorSpec:
+    return models_pb2.TensorSpec(
+        name=str(spec.get("name", "")),
+        dtype=str(spec.get("dtype", "")),
+        shape=[str(dim) for dim in spec.get("shape", [])],
+    )
+
+
+def data_sha256(data: Mapping[str, Any]) -> str:
+    """The manifest's data hash; older or hand-written manifests name it differently."""
+    for key in ("data_sha256", "split_sha256", "train_sha256"):
+        if isinstance(data.get(key), str):
+            return str(data[key])
+    return ""
+
+
+def model_info(model: LoadedModel, is_default: bool) -> models_pb2.ModelInfo:
+    data = model.manifest.data
+    onnx = data.get("onnx") or {}
+    return models_pb2.ModelInfo(
+        name=model.name,
+        version=model.version,
+        task=model.task,
+        is_default=is_default,
+        opset=int(onnx.get("opset", 0)),
+        inputs=[tensor_spec(spec) for spec in onnx.get("inputs", [])],
+        outputs=[tensor_spec(spec) for spec in onnx.get("outputs", [])],
+        labels=model.manifest.labels,
+        file_sha256=model.manifest.files,
+        metrics=flatten_metrics(model.manifest.metrics),
+        data_sha256=data_sha256(data.get("data") or {}),
+        manifest_json=json.dumps(data, sort_keys=True),
+    )

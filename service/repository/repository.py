@@ -1,0 +1,129 @@
+"""The model repository: `<model_dir>/<model>/<version>/`, verified and loaded into onnxruntime.
+
+Each model's newest version (highest number) is loaded unless a version is pinned. A version that
+fails any step (manifest, checksums, session creation, tokenizer) is refused with one clear log line
+and recorded as a failure; the other models still load.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from dataclasses import dataclass, field
+
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from service.repository.manifest import Manifest, read_manifest, verify_checksums
+from service.runtime.onnx_session import create_session
+
+log = logging.getLogger(__name__)
+
+
+class ModelNotFoundError(LookupError):
+    """No loaded model answers to that name (or task)."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    manifest: Manifest
+    session: ort.InferenceSession
+    tokenizer: Tokenizer | None
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    model: str
+    version: str
+    reason: str
+
+
+@dataclass
+class ModelRepository:
+    models: dict[str, LoadedModel] = field(default_factory=dict)
+    failures: list[LoadFailure] = field(default_factory=list)
+
+    def get(self, task: str, name: str = "") -> LoadedModel:
+        """The named model, or the task's default when name is empty; it must serve that task."""
+        if not name:
+            name = self.default_name(task)
+        model = self.models.get(name)
+        if model is None or model.task != task:
+            available = ", ".join(sorted(m.name for m in self.models.values() if m.task == task)) or "none"
+            raise ModelNotFoundError(f"model {name!r} is not loaded for task {task!r} (loaded: {available})")
+        return model
+
+    def default_name(self, task: str) -> str:
+        candidates = sorted(
+            (not m.manifest.data.get("default_for_task", False), m.name)
+            for m in self.models.values()
+            if m.task == task
+        )
+        if not candidates:
+            raise ModelNotFoundError(f"no model is loaded for task {task!r}")
+        return candidates[0][1]
+
+    def by_task(self, task: str = "") -> list[LoadedModel]:
+        return [m for _, m in sorted(self.models.items()) if not task or m.task == task]
+
+
+def version_dirs(model_root: pathlib.Path) -> list[pathlib.Path]:
+    """Numeric version folders of one model, oldest first."""
+    return sorted(
+        (p for p in model_root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
+    )
+
+
+def load_version(version_dir: pathlib.Path, intra_op_threads: int = 1) -> LoadedModel:
+    manifest = read_manifest(version_dir)
+    verify_checksums(manifest)
+    onnx_file = manifest.data["onnx"].get("file", "model.onnx")
+    session = create_session(manifest.path(onnx_file), intra_op_threads=intra_op_threads)
+    tokenizer_file = manifest.data.get("tokenizer")
+    tokenizer = Tokenizer.from_file(str(manifest.path(tokenizer_file))) if tokenizer_file else None
+    return LoadedModel(manifest=manifest, session=session, tokenizer=tokenizer)
+
+
+def load_repository(
+    model_dir: pathlib.Path, intra_op_threads: int = 1, pinned: dict[str, str] | None = None
+) -> ModelRepository:
+    pinned = pinned or {}
+    repository = ModelRepository()
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model directory {model_dir} does not exist")
+    for model_root in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+        versions = version_dirs(model_root)
+        if model_root.name in pinned:
+            versions = [v for v in versions if v.name == pinned[model_root.name]]
+        if not versions:
+            log.warning("model %s: no version folder to load in %s", model_root.name, model_root)
+            continue
+        chosen = versions[-1]
+        try:
+            model = load_version(chosen, intra_op_threads=intra_op_threads)
+        except Exception as exc:
+            # Refuse this version, keep loading the others: one bad model must not take the server down.
+            reason = str(exc) or type(exc).__name__
+            log.error("refusing model %s version %s: %s", model_root.name, chosen.name, reason)
+            repository.failures.append(LoadFailure(model_root.name, chosen.name, reason))
+            continue
+        if model.name != model_root.name:
+            reason = f"manifest name {model.name!r} does not match folder {model_root.name!r}"
+            log.error("refusing model %s version %s: %s", model_root.name, chosen.name, reason)
+            repository.failures.append(LoadFailure(model_root.name, chosen.name, reason))
+            continue
+        repository.models[model.name] = model
+        log.info("loaded model %s version %s (task %s)", model.name, model.version, model.task)
+    return repository

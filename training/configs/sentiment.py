@@ -1,0 +1,21 @@
+"""Sentiment model config: plain data, edited here, recorded in the manifest."""
+
+from training.loop import LoopConfig
+
+MODEL_NAME = "sentiment-bigru"
+TOKENIZER = {"vocab_size": 8000, "min_frequency": 2}
+MODEL = {"embedding_dim": 128, "hidden_dim": 128, "attention_dim": 128, "dropout": 0.4}
+BATCH_SIZE = 32
+MAX_TOKENS = 256  # longer texts are truncated (and flagged) by the pipeline; the longest train text has 211
+LABEL_SMOOTHING = 0.05
+LOOP = LoopConfig(
+    max_epochs=25,
+    learning_rate=2e-3,
+    weight_decay=1e-4,
+    warmup_steps=200,
+    patience=4,
+    metric="macro_f1",
+    seed=13,
+    threads=1,
+    checkpoint_dir="checkpoints/sentiment-bigru",
+)

@@ -1,0 +1,214 @@
+"""The one training loop every seqserve model uses.
+
+Plain-data config, seeded, tqdm progress, dev-set early stopping, resumable checkpoints, and data
+parallel training under `torchrun --nproc_per_node N` (DDP over gloo on CPU). A model plugs in with
+two functions: `loss_fn(model, batch) -> (loss, n_items)` and `evaluate_fn(model) -> dict` (on rank 0;
+the dict must hold `config.metric`, higher is better).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pathlib
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    max_epochs: int = 20
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    patience: int = 3  # epochs without dev improvement before stopping
+    metric: str = "macro_f1"
+    seed: int = 13
+    threads: int = 1  # torch intra-op threads per process: 1 is fastest when anything else runs
+    checkpoint_dir: str = "checkpoints/run"
+    max_steps: int = 0  # stop after this many optimiser steps (0: no limit); used by smoke tests
+    evaluate_every_steps: int = 0  # also evaluate mid-epoch (0: once per epoch)
+    # "warmup_constant": linear warmup over warmup_steps, then constant; "inverse_sqrt": the same warmup,
+    # then lr * sqrt(warmup_steps / step) (Vaswani et al.), which needs no planned number of steps.
+    lr_schedule: str = "warmup_constant"
+
+
+@dataclass
+class TrainResult:
+    best_metric: float
+    best_epoch: int
+    steps: int
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def distributed_context() -> tuple[int, int]:
+    """(rank, world_size); initialises gloo when launched by torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return rank, world_size
+
+
+def build_once(path: pathlib.Path, build: Callable[[pathlib.Path], None]) -> None:
+    """Rank 0 builds `path` if it is missing; every rank waits until it exists.
+
+    For artefacts every rank must share, such as the tokenizer: BPE training is not guaranteed to
+    give identical merges in separate processes, and ranks with different vocabularies would train
+    different models under one set of weights.
+    """
+    rank, _ = distributed_context()
+    if rank == 0 and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        build(path)
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _broadcast_flag(flag: bool) -> bool:
+    if not dist.is_initialized():
+        return flag
+    tensor = torch.tensor([1 if flag else 0])
+    dist.broadcast(tensor, src=0)
+    return bool(tensor.item())
+
+
+def train(
+    model: nn.Module,
+    batches_for_epoch: Callable[[int], Sequence[Any]],
+    loss_fn: Callable[[nn.Module, Any], tuple[torch.Tensor, int]],
+    evaluate_fn: Callable[[nn.Module], dict[str, float]],
+    config: LoopConfig,
+    extra_state: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train with early stopping; the best weights end up in `<checkpoint_dir>/best.pt`.
+
+    `batches_for_epoch(epoch)` returns the epoch's full (already shuffled, deterministic) batch list;
+    each rank takes every world_size-th batch, trimmed so all ranks take the same number of steps.
+    """
+    torch.set_num_threads(config.threads)
+    rank, world_size = distributed_context()
+    seed_everything(config.seed)
+    checkpoint_dir = pathlib.Path(config.checkpoint_dir)
+    if rank == 0:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+
+    trainable = DistributedDataParallel(model) if world_size > 1 else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+
+    if config.lr_schedule not in ("warmup_constant", "inverse_sqrt"):
+        raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}")
+
+    def lr_factor(step: int) -> float:
+        if config.lr_schedule == "inverse_sqrt" and config.warmup_steps and step + 1 > config.warmup_steps:
+            return math.sqrt(config.warmup_steps / (step + 1))
+        return min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    state = {"epoch": 0, "step": 0, "best_metric": -math.inf, "best_epoch": -1, "bad_epochs": 0,
+             "history": [], "seconds": 0.0}
+    last_path = checkpoint_dir / "last.pt"
+    if last_path.exists():
+        saved = torch.load(last_path, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state.update(saved["state"])
+        torch.set_rng_state(saved["torch_rng"])
+        if rank == 0:
+            log.info("resumed from %s at epoch %d step %d", last_path, state["epoch"], state["step"])
+
+    def evaluate_and_checkpoint(epoch_done: bool) -> bool:
+        """Evaluate on rank 0, keep the best weights, write a resumable checkpoint; True = stop."""
+        stop = False
+        if rank == 0:
+            model.eval()
+            with torch.no_grad():
+                metrics = evaluate_fn(model)
+            model.train()
+            entry = {"epoch": state["epoch"], "step": state["step"], "seconds": round(state["seconds"], 1),
+                     **metrics}
+            state["history"].append(entry)
+            improved = metrics[config.metric] > state["best_metric"]
+            if improved:
+                state["best_metric"] = metrics[config.metric]
+                state["best_epoch"] = state["epoch"]
+                state["bad_epochs"] = 0
+                torch.save({"model": model.state_dict(), "extra": extra_state or {}, "metrics": entry},
+                           checkpoint_dir / "best.pt")
+            elif epoch_done:
+                state["bad_epochs"] += 1
+            log.info("eval %s%s", json.dumps(entry), " (best)" if improved else "")
+            stop = state["bad_epochs"] >= config.patience
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "state": state,
+                        "torch_rng": torch.get_rng_state()}, last_path)
+            (checkpoint_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
+        return _broadcast_flag(stop)
+
+    model.train()
+    stopped = False
+    while state["epoch"] < config.max_epochs and not stopped:
+        epoch = state["epoch"]
+        all_batches = batches_for_epoch(epoch)
+        per_rank = len(all_batches) // world_size
+        mine = [all_batches[i * world_size + rank] for i in range(per_rank)]
+        started = time.perf_counter()
+        progress = tqdm(mine, desc=f"epoch {epoch}", disable=rank != 0, mininterval=10, leave=False)
+        for batch in progress:
+            loss, _ = loss_fn(trainable, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            state["step"] += 1
+            progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)  # refresh on tqdm's own interval
+            if config.max_steps and state["step"] >= config.max_steps:
+                stopped = True
+                break
+            if config.evaluate_every_steps and state["step"] % config.evaluate_every_steps == 0:
+                state["seconds"] += time.perf_counter() - started
+                started = time.perf_counter()
+                if evaluate_and_checkpoint(epoch_done=False):
+                    stopped = True
+                    break
+        state["seconds"] += time.perf_counter() - started
+        state["epoch"] += 1
+        if evaluate_and_checkpoint(epoch_done=True):
+            stopped = True
+    return TrainResult(
+        best_metric=state["best_metric"], best_epoch=state["best_epoch"], steps=state["step"],
+        seconds=state["seconds"], history=state["history"],
+    )
+
+
+def config_dict(*configs: object) -> dict[str, Any]:
+    """Merge dataclass configs into one plain dict for the manifest."""
+    merged: dict[str, Any] = {}
+    for config in configs:
+        merged[type(config).__name__] = asdict(config)  # type: ignore[call-overload]
+    return merged

@@ -1,0 +1,98 @@
+"""Sentiment classifier: a bidirectional GRU encoder with additive attention pooling.
+
+    tokens -> embedding -> BiGRU -> additive attention (Bahdanau: score = v . tanh(W h)) -> softmax
+    over positions -> weighted sum of states -> linear -> 3 classes
+
+The attention weights are returned beside the logits and become the ONNX graph's second output, so a
+client sees which tokens the decision leaned on.
+
+Padding never changes a text's result (a batch of one and a padded batch of many agree): the forward
+GRU reads padding only after the real tokens, and the backward GRU runs forward over each text
+reversed *within its own length*, so it too meets padding only at the end. Padded positions get a
+finite -1e4 added to their attention score (a fully masked row differs between torch and onnxruntime
+with -inf).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+MASKED_SCORE = -1e4
+
+
+@dataclass(frozen=True)
+class SentimentModelConfig:
+    vocab_size: int
+    num_labels: int = 3
+    embedding_dim: int = 128
+    hidden_dim: int = 128
+    attention_dim: int = 128
+    dropout: float = 0.3
+    pad_id: int = 0
+
+
+def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row's first `length` positions, leave its padding where it is. x: [B, T, ...]."""
+    positions = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # [1, T]
+    lengths = lengths.unsqueeze(1)  # [B, 1]
+    index = torch.where(positions < lengths, lengths - 1 - positions, positions)  # [B, T]
+    index = index.unsqueeze(-1).expand(-1, -1, x.shape[2])
+    return torch.gather(x, 1, index)
+
+
+class AdditiveAttentionPooling(nn.Module):
+    """Bahdanau-style attention with a learned query: one weight per position, summing to 1."""
+
+    def __init__(self, input_dim: int, attention_dim: int) -> None:
+        super().__init__()
+        self.project = nn.Linear(input_dim, attention_dim)
+        self.score = nn.Linear(attention_dim, 1, bias=False)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.score(torch.tanh(self.project(states))).squeeze(-1)  # [B, T]
+        scores = scores + (1.0 - mask.to(scores.dtype)) * MASKED_SCORE
+        weights = torch.softmax(scores, dim=-1)
+        pooled = torch.bmm(weights.unsqueeze(1), states).squeeze(1)  # [B, H]
+        return pooled, weights
+
+
+class BiGRUAttentionClassifier(nn.Module):
+    def __init__(self, config: SentimentModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_id)
+        self.forward_gru = nn.GRU(config.embedding_dim, config.hidden_dim, batch_first=True)
+        self.backward_gru = nn.GRU(config.embedding_dim, config.hidden_dim, batch_first=True)
+        self.attention = AdditiveAttentionPooling(2 * config.hidden_dim, config.attention_dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(2 * config.hidden_dim, config.num_labels)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns logits [B, num_labels] and attention weights [B, T]."""
+        lengths = attention_mask.sum(dim=1)
+        embedded = self.dropout(self.embedding(input_ids))
+        forward_states, _ = self.forward_gru(embedded)
+        backward_states, _ = self.backward_gru(reverse_within_length(embedded, lengths))
+        backward_states = reverse_within_length(backward_states, lengths)
+        states = self.dropout(torch.cat([forward_states, backward_states], dim=-1))
+        pooled, weights = self.attention(states, attention_mask)
+        return self.classifier(self.dropout(pooled)), weights
+
+
+class SentimentForExport(nn.Module):
+    """What the ONNX graph computes: class probabilities and attention weights."""
+
+    def __init__(self, model: BiGRUAttentionClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, weights = self.model(input_ids, attention_mask)
+        return torch.softmax(logits, dim=-1), weights
