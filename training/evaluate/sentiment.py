@@ -57,18 +57,18 @@ def evaluate_version(version_dir: pathlib.Path, sentences: list[Sentence]) -> di
     gold = [s.label for s in sentences]
     ours = served_labels(version_dir, texts)
     vader = vader_labels(texts)
-    report: dict[str, Any] = {"split": "test", "model": {}, "vader": {}}
+    report: dict[str, Any] = {"split": "test", "served": {}, "vader_baseline": {}}
     for domain in ["pooled", *DOMAINS]:
         rows = [i for i, s in enumerate(sentences) if domain == "pooled" or s.domain == domain]
-        report["model"][domain] = score([gold[i] for i in rows], [ours[i] for i in rows])
-        report["vader"][domain] = score([gold[i] for i in rows], [vader[i] for i in rows])
+        report["served"][domain] = score([gold[i] for i in rows], [ours[i] for i in rows])
+        report["vader_baseline"][domain] = score([gold[i] for i in rows], [vader[i] for i in rows])
     return report
 
 
 def format_table(report: dict[str, Any]) -> str:
     lines = [f"{'domain':<8} {'n':>5} {'ours F1':>8} {'VADER F1':>9} {'ours acc':>9} {'VADER acc':>10}"]
-    for domain, ours in report["model"].items():
-        vader = report["vader"][domain]
+    for domain, ours in report["served"].items():
+        vader = report["vader_baseline"][domain]
         lines.append(f"{domain:<8} {ours['n']:>5} {ours['macro_f1']:>8.3f} {vader['macro_f1']:>9.3f} "
                      f"{ours['accuracy']:>9.3f} {vader['accuracy']:>10.3f}")
     return "\n".join(lines)

@@ -32,6 +32,10 @@ class SentimentModelConfig:
     attention_dim: int = 128
     dropout: float = 0.3
     pad_id: int = 0
+    # Training-only heads on the shared encoder (not exported): a regression head on the raters' mean
+    # score, and a classifier for an auxiliary corpus labelled on a different scale.
+    score_head: bool = False
+    aux_labels: int = 0
 
 
 def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -69,11 +73,28 @@ class BiGRUAttentionClassifier(nn.Module):
         self.attention = AdditiveAttentionPooling(2 * config.hidden_dim, config.attention_dim)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(2 * config.hidden_dim, config.num_labels)
+        self.score_regressor = nn.Linear(2 * config.hidden_dim, 1) if config.score_head else None
+        self.aux_classifier = nn.Linear(2 * config.hidden_dim, config.aux_labels) if config.aux_labels else None
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, head: str = "sentiment"
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns logits [B, num_labels] and attention weights [B, T]."""
+        """Logits [B, num_labels] and attention weights [B, T].
+
+        Training-only heads run inside forward (so DDP sees them): head="score" returns the predicted
+        mean rating in -1..1 [B] in place of the attention weights; head="aux" the auxiliary logits.
+        """
+        pooled, weights = self.encode(input_ids, attention_mask)
+        if head == "aux" and self.aux_classifier is not None:
+            return self.aux_classifier(pooled), weights
+        if head == "score" and self.score_regressor is not None:
+            return self.classifier(pooled), torch.tanh(self.score_regressor(pooled).squeeze(-1))
+        if head != "sentiment":
+            raise ValueError(f"no head {head!r} in this model")
+        return self.classifier(pooled), weights
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention-pooled text vector [B, 2H] (after dropout) and the attention weights [B, T]."""
         lengths = attention_mask.sum(dim=1)
         embedded = self.dropout(self.embedding(input_ids))
         forward_states, _ = self.forward_gru(embedded)
@@ -81,7 +102,7 @@ class BiGRUAttentionClassifier(nn.Module):
         backward_states = reverse_within_length(backward_states, lengths)
         states = self.dropout(torch.cat([forward_states, backward_states], dim=-1))
         pooled, weights = self.attention(states, attention_mask)
-        return self.classifier(self.dropout(pooled)), weights
+        return self.dropout(pooled), weights
 
 
 class SentimentForExport(nn.Module):
