@@ -46,7 +46,7 @@ def generate_stubs() -> None:
 generate_stubs()
 
 setup(
-    packages=[*find_packages(include=["service*", "training*"]), "seqserve", "seqserve.v1"],
+    packages=[*find_packages(include=["service*", "training*"]), "seqserve", "seqserve.v1", "seqserve.oip"],
     package_dir={"seqserve": "gen/seqserve"},
-    package_data={"seqserve.v1": ["*.pyi"]},
+    package_data={"seqserve.v1": ["*.pyi"], "seqserve.oip": ["*.pyi"]},
 )

@@ -1,7 +1,7 @@
-"""`python -m service`: load and verify the models, then serve them over gRPC until SIGTERM/SIGINT.
+"""`python -m service`: load, verify and warm the models, then serve them over gRPC until SIGTERM/SIGINT.
 
 Exit status: 0 after a graceful stop, 1 if nothing could be served (no loadable model, a port that
-cannot be bound), 2 for invalid settings (argparse).
+cannot be bound, unreadable TLS or token files, a bad model config), 2 for invalid settings (argparse).
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from service.config import Settings, configure_logging, parse_settings
-from service.grpc.pipelines import build_sentiment_pipelines
-from service.grpc.server import ServeError, serve
+from service.grpc.server import ServeError, start_server, stop_server, stop_signal_future
 from service.metrics.http import start_metrics_server
 from service.metrics.registry import ServingMetrics
-from service.pipelines.sentiment import SentimentPipeline
-from service.repository.repository import ModelRepository, load_repository
+from service.repository.manager import ModelManager
+from service.repository.model_config import BatchConfig, ModelConfigError, load_model_config
+from service.runtime.threads import thread_budget
+from service.security.auth import TokenFileError, Tokens, read_token
+from service.security.tls import TlsConfigError
 
 log = logging.getLogger("service")
 
@@ -26,17 +28,8 @@ log = logging.getLogger("service")
 _MAX_UTF8_BYTES_PER_CHAR = 4
 
 
-def load_models(
-    settings: Settings, metrics: ServingMetrics
-) -> tuple[ModelRepository, dict[str, SentimentPipeline]]:
-    repository = load_repository(settings.model_dir, intra_op_threads=settings.threads)
-    pipelines = build_sentiment_pipelines(repository)
-    # Refusals were logged where they happened, one line each; here they are only counted.
-    for failure in repository.failures:
-        metrics.record_load_failure(failure.model)
-    for model in repository.models.values():
-        metrics.record_loaded_model(model)
-    return repository, pipelines
+class CannotServe(Exception):
+    """Start-up failed for a reason the operator must fix; logged as one critical line."""
 
 
 def warn_about_limits(settings: Settings) -> None:
@@ -50,23 +43,53 @@ def warn_about_limits(settings: Settings) -> None:
         )
 
 
+async def run(settings: Settings, metrics: ServingMetrics, executor: ThreadPoolExecutor) -> None:
+    # Handlers go in first, so a signal that arrives while models load still stops cleanly.
+    stop_signal = stop_signal_future()
+    try:
+        tokens = Tokens(admin=read_token(settings.admin_token_file), api=read_token(settings.api_token_file))
+        config = load_model_config(settings.model_config, BatchConfig(
+            max_batch_size=settings.max_batch_size, max_queue_delay_ms=settings.max_queue_delay_ms,
+            max_queue_texts=settings.max_queue_texts, batch_token_budget=settings.batch_token_budget,
+        ))
+    except (TokenFileError, ModelConfigError) as exc:
+        raise CannotServe(str(exc)) from None
+    budget = thread_budget(settings.threads, settings.inference_workers)
+    log.info("onnxruntime threads: %d in all (%s), %d per session, %d inference workers",
+             budget.total, budget.source, budget.per_session, settings.inference_workers)
+    manager = ModelManager(settings.model_dir, config, budget, metrics, executor)
+    try:
+        try:
+            await manager.sync()
+        except FileNotFoundError as exc:
+            raise CannotServe(str(exc)) from None
+        if not manager.repository.models:
+            refused = ", ".join(f"{f.model} version {f.version}" for f in manager.repository.failures) or "none found"
+            raise CannotServe(f"no model could be loaded from {settings.model_dir} (refused: {refused})")
+        try:
+            running = await start_server(settings, manager, executor, metrics, tokens)
+        except TlsConfigError as exc:
+            raise CannotServe(str(exc)) from None
+        poller = (
+            asyncio.get_running_loop().create_task(manager.poll_forever(settings.poll_seconds))
+            if settings.poll_seconds > 0 else None
+        )
+        try:
+            await stop_signal
+        finally:
+            if poller is not None:
+                poller.cancel()
+            await stop_server(running, settings.grace_seconds, settings.drain_seconds)
+    finally:
+        await manager.close()  # after the server: calls still queued at stop run to the end
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     log.info("starting with %s", settings)
     warn_about_limits(settings)
     metrics = ServingMetrics()
-    try:
-        repository, pipelines = load_models(settings, metrics)
-    except FileNotFoundError as exc:
-        log.critical("cannot serve: %s", exc)
-        return 1
-    if not repository.models:
-        refused = ", ".join(f"{f.model} version {f.version}" for f in repository.failures) or "none found"
-        log.critical("cannot serve: no model could be loaded from %s (refused: %s)",
-                     settings.model_dir, refused)
-        return 1
-
     try:
         metrics_server, metrics_port = start_metrics_server(
             settings.host, settings.metrics_port, metrics.registry
@@ -78,8 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="inference")
     try:
-        asyncio.run(serve(settings, repository, pipelines, executor, metrics))
-    except ServeError as exc:
+        asyncio.run(run(settings, metrics, executor))
+    except (ServeError, CannotServe) as exc:
         log.critical("cannot serve: %s", exc)
         return 1
     finally:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 MIB = 1 << 20
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -23,13 +24,27 @@ class Settings:
     port: int = 50051
     metrics_port: int = 9090  # 0: let the OS pick a free port (it is logged)
     model_dir: pathlib.Path = pathlib.Path("exported")
-    threads: int = 1  # onnxruntime intra-op threads per session
+    threads: int = 0  # onnxruntime threads shared by all models; 0: from CPU affinity and cgroup quota
     max_texts: int = 64
     max_text_chars: int = 2000
     max_message_bytes: int = 4 * MIB
     grace_seconds: float = 10.0
     inference_workers: int = 2  # threads that run pipelines off the event loop
     log_level: str = "INFO"
+    log_format: str = "text"  # "json": one JSON object per line, with the request id
+    model_config: pathlib.Path | None = None  # JSON: per-model version pins and batching
+    poll_seconds: float = 0.0  # repository polling interval; 0 = off
+    max_batch_size: int = 32  # texts per batch (default for every model)
+    max_queue_delay_ms: float = 5.0
+    max_queue_texts: int = 1024  # texts waiting per model before RESOURCE_EXHAUSTED
+    batch_token_budget: int = 8192  # texts x padded length of one batch
+    drain_seconds: float = 0.0  # on SIGTERM: NOT_SERVING but still answering for this long
+    max_connection_age_seconds: float = 0.0  # 0 = unlimited
+    tls_cert: pathlib.Path | None = None
+    tls_key: pathlib.Path | None = None
+    tls_client_ca: pathlib.Path | None = None  # set: clients must present a certificate it signed
+    admin_token_file: pathlib.Path | None = None
+    api_token_file: pathlib.Path | None = None  # set: every call but health needs a token
 
 
 def _bounded_int(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
@@ -62,6 +77,16 @@ def _log_level(text: str) -> str:
     if level not in LOG_LEVELS:
         raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
     return level
+
+
+def _optional_path(text: str) -> pathlib.Path | None:
+    return pathlib.Path(text) if text else None
+
+
+def _log_format(text: str) -> str:
+    if text not in LOG_FORMATS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_FORMATS)}")
+    return text
 
 
 def _port(text: str) -> int:
@@ -103,8 +128,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--metrics-port", "SEQSERVE_METRICS_PORT", _port, defaults.metrics_port,
         "Prometheus metrics HTTP port, 0 picks a free one")
     add("--model-dir", "SEQSERVE_MODEL_DIR", pathlib.Path, defaults.model_dir, "model repository")
-    add("--threads", "SEQSERVE_THREADS", _bounded_int(1, 256), defaults.threads,
-        "onnxruntime intra-op threads per model session")
+    add("--threads", "SEQSERVE_THREADS", _bounded_int(0, 256), defaults.threads,
+        "onnxruntime threads shared by all models; 0 sizes them from CPU affinity and cgroup quota")
     add("--max-texts", "SEQSERVE_MAX_TEXTS", _bounded_int(1), defaults.max_texts, "most texts per call")
     add("--max-text-chars", "SEQSERVE_MAX_TEXT_CHARS", _bounded_int(1), defaults.max_text_chars,
         "most characters per text")
@@ -115,6 +140,31 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--inference-workers", "SEQSERVE_INFERENCE_WORKERS", _bounded_int(1, 256), defaults.inference_workers,
         "threads running model pipelines")
     add("--log-level", "SEQSERVE_LOG_LEVEL", _log_level, defaults.log_level, "logging level")
+    add("--log-format", "SEQSERVE_LOG_FORMAT", _log_format, defaults.log_format, "text or json")
+    add("--model-config", "SEQSERVE_MODEL_CONFIG", _optional_path, defaults.model_config,
+        "JSON file of per-model settings (version pin, batching)")
+    add("--poll-seconds", "SEQSERVE_POLL_SECONDS", _non_negative_float, defaults.poll_seconds,
+        "how often to look for new model versions; 0 turns polling off")
+    add("--max-batch-size", "SEQSERVE_MAX_BATCH_SIZE", _bounded_int(1, 4096), defaults.max_batch_size,
+        "most texts per batch")
+    add("--max-queue-delay-ms", "SEQSERVE_MAX_QUEUE_DELAY_MS", _non_negative_float, defaults.max_queue_delay_ms,
+        "longest a call waits for others to batch with")
+    add("--max-queue-texts", "SEQSERVE_MAX_QUEUE_TEXTS", _bounded_int(1), defaults.max_queue_texts,
+        "texts queued per model before calls get RESOURCE_EXHAUSTED")
+    add("--batch-token-budget", "SEQSERVE_BATCH_TOKEN_BUDGET", _bounded_int(1), defaults.batch_token_budget,
+        "most texts x padded length in one batch")
+    add("--drain-seconds", "SEQSERVE_DRAIN_SECONDS", _non_negative_float, defaults.drain_seconds,
+        "on SIGTERM, keep answering this long while health says NOT_SERVING")
+    add("--max-connection-age-seconds", "SEQSERVE_MAX_CONNECTION_AGE_SECONDS", _non_negative_float,
+        defaults.max_connection_age_seconds, "close connections this old so clients rebalance; 0 = never")
+    add("--tls-cert", "SEQSERVE_TLS_CERT", _optional_path, defaults.tls_cert, "server certificate (PEM)")
+    add("--tls-key", "SEQSERVE_TLS_KEY", _optional_path, defaults.tls_key, "server private key (PEM)")
+    add("--tls-client-ca", "SEQSERVE_TLS_CLIENT_CA", _optional_path, defaults.tls_client_ca,
+        "CA bundle (PEM); set, clients must present a certificate it signed (mutual TLS)")
+    add("--admin-token-file", "SEQSERVE_ADMIN_TOKEN_FILE", _optional_path, defaults.admin_token_file,
+        "file holding the bearer token for Admin calls")
+    add("--api-token-file", "SEQSERVE_API_TOKEN_FILE", _optional_path, defaults.api_token_file,
+        "file holding the bearer token every call needs (health excepted)")
     return parser
 
 
@@ -125,12 +175,24 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
     env_errors = [value.message for value in vars(args).values() if isinstance(value, _InvalidEnv)]
     if env_errors:
         parser.error("; ".join(env_errors))
-    return Settings(**{key.replace("-", "_"): value for key, value in vars(args).items()})
+    settings = Settings(**{key.replace("-", "_"): value for key, value in vars(args).items()})
+    # Half a TLS setup would silently serve plaintext or refuse every client; stop at start instead.
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if settings.tls_client_ca is not None and settings.tls_cert is None:
+        parser.error("--tls-client-ca needs --tls-cert and --tls-key")
+    return settings
 
 
-def configure_logging(level: str) -> None:
-    # One line per event, key facts in the message; stderr so stdout stays free for tools.
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def configure_logging(level: str, log_format: str = "text") -> None:
+    # One line per event, key facts in the message; stderr so stdout stays free for tools. JSON lines
+    # carry the request id of the call being handled, so a log store can join them to client reports.
+    from service.observability.json_logs import JsonFormatter, RequestIdFilter
+
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level), handlers=[handler], force=True)

@@ -12,8 +12,8 @@ from service.config import Settings, parse_settings
 def test_defaults() -> None:
     settings = parse_settings([], env={})
     assert settings == Settings(
-        host="0.0.0.0", port=50051, metrics_port=9090, model_dir=pathlib.Path("exported"), threads=1,
-        max_texts=64, max_text_chars=2000, max_message_bytes=4 * 1024 * 1024, grace_seconds=10.0,
+        host="0.0.0.0", port=50051, metrics_port=9090, model_dir=pathlib.Path("exported"),
+        max_texts=64, max_text_chars=2000, max_message_bytes=4 * 1024 * 1024, grace_seconds=10.0, threads=0,
         inference_workers=2, log_level="INFO",
     )
 
@@ -55,7 +55,7 @@ def test_a_flag_overrides_even_an_invalid_environment_variable() -> None:
         (["--port", "http"], "argument --port: 'http' is not an integer"),
         (["--port", "70000"], "argument --port: 70000 is above the maximum of 65535"),
         (["--metrics-port", "-1"], "argument --metrics-port: -1 is below the minimum of 0"),
-        (["--threads", "0"], "argument --threads: 0 is below the minimum of 1"),
+        (["--threads", "-1"], "argument --threads: -1 is below the minimum of 0"),
         (["--max-texts", "0"], "argument --max-texts: 0 is below the minimum of 1"),
         (["--grace-seconds", "-3"], "argument --grace-seconds: -3.0 is negative"),
         (["--grace-seconds", "soon"], "argument --grace-seconds: 'soon' is not a number"),

@@ -99,3 +99,10 @@ def test_exported_graph_has_named_dynamic_axes(exported) -> None:
         {"name": "probabilities", "dtype": "float32", "shape": ["batch", 3]},
         {"name": "attention", "dtype": "float32", "shape": ["batch", "sequence"]},
     ]
+
+
+@pytest.mark.slow
+def test_onnxruntime_sees_the_dynamic_output_shapes(exported) -> None:
+    *_, path, _ = exported
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.shape for o in session.get_outputs()] == [["batch", 3], ["batch", "sequence"]]

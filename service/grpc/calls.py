@@ -20,6 +20,7 @@ import grpc
 
 from service.grpc.validation import RequestError
 from service.metrics.registry import ServingMetrics
+from service.observability.request_context import request_id_var
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Call:
 
     request_id: str
     model: str = ""
+    version: str = ""  # the version that answered, when a model ran
 
 
 def request_id_of(context: grpc.aio.ServicerContext) -> str:
@@ -63,6 +65,8 @@ class CallRunner:
         handler: Callable[[Call], Awaitable[Response]],
     ) -> Response:
         call = Call(request_id=request_id_of(context))
+        # Every log line written while handling this call (in this task) carries its id.
+        request_id_var.set(call.request_id)
         in_flight = self.metrics.in_flight.labels(self.service, method)
         in_flight.inc()
         start = time.perf_counter()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from seqserve.v1 import models_pb2
 
-from service.repository.repository import LoadedModel
+from service.repository.repository import LoadedModel, LoadFailure
 
 
 def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -44,7 +44,18 @@ def data_sha256(data: Mapping[str, Any]) -> str:
     return ""
 
 
-def model_info(model: LoadedModel, is_default: bool) -> models_pb2.ModelInfo:
+def load_failure(failure: LoadFailure) -> models_pb2.LoadFailure:
+    return models_pb2.LoadFailure(
+        name=failure.model, version=failure.version, reason=failure.reason, unix_time=failure.unix_time
+    )
+
+
+def model_info(
+    model: LoadedModel,
+    is_default: bool,
+    failures: Sequence[LoadFailure] = (),
+    loaded_unix_time: float = 0.0,
+) -> models_pb2.ModelInfo:
     data = model.manifest.data
     onnx = data.get("onnx") or {}
     return models_pb2.ModelInfo(
@@ -60,4 +71,6 @@ def model_info(model: LoadedModel, is_default: bool) -> models_pb2.ModelInfo:
         metrics=flatten_metrics(model.manifest.metrics),
         data_sha256=data_sha256(data.get("data") or {}),
         manifest_json=json.dumps(data, sort_keys=True),
+        load_failures=[load_failure(f) for f in failures],
+        loaded_unix_time=loaded_unix_time,
     )

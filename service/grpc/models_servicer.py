@@ -6,7 +6,7 @@ import grpc
 from seqserve.v1 import models_pb2, models_pb2_grpc
 
 from service.grpc.calls import Call, CallRunner
-from service.grpc.model_info import model_info
+from service.grpc.model_info import load_failure, model_info
 from service.grpc.validation import MAX_MODEL_NAME_CHARS, RequestError
 from service.metrics.registry import ServingMetrics
 from service.repository.repository import LoadedModel, ModelRepository
@@ -20,7 +20,12 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
         self._calls = CallRunner(SERVICE_NAME, ("ListModels", "GetModel"), metrics)
 
     def _info(self, model: LoadedModel) -> models_pb2.ModelInfo:
-        return model_info(model, is_default=self._repository.default_name(model.task) == model.name)
+        return model_info(
+            model,
+            is_default=self._repository.default_name(model.task) == model.name,
+            failures=self._repository.failures_of(model.name),
+            loaded_unix_time=self._repository.loaded_at.get(model.name, 0.0),
+        )
 
     async def ListModels(
         self, request: models_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
@@ -28,7 +33,12 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
         async def handle(call: Call) -> models_pb2.ListModelsResponse:
             # An unknown task filter is not an error: it just matches nothing.
             models = self._repository.by_task(request.task)
-            return models_pb2.ListModelsResponse(models=[self._info(m) for m in models])
+            # Models with no serving version at all would otherwise be invisible; their refusals
+            # are listed apart (a task filter cannot apply: a refused model's task may be unknown).
+            unserved = [load_failure(f) for f in self._repository.failures if f.model not in self._repository.models]
+            return models_pb2.ListModelsResponse(
+                models=[self._info(m) for m in models], unserved_failures=[] if request.task else unserved
+            )
 
         return await self._calls.run("ListModels", context, handle)
 

@@ -1,11 +1,11 @@
-"""The grpc.aio server: seqserve services, health, reflection, and a graceful stop on SIGTERM/SIGINT."""
+"""The grpc.aio server: seqserve services, V2 inference, health, reflection, TLS/auth, and the
+SIGTERM sequence (NOT_SERVING at once -> drain delay, still answering -> stop with a grace period)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
-from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -13,21 +13,31 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from seqserve.v1 import models_pb2_grpc, sentiment_pb2_grpc
+from seqserve.oip import grpc_service_pb2_grpc
+from seqserve.v1 import admin_pb2_grpc, models_pb2_grpc, sentiment_pb2_grpc
 
 from service.config import Settings
-from service.grpc import models_servicer, sentiment_servicer
+from service.grpc import admin_servicer, models_servicer, sentiment_servicer
+from service.grpc.admin_servicer import AdminServicer
 from service.grpc.decoding import DecodeErrorInterceptor
 from service.grpc.models_servicer import ModelsServicer
+from service.grpc.readiness import Readiness
 from service.grpc.sentiment_servicer import SentimentServicer
+from service.grpc.v2 import servicer as v2_servicer
+from service.grpc.v2.servicer import InferenceServicer
 from service.grpc.validation import TextLimits
 from service.metrics.registry import ServingMetrics
-from service.pipelines.sentiment import SentimentPipeline
-from service.repository.repository import ModelRepository
+from service.repository.manager import ModelManager
+from service.security.auth import AuthInterceptor, Tokens
+from service.security.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
-SEQSERVE_SERVICES = (sentiment_servicer.SERVICE_NAME, models_servicer.SERVICE_NAME)
+# Services answering for a task or for the models; each has a health name of its own.
+SEQSERVE_SERVICES = (
+    sentiment_servicer.SERVICE_NAME, models_servicer.SERVICE_NAME, admin_servicer.SERVICE_NAME,
+    v2_servicer.SERVICE_NAME,
+)
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 # "" is the whole server, as the kubelet's gRPC probe and `grpc_health_probe` ask by default.
 HEALTH_NAMES = ("", *SEQSERVE_SERVICES)
@@ -45,31 +55,62 @@ def listen_address(host: str, port: int) -> str:
 class RunningServer:
     server: grpc.aio.Server
     health: health_aio.HealthServicer
+    readiness: Readiness
     address: str
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # grpc sets SO_REUSEPORT by default, which lets a second server bind a busy port and
+        # silently share its traffic; a port clash must fail at start instead.
+        ("grpc.so_reuseport", 0),
+    ]
+    if settings.max_connection_age_seconds > 0:
+        # Long-lived HTTP/2 connections pin a client to one replica forever; closing them after an
+        # age (GOAWAY, then a grace for the calls on them) makes clients reconnect and rebalance.
+        age_ms = int(settings.max_connection_age_seconds * 1000)
+        options += [
+            ("grpc.max_connection_age_ms", age_ms),
+            ("grpc.max_connection_age_grace_ms", int(max(settings.grace_seconds, 1.0) * 1000)),
+        ]
+    return options
+
+
+def add_task_servicers(server: grpc.aio.Server, manager: ModelManager, settings: Settings,
+                       metrics: ServingMetrics) -> None:
+    """One servicer per task API. A new task (translation, ...) adds its line here and its name to
+    SEQSERVE_SERVICES; it gets batching, auth, metrics and health from the rest of this module."""
+    limits = TextLimits(max_texts=settings.max_texts, max_text_chars=settings.max_text_chars)
+    sentiment_pb2_grpc.add_SentimentServicer_to_server(SentimentServicer(manager, limits, metrics), server)
 
 
 async def start_server(
     settings: Settings,
-    repository: ModelRepository,
-    pipelines: Mapping[str, SentimentPipeline],
+    manager: ModelManager,
     executor: Executor,
     metrics: ServingMetrics,
+    tokens: Tokens,
 ) -> RunningServer:
+    def count_refusal(method: str, code: str) -> None:
+        service, _, name = method.lstrip("/").rpartition("/")
+        if service in SEQSERVE_SERVICES:
+            metrics.observe_call(service, name, "", code, 0.0)
+
     server = grpc.aio.server(
-        interceptors=[DecodeErrorInterceptor(metrics, SEQSERVE_SERVICES)],
-        options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            # grpc sets SO_REUSEPORT by default, which lets a second server bind a busy port and
-            # silently share its traffic; a port clash must fail at start instead.
-            ("grpc.so_reuseport", 0),
-        ]
+        interceptors=[AuthInterceptor(tokens, count_refusal), DecodeErrorInterceptor(metrics, SEQSERVE_SERVICES)],
+        options=server_options(settings),
     )
-    limits = TextLimits(max_texts=settings.max_texts, max_text_chars=settings.max_text_chars)
-    sentiment_pb2_grpc.add_SentimentServicer_to_server(
-        SentimentServicer(repository, pipelines, limits, executor, metrics), server
+    readiness = Readiness()
+    add_task_servicers(server, manager, settings, metrics)
+    models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(manager.repository, metrics), server)
+    admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(manager, metrics), server)
+    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        InferenceServicer(manager.repository, readiness, executor, metrics,
+                          max_rows=settings.max_texts, max_elements=settings.max_message_bytes),
+        server,
     )
-    models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(repository, metrics), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection((*SEQSERVE_SERVICES, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
@@ -77,23 +118,35 @@ async def start_server(
     # The health servicer starts out reporting "" as SERVING; nothing may say so before we listen.
     for name in HEALTH_NAMES:
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    address = listen_address(settings.host, settings.port)
     try:
-        port = server.add_insecure_port(listen_address(settings.host, settings.port))
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
     except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError("Failed to bind ...")
         raise ServeError(str(exc)) from None
     await server.start()
-    # Models were loaded and verified before the server was built, so it is ready as soon as it listens.
+    # Models were loaded, verified and warmed before the server was built: ready as soon as it listens.
     for name in HEALTH_NAMES:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    readiness.ready = True
     address = listen_address(settings.host, port)
-    log.info("serving on %s", address)
-    return RunningServer(server=server, health=health, address=address)
+    tls = "mutual TLS" if settings.tls_client_ca else "TLS" if settings.tls_cert else "plaintext"
+    log.info("serving on %s (%s)", address, tls)
+    return RunningServer(server=server, health=health, readiness=readiness, address=address)
 
 
-async def stop_server(running: RunningServer, grace_seconds: float) -> None:
-    # NOT_SERVING first, for every name at once, so load balancers stop routing here while the
-    # calls already in flight get `grace_seconds` to finish.
+async def stop_server(running: RunningServer, grace_seconds: float, drain_seconds: float = 0.0) -> None:
+    # NOT_SERVING first, for every name at once, so load balancers stop routing here...
+    running.readiness.ready = False
     await running.health.enter_graceful_shutdown()
+    # ...but keep answering for the drain delay: Kubernetes removes a pod from its endpoints some
+    # seconds after the signal, and calls routed meanwhile must still succeed.
+    if drain_seconds > 0:
+        log.info("health NOT_SERVING; draining for %.1f s while still answering", drain_seconds)
+        await asyncio.sleep(drain_seconds)
     log.info("health NOT_SERVING; stopping with %.1f s grace for in-flight calls", grace_seconds)
     await running.server.stop(grace_seconds)
     log.info("stopped")
@@ -118,20 +171,3 @@ def stop_signal_future() -> asyncio.Future[signal.Signals]:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     return received
-
-
-async def serve(
-    settings: Settings,
-    repository: ModelRepository,
-    pipelines: Mapping[str, SentimentPipeline],
-    executor: Executor,
-    metrics: ServingMetrics,
-) -> None:
-    """Serve until SIGTERM or SIGINT, then stop gracefully."""
-    # Handlers go in before the port opens, so a signal that arrives early still stops cleanly.
-    stop_signal = stop_signal_future()
-    running = await start_server(settings, repository, pipelines, executor, metrics)
-    try:
-        await stop_signal
-    finally:
-        await stop_server(running, settings.grace_seconds)

@@ -6,7 +6,7 @@ series and lets tests build as many independent instances as they like.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from service.pipelines.timing import StageTimings
 from service.repository.manifest import sha256_file
@@ -15,6 +15,9 @@ from service.repository.repository import LoadedModel
 # Request latency on this hardware runs from ~1 ms (validation errors) to seconds (64 long texts),
 # so the buckets start finer than prometheus-client's default 5 ms.
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -45,6 +48,36 @@ class ServingMetrics:
             "seqserve_model_load_failures", "Model versions refused at load time.",
             ["model"], registry=self.registry,
         )
+        self.loads = Counter(
+            "seqserve_model_loads", "Model version loads attempted, by outcome (loaded or failed).",
+            ["model", "outcome"], registry=self.registry,
+        )
+        self.load_duration = Histogram(
+            "seqserve_model_load_duration_seconds", "Verify + session + warm-up time of one version.",
+            ["model"], buckets=LOAD_BUCKETS, registry=self.registry,
+        )
+        self.queue_duration = Histogram(
+            "seqserve_queue_duration_seconds", "Time a call waited in its model's batching queue.",
+            ["model", "version"], buckets=STAGE_BUCKETS, registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "seqserve_batch_size_texts", "Texts per batch run by the dynamic batcher.",
+            ["model"], buckets=BATCH_SIZE_BUCKETS, registry=self.registry,
+        )
+        self.padding_ratio = Histogram(
+            "seqserve_batch_padding_ratio", "Share of a batch tensor that is padding.",
+            ["model"], buckets=RATIO_BUCKETS, registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "seqserve_queue_depth_texts", "Texts waiting in a model's batching queue.",
+            ["model"], registry=self.registry,
+        )
+        self.batch_rejects = Counter(
+            "seqserve_batch_rejects", "Calls refused or dropped by the batcher (queue_full, deadline, cancelled).",
+            ["model", "reason"], registry=self.registry,
+        )
+        # process_resident_memory_bytes, CPU seconds, open fds: in this registry, not the global one.
+        ProcessCollector(registry=self.registry)
 
     def observe_call(self, service: str, method: str, model: str, code: str, seconds: float) -> None:
         self.requests.labels(service, method, model, code).inc()
@@ -53,6 +86,14 @@ class ServingMetrics:
     def observe_stages(self, model: LoadedModel, timings: StageTimings) -> None:
         for stage, seconds in timings.seconds.items():
             self.stage_duration.labels(model.name, model.version, stage).observe(seconds)
+
+    def observe_queue(self, model: LoadedModel, seconds: float) -> None:
+        self.queue_duration.labels(model.name, model.version).observe(seconds)
+
+    def record_unloaded_model(self, model: LoadedModel) -> None:
+        for labels in list(self.model_info._metrics):  # every series of that name and version
+            if labels[0] == model.name and labels[1] == model.version:
+                self.model_info.remove(*labels)
 
     def record_loaded_model(self, model: LoadedModel) -> None:
         # The hash of the graph actually loaded (verified against the manifest at load), so a

@@ -43,6 +43,13 @@ class SentimentPipeline:
         self.unk_id = int(model.manifest.data["special_tokens"]["unk_id"])
         self.unk_token = str(model.manifest.data["special_tokens"]["unk"])
 
+    def estimate_tokens(self, text: str) -> int:
+        """A cheap guess of the token count, for grouping texts of similar length into one batch.
+
+        About 4 characters per subword on this vocabulary; exact counts would mean tokenizing twice.
+        """
+        return min(self.max_tokens, len(text) // 4 + 1)
+
     def __call__(
         self, texts: Sequence[str], timings: StageTimings | None = None
     ) -> list[SentimentPrediction]:
@@ -63,6 +70,8 @@ class SentimentPipeline:
             for i, (ids, _, _, _) in enumerate(rows):
                 input_ids[i, : len(ids)] = ids
                 attention_mask[i, : len(ids)] = 1
+            # Share of the tensor that is padding: what length grouping in the batcher keeps down.
+            timings.padding_ratio = 1.0 - float(attention_mask.sum()) / attention_mask.size
         with timings.stage("inference"):
             probabilities, attention = self.model.session.run(
                 ["probabilities", "attention"], {"input_ids": input_ids, "attention_mask": attention_mask}

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 class StageTimings:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.padding_ratio: float | None = None  # set by pipelines that pad a batch
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import time
 from dataclasses import dataclass, field
 
 import onnxruntime as ort
@@ -48,12 +49,16 @@ class LoadFailure:
     model: str
     version: str
     reason: str
+    unix_time: float = field(default_factory=time.time)
 
 
 @dataclass
 class ModelRepository:
     models: dict[str, LoadedModel] = field(default_factory=dict)
     failures: list[LoadFailure] = field(default_factory=list)
+    # Set by the model config; beats the manifest's default_for_task (True: default, False: never).
+    default_overrides: dict[str, bool] = field(default_factory=dict)
+    loaded_at: dict[str, float] = field(default_factory=dict)  # model name -> unix time it began serving
 
     def get(self, task: str, name: str = "") -> LoadedModel:
         """The named model, or the task's default when name is empty; it must serve that task."""
@@ -67,8 +72,8 @@ class ModelRepository:
 
     def default_name(self, task: str) -> str:
         candidates = sorted(
-            (not m.manifest.data.get("default_for_task", False), m.name)
-            for m in self.models.values()
+            (not self.default_overrides.get(m.name, bool(m.manifest.data.get("default_for_task", False))), m.name)
+            for m in list(self.models.values())
             if m.task == task
         )
         if not candidates:
@@ -78,6 +83,14 @@ class ModelRepository:
     def by_task(self, task: str = "") -> list[LoadedModel]:
         return [m for _, m in sorted(self.models.items()) if not task or m.task == task]
 
+    def failures_of(self, name: str) -> list[LoadFailure]:
+        return [f for f in self.failures if f.model == name]
+
+    def record_failure(self, failure: LoadFailure, keep: int = 50) -> None:
+        # Bounded: a poller retrying a broken version for weeks must not grow memory.
+        self.failures.append(failure)
+        del self.failures[:-keep]
+
 
 def version_dirs(model_root: pathlib.Path) -> list[pathlib.Path]:
     """Numeric version folders of one model, oldest first."""
@@ -86,11 +99,23 @@ def version_dirs(model_root: pathlib.Path) -> list[pathlib.Path]:
     )
 
 
-def load_version(version_dir: pathlib.Path, intra_op_threads: int = 1) -> LoadedModel:
+def choose_version(model_root: pathlib.Path, pinned: str = "") -> pathlib.Path | None:
+    """The version policy: the pinned version if one is configured, else the newest."""
+    versions = version_dirs(model_root)
+    if pinned:
+        versions = [v for v in versions if v.name == pinned]
+    return versions[-1] if versions else None
+
+
+def load_version(
+    version_dir: pathlib.Path, intra_op_threads: int = 1, allow_spinning: bool = False
+) -> LoadedModel:
     manifest = read_manifest(version_dir)
     verify_checksums(manifest)
     onnx_file = manifest.data["onnx"].get("file", "model.onnx")
-    session = create_session(manifest.path(onnx_file), intra_op_threads=intra_op_threads)
+    session = create_session(
+        manifest.path(onnx_file), intra_op_threads=intra_op_threads, allow_spinning=allow_spinning
+    )
     tokenizer_file = manifest.data.get("tokenizer")
     tokenizer = Tokenizer.from_file(str(manifest.path(tokenizer_file))) if tokenizer_file else None
     return LoadedModel(manifest=manifest, session=session, tokenizer=tokenizer)

@@ -45,6 +45,9 @@ def export_onnx(
         external_data=False,
     )
     model = onnx.load(str(path))
+    # The exporter records intermediate shapes traced at the example's size; onnxruntime would
+    # report those (e.g. attention [batch, 17]) as the output shapes. Shapes are re-inferred at load.
+    del model.graph.value_info[:]
     for value in [*model.graph.input, *model.graph.output]:
         for dim, axis in axes.get(value.name, {}).items():
             shape_dim = value.type.tensor_type.shape.dim[dim]

@@ -1,0 +1,185 @@
+"""Dynamic batching for one model: calls queue, and run together as one pipeline call.
+
+A worker task per model waits for the first call, then up to max_queue_delay_ms for more (or until
+max_batch_size texts are queued), picks a length-grouped batch (grouping.py), drops calls whose
+client has gone or whose deadline has passed without running them, and runs the batch in the
+inference thread pool. One batch per model runs at a time: while it runs, the next one fills.
+
+Hot swap: `pipeline` is replaced by the model manager in the event loop; a batch reads it once when
+it starts, so calls already running finish on the old version and report the version that ran them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.batching.errors import BatcherClosedError, DeadlineExpiredError, QueueFullError
+from service.batching.grouping import Candidate, choose_batch
+from service.metrics.registry import ServingMetrics
+from service.pipelines.registry import Pipeline
+from service.pipelines.timing import StageTimings
+from service.repository.model_config import BatchConfig
+from service.repository.repository import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    outputs: list[Any]       # one per text of the call, in order
+    model: LoadedModel       # the version that ran it
+    batch_texts: int         # texts in the batch the call ran in
+    queue_seconds: float
+
+
+@dataclass
+class _Queued:
+    texts: Sequence[str]
+    tokens: int
+    deadline: float | None   # loop.time() after which the call is dropped
+    future: asyncio.Future[BatchResult]
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+class DynamicBatcher:
+    def __init__(
+        self, pipeline: Pipeline, config: BatchConfig, executor: Executor, metrics: ServingMetrics
+    ) -> None:
+        self.pipeline = pipeline
+        self.config = config
+        self._executor = executor
+        self._metrics = metrics
+        self._name = pipeline.model.name
+        self._queue: deque[_Queued] = deque()
+        self._queued_texts = 0
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self._worker: asyncio.Task[None] | None = None
+        self._depth = metrics.queue_depth.labels(self._name)
+        self._depth.set(0)
+
+    @property
+    def queued_texts(self) -> int:
+        return self._queued_texts
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self._name}")
+
+    async def close(self) -> None:
+        """Stop taking calls; the ones already queued still run (no accepted call is lost)."""
+        self._closed = True
+        self._wakeup.set()
+        if self._worker is not None:
+            await self._worker
+
+    async def submit(self, texts: Sequence[str], timeout: float | None = None) -> BatchResult:
+        """Queue one call's texts and wait for their outputs. `timeout`: the client's remaining deadline."""
+        if self._closed:
+            raise BatcherClosedError(f"model {self._name} is not being served")
+        if self._queued_texts + len(texts) > self.config.max_queue_texts:
+            self._metrics.batch_rejects.labels(self._name, "queue_full").inc()
+            raise QueueFullError(
+                f"model {self._name}: queue full ({self._queued_texts} texts waiting, limit "
+                f"{self.config.max_queue_texts}); retry later"
+            )
+        loop = asyncio.get_running_loop()
+        item = _Queued(
+            texts=texts,
+            tokens=max(self.pipeline.estimate_tokens(t) for t in texts),
+            deadline=None if timeout is None else loop.time() + timeout,
+            future=loop.create_future(),
+        )
+        self._queue.append(item)
+        self._queued_texts += len(texts)
+        self._depth.set(self._queued_texts)
+        self._wakeup.set()
+        # If the client cancels (or grpc ends the call at its deadline), this await is cancelled and
+        # so is item.future; the worker sees that and never runs the call.
+        return await item.future
+
+    def _drop_dead(self, now: float) -> None:
+        kept: deque[_Queued] = deque()
+        for item in self._queue:
+            if item.future.done():  # cancelled by its client
+                self._metrics.batch_rejects.labels(self._name, "cancelled").inc()
+            elif item.deadline is not None and now >= item.deadline:
+                self._metrics.batch_rejects.labels(self._name, "deadline").inc()
+                item.future.set_exception(DeadlineExpiredError(f"deadline passed in the queue of model {self._name}"))
+            else:
+                kept.append(item)
+                continue
+            self._queued_texts -= len(item.texts)
+        self._queue = kept
+        self._depth.set(self._queued_texts)
+
+    async def _wait_for_batch(self) -> None:
+        """Until max_batch_size texts are queued or the oldest call has waited max_queue_delay_ms."""
+        loop = asyncio.get_running_loop()
+        fill_by = loop.time() + self.config.max_queue_delay_ms / 1000 - (time.monotonic() - self._queue[0].enqueued)
+        while self._queued_texts < self.config.max_batch_size and not self._closed:
+            remaining = fill_by - loop.time()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._queue:
+                if self._closed:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            await self._wait_for_batch()
+            self._drop_dead(loop.time())
+            if not self._queue:
+                continue
+            queued = list(self._queue)
+            chosen = choose_batch(
+                [Candidate(len(q.texts), q.tokens) for q in queued],
+                self.config.max_batch_size, self.config.batch_token_budget,
+            )
+            batch = [queued[i] for i in chosen]
+            chosen_set = set(chosen)
+            self._queue = deque(q for i, q in enumerate(queued) if i not in chosen_set)
+            self._queued_texts -= sum(len(q.texts) for q in batch)
+            self._depth.set(self._queued_texts)
+            await self._run_batch(batch)
+
+    async def _run_batch(self, batch: list[_Queued]) -> None:
+        pipeline = self.pipeline  # read once: a swap during the run does not affect this batch
+        model = pipeline.model
+        texts = [text for item in batch for text in item.texts]
+        now = time.monotonic()
+        for item in batch:
+            self._metrics.observe_queue(model, now - item.enqueued)
+        self._metrics.batch_size.labels(model.name).observe(len(texts))
+        timings = StageTimings()
+        try:
+            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, pipeline, texts, timings)
+        except Exception as exc:  # handed to every caller; CallRunner logs it and answers INTERNAL
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        self._metrics.observe_stages(model, timings)
+        if timings.padding_ratio is not None:
+            self._metrics.padding_ratio.labels(model.name).observe(timings.padding_ratio)
+        start = 0
+        for item in batch:
+            end = start + len(item.texts)
+            if not item.future.done():  # a client that left meanwhile just gets nothing
+                item.future.set_result(BatchResult(outputs[start:end], model, len(texts), now - item.enqueued))
+            start = end

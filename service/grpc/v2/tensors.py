@@ -1,0 +1,77 @@
+"""KServe V2 tensors <-> numpy: datatype names, raw little-endian bytes or typed `contents`.
+
+Every problem is a RequestError (INVALID_ARGUMENT) naming the input, never a numpy message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+from seqserve.oip import grpc_service_pb2 as pb
+
+from service.grpc.validation import RequestError
+
+# V2 datatype <-> numpy dtype <-> field of InferTensorContents (BYTES is not served: no graph takes it).
+DATATYPES: dict[str, tuple[np.dtype[Any], str]] = {
+    "BOOL": (np.dtype(np.bool_), "bool_contents"),
+    "INT8": (np.dtype(np.int8), "int_contents"),
+    "INT16": (np.dtype(np.int16), "int_contents"),
+    "INT32": (np.dtype(np.int32), "int_contents"),
+    "INT64": (np.dtype(np.int64), "int64_contents"),
+    "UINT8": (np.dtype(np.uint8), "uint_contents"),
+    "UINT16": (np.dtype(np.uint16), "uint_contents"),
+    "UINT32": (np.dtype(np.uint32), "uint_contents"),
+    "UINT64": (np.dtype(np.uint64), "uint64_contents"),
+    "FP16": (np.dtype(np.float16), "fp32_contents"),
+    "FP32": (np.dtype(np.float32), "fp32_contents"),
+    "FP64": (np.dtype(np.float64), "fp64_contents"),
+}
+# onnxruntime's "tensor(int64)" names -> V2 datatypes.
+ORT_TYPES = {
+    "tensor(bool)": "BOOL", "tensor(int8)": "INT8", "tensor(int16)": "INT16", "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64", "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16", "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64", "tensor(float16)": "FP16", "tensor(float)": "FP32", "tensor(double)": "FP64",
+}
+
+
+def v2_shape(dims: Sequence[Any]) -> list[int]:
+    """onnxruntime dims (numbers, names for dynamic axes, None) as V2 dims (-1 for dynamic)."""
+    return [int(d) if isinstance(d, int) else -1 for d in dims]
+
+
+def _invalid(message: str) -> RequestError:
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None, max_elements: int) -> np.ndarray:
+    if tensor.datatype not in DATATYPES:
+        raise _invalid(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported")
+    dtype, field = DATATYPES[tensor.datatype]
+    shape = list(tensor.shape)
+    if any(d < 0 for d in shape):
+        raise _invalid(f"input {tensor.name!r}: shape {shape} has a negative dimension")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if count > max_elements:
+        raise _invalid(f"input {tensor.name!r}: {count} elements exceeds the limit of {max_elements}")
+    if raw is not None:
+        if len(raw) != count * dtype.itemsize:
+            raise _invalid(
+                f"input {tensor.name!r}: {len(raw)} raw bytes, but shape {shape} of {tensor.datatype} "
+                f"needs {count * dtype.itemsize}"
+            )
+        return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(shape)
+    values = getattr(tensor.contents, field)
+    if len(values) != count:
+        raise _invalid(f"input {tensor.name!r}: {len(values)} values in contents, but shape {shape} needs {count}")
+    return np.asarray(values, dtype=dtype).reshape(shape)
+
+
+def encode_output(name: str, array: np.ndarray) -> tuple[pb.ModelInferResponse.InferOutputTensor, bytes]:
+    datatype = next((k for k, (dtype, _) in DATATYPES.items() if dtype == array.dtype), None)
+    if datatype is None:
+        raise TypeError(f"output {name}: dtype {array.dtype} has no V2 datatype")
+    tensor = pb.ModelInferResponse.InferOutputTensor(name=name, datatype=datatype, shape=list(array.shape))
+    return tensor, np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()

@@ -1,0 +1,38 @@
+"""Which pipeline serves which task: the one place a new task (translation, NER, ...) is registered.
+
+Servers, the model manager and the batcher only see the `Pipeline` protocol, so adding a task means
+adding its pipeline here and its servicer in service/grpc/servicers.py, nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from service.pipelines.sentiment import TASK as SENTIMENT_TASK
+from service.pipelines.sentiment import SentimentPipeline
+from service.pipelines.timing import StageTimings
+from service.repository.repository import LoadedModel
+
+
+class Pipeline(Protocol):
+    model: LoadedModel
+
+    def __call__(self, texts: Sequence[str], timings: StageTimings | None = None) -> list[Any]: ...
+
+    def estimate_tokens(self, text: str) -> int: ...
+
+
+PipelineFactory = Callable[[LoadedModel], Pipeline]
+
+_FACTORIES: dict[str, PipelineFactory] = {SENTIMENT_TASK: SentimentPipeline}
+
+
+def register_pipeline(task: str, factory: PipelineFactory) -> None:
+    _FACTORIES[task] = factory
+
+
+def build_pipeline(model: LoadedModel) -> Pipeline | None:
+    """The task's pipeline, or None for a task with none (it is still served raw over the V2 protocol)."""
+    factory = _FACTORIES.get(model.task)
+    return factory(model) if factory is not None else None

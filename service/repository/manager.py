@@ -1,0 +1,239 @@
+"""The live set of served models: loads, hot swaps, unloads, and the repository poller.
+
+Loading (checksums, onnxruntime session, warm-up) runs in a thread of its own so serving goes on;
+the swap itself happens in the event loop, as two reference assignments that a call either sees
+before or after, never half-way. A call that already took the old pipeline finishes on it.
+
+A version that fails is remembered with the state of its files, so the poller does not retry it
+every interval, but does retry as soon as any of its files changes (e.g. a copy finished).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pathlib
+import time
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from service.batching.batcher import DynamicBatcher
+from service.metrics.registry import ServingMetrics
+from service.repository.loader import LoadError, ServableVersion, prepare_version
+from service.repository.model_config import ModelConfig
+from service.repository.repository import LoadedModel, LoadFailure, ModelRepository, choose_version, version_dirs
+from service.runtime.threads import ThreadBudget
+
+log = logging.getLogger(__name__)
+
+Signature = tuple[tuple[str, int, int], ...]
+
+
+def files_signature(version_dir: pathlib.Path) -> Signature:
+    try:
+        return tuple(sorted(
+            (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in version_dir.iterdir() if p.is_file()
+        ))
+    except OSError:
+        return ()
+
+
+@dataclass(frozen=True)
+class VersionState:
+    name: str
+    version: str
+    state: str   # SERVING, AVAILABLE, FAILED, UNLOADED
+    reason: str = ""
+
+
+class ModelManager:
+    def __init__(
+        self,
+        model_dir: pathlib.Path,
+        config: ModelConfig,
+        budget: ThreadBudget,
+        metrics: ServingMetrics,
+        inference_executor: Executor,
+    ) -> None:
+        self.model_dir = model_dir
+        self.config = config
+        self.budget = budget
+        self.metrics = metrics
+        self.repository = ModelRepository(default_overrides={
+            name: s.default_for_task for name, s in config.models.items() if s.default_for_task is not None
+        })
+        self.batchers: dict[str, DynamicBatcher] = {}
+        self._inference_executor = inference_executor
+        # One loader thread: loads queue behind each other instead of competing with inference for cores.
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
+        self._lock = asyncio.Lock()
+        self._pins = config.pins()        # runtime pins; an admin LoadModel changes them
+        self._unloaded: set[str] = set()  # unloaded by an admin: the poller leaves them alone
+        self._failed: dict[tuple[str, str], tuple[Signature, str]] = {}
+
+    # ---- lookups (event loop) ------------------------------------------------------------------
+    def model_names_on_disk(self) -> list[str]:
+        if not self.model_dir.is_dir():
+            raise FileNotFoundError(f"model directory {self.model_dir} does not exist")
+        return sorted(p.name for p in self.model_dir.iterdir() if p.is_dir())
+
+    def batcher(self, name: str) -> DynamicBatcher | None:
+        return self.batchers.get(name)
+
+    # ---- loading -------------------------------------------------------------------------------
+    async def sync(self) -> None:
+        """Bring every model in the directory to its policy's version (one poll)."""
+        for name in self.model_names_on_disk():
+            if name in self._unloaded:
+                continue
+            chosen = choose_version(self.model_dir / name, self._pins.get(name, ""))
+            if chosen is None:
+                log.warning("model %s: no version folder to load in %s", name, self.model_dir / name)
+                continue
+            serving = self.repository.models.get(name)
+            if serving is not None and serving.version == chosen.name:
+                continue
+            known = self._failed.get((name, chosen.name))
+            if known is not None and known[0] == files_signature(chosen):
+                continue  # failed before, unchanged since: do not retry (nor log) every poll
+            try:
+                await self._load(name, chosen)
+            except LoadError:
+                # Logged, counted and recorded by _load. A serving version keeps serving; a model with
+                # none yet (start-up) falls back to its newest older version that loads, unless pinned.
+                if serving is None and not self._pins.get(name):
+                    await self._load_older(name, chosen)
+
+    async def _load_older(self, name: str, failed: pathlib.Path) -> None:
+        for older in reversed([v for v in version_dirs(self.model_dir / name) if int(v.name) < int(failed.name)]):
+            known = self._failed.get((name, older.name))
+            if known is not None and known[0] == files_signature(older):
+                continue
+            with contextlib.suppress(LoadError):
+                await self._load(name, older)
+                return
+
+    async def load(self, name: str, version: str = "") -> LoadedModel:
+        """Admin load: a version pins it, "" lifts the pin and takes the policy's choice."""
+        if name not in self.model_names_on_disk():
+            raise LookupError(f"model {name!r} is not in the repository")
+        if version:
+            self._pins[name] = version
+        else:
+            self._pins.pop(name, None)
+            if self.config.for_model(name).version:
+                self._pins[name] = self.config.for_model(name).version
+        self._unloaded.discard(name)
+        chosen = choose_version(self.model_dir / name, self._pins.get(name, ""))
+        if chosen is None:
+            raise LookupError(f"model {name!r} has no version {version or '(any)'} in the repository")
+        serving = self.repository.models.get(name)
+        if serving is not None and serving.version == chosen.name:
+            return serving
+        return await self._load(name, chosen)
+
+    async def _load(self, name: str, version_dir: pathlib.Path) -> LoadedModel:
+        async with self._lock:
+            signature = files_signature(version_dir)
+            loop = asyncio.get_running_loop()
+            log.info("loading model %s version %s", name, version_dir.name)
+            try:
+                prepared = await loop.run_in_executor(
+                    self._loader, prepare_version, version_dir, self.budget.per_session, self.budget.allow_spinning
+                )
+            except LoadError as exc:
+                reason = self._without_paths(str(exc))
+                log.error("refusing model %s version %s: %s", name, version_dir.name, reason)
+                self.metrics.record_load_failure(name)
+                self.metrics.loads.labels(name, "failed").inc()
+                self.repository.record_failure(LoadFailure(name, version_dir.name, reason))
+                self._failed[(name, version_dir.name)] = (signature, reason)
+                raise LoadError(reason) from None
+            self._swap_in(prepared)
+            self._failed.pop((name, version_dir.name), None)
+            return prepared.model
+
+    def _swap_in(self, prepared: ServableVersion) -> None:
+        model = prepared.model
+        old = self.repository.models.get(model.name)
+        if prepared.pipeline is not None:
+            batcher = self.batchers.get(model.name)
+            if batcher is None:
+                batcher = DynamicBatcher(
+                    prepared.pipeline, self.config.for_model(model.name).batching,
+                    self._inference_executor, self.metrics,
+                )
+                batcher.start()
+                self.batchers[model.name] = batcher
+            else:
+                batcher.pipeline = prepared.pipeline
+        self.repository.models[model.name] = model
+        self.repository.loaded_at[model.name] = time.time()
+        self.metrics.loads.labels(model.name, "loaded").inc()
+        self.metrics.load_duration.labels(model.name).observe(prepared.load_seconds)
+        if old is not None:
+            self.metrics.record_unloaded_model(old)
+        self.metrics.record_loaded_model(model)
+        if old is None:
+            log.info("loaded model %s version %s (task %s) in %.2f s",
+                     model.name, model.version, model.task, prepared.load_seconds)
+        else:
+            log.info("swapped model %s version %s -> %s in %.2f s; calls in flight finish on %s",
+                     model.name, old.version, model.version, prepared.load_seconds, old.version)
+
+    async def unload(self, name: str) -> LoadedModel:
+        async with self._lock:
+            model = self.repository.models.pop(name, None)
+            if model is None:
+                raise LookupError(f"model {name!r} is not loaded")
+            self._unloaded.add(name)
+            self.repository.loaded_at.pop(name, None)
+            self.metrics.record_unloaded_model(model)
+            batcher = self.batchers.pop(name, None)
+        if batcher is not None:
+            await batcher.close()  # queued calls still run
+        log.info("unloaded model %s version %s", name, model.version)
+        return model
+
+    def list_versions(self, name: str = "") -> list[VersionState]:
+        names = [name] if name else self.model_names_on_disk()
+        states = []
+        for model_name in names:
+            root = self.model_dir / model_name
+            if not root.is_dir():
+                raise LookupError(f"model {model_name!r} is not in the repository")
+            serving = self.repository.models.get(model_name)
+            for version_dir in version_dirs(root):
+                failed = self._failed.get((model_name, version_dir.name))
+                if serving is not None and serving.version == version_dir.name:
+                    state = VersionState(model_name, version_dir.name, "SERVING")
+                elif failed is not None:
+                    state = VersionState(model_name, version_dir.name, "FAILED", failed[1])
+                elif model_name in self._unloaded:
+                    state = VersionState(model_name, version_dir.name, "UNLOADED")
+                else:
+                    state = VersionState(model_name, version_dir.name, "AVAILABLE")
+                states.append(state)
+        return states
+
+    async def poll_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sync()
+            except FileNotFoundError as exc:
+                log.error("repository poll: %s", exc)  # a vanished mount: keep serving what is loaded
+            except Exception:
+                log.exception("repository poll failed; serving goes on with the loaded versions")
+
+    async def close(self) -> None:
+        for batcher in list(self.batchers.values()):
+            await batcher.close()
+        self._loader.shutdown(wait=False, cancel_futures=True)
+
+    def _without_paths(self, reason: str) -> str:
+        # Reasons reach clients (Models, Admin); server paths must not. Keep them repository-relative.
+        for prefix in {str(self.model_dir.resolve()), str(self.model_dir)}:
+            reason = reason.replace(prefix + "/", "").replace(prefix, "")
+        return reason

@@ -1,0 +1,194 @@
+"""The dynamic batcher, in-process with a stand-in pipeline: grouping, deadlines, cancellation, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from service.batching.batcher import DynamicBatcher
+from service.batching.errors import DeadlineExpiredError, QueueFullError
+from service.batching.grouping import Candidate, choose_batch
+from service.metrics.registry import ServingMetrics
+from service.pipelines.timing import StageTimings
+from service.repository.model_config import BatchConfig
+
+
+class RecordingPipeline:
+    """Echoes each text with its version; records every batch; can be held to simulate a slow model."""
+
+    def __init__(self, version: str = "1", seconds: float = 0.0) -> None:
+        self.model = SimpleNamespace(name="m", version=version)
+        self.batches: list[list[str]] = []
+        self.seconds = seconds
+        self.release = threading.Event()
+        self.release.set()
+
+    def estimate_tokens(self, text: str) -> int:
+        return len(text)
+
+    def __call__(self, texts: Sequence[str], timings: StageTimings | None = None) -> list[Any]:
+        self.batches.append(list(texts))
+        self.release.wait(10)
+        time.sleep(self.seconds)
+        if timings is not None:
+            timings.padding_ratio = 0.0
+        return [f"{self.model.version}:{t}" for t in texts]
+
+
+def batcher(pipeline: RecordingPipeline, **config: Any) -> tuple[DynamicBatcher, ServingMetrics]:
+    metrics = ServingMetrics()
+    settings = {"max_batch_size": 32, "max_queue_delay_ms": 20.0, "max_queue_texts": 100,
+                "batch_token_budget": 10_000, **config}
+    b = DynamicBatcher(pipeline, BatchConfig(**settings), ThreadPoolExecutor(2), metrics)  # type: ignore[arg-type]
+    b.start()
+    return b, metrics
+
+
+def test_grouping_takes_the_oldest_then_the_closest_in_length_within_the_limits() -> None:
+    queued = [Candidate(1, 10), Candidate(1, 200), Candidate(1, 12), Candidate(1, 9), Candidate(1, 11)]
+    assert choose_batch(queued, max_batch_size=3, token_budget=10_000) == [0, 3, 4]
+    # The budget (texts x longest) keeps a 200-token text out of a batch of short ones.
+    assert choose_batch(queued, max_batch_size=10, token_budget=100) == [0, 2, 3, 4]
+    # The oldest call always runs, even alone above every limit: calls are never split.
+    assert choose_batch([Candidate(50, 500)], max_batch_size=8, token_budget=10) == [0]
+
+
+def test_calls_arriving_together_run_in_one_batch_and_get_their_own_results_back() -> None:
+    pipeline = RecordingPipeline()
+
+    async def scenario() -> list[Any]:
+        b, metrics = batcher(pipeline)
+        results = await asyncio.gather(*(b.submit([f"t{i}a", f"t{i}b"]) for i in range(5)))
+        await b.close()
+        return [results, metrics]
+
+    results, metrics = asyncio.run(scenario())
+    assert len(pipeline.batches) == 1 and len(pipeline.batches[0]) == 10
+    assert [r.outputs for r in results] == [[f"1:t{i}a", f"1:t{i}b"] for i in range(5)]
+    assert all(r.batch_texts == 10 for r in results)
+    assert metrics.registry.get_sample_value("seqserve_batch_size_texts_count", {"model": "m"}) == 1
+    assert metrics.registry.get_sample_value("seqserve_batch_size_texts_sum", {"model": "m"}) == 10
+
+
+def test_a_batch_stops_at_max_batch_size() -> None:
+    pipeline = RecordingPipeline()
+
+    async def scenario() -> None:
+        b, _ = batcher(pipeline, max_batch_size=4)
+        await asyncio.gather(*(b.submit([f"t{i}"]) for i in range(10)))
+        await b.close()
+
+    asyncio.run(scenario())
+    assert sorted(len(batch) for batch in pipeline.batches) == [2, 4, 4]
+
+
+def test_a_call_whose_deadline_passes_in_the_queue_is_never_run() -> None:
+    pipeline = RecordingPipeline()
+    pipeline.release.clear()  # the first batch blocks the model
+
+    async def scenario() -> tuple[Any, ServingMetrics]:
+        b, metrics = batcher(pipeline, max_queue_delay_ms=0.0)
+        first = asyncio.ensure_future(b.submit(["blocking"]))
+        await asyncio.sleep(0.05)
+        late = asyncio.ensure_future(b.submit(["expires"], timeout=0.05))
+        await asyncio.sleep(0.2)
+        pipeline.release.set()
+        await first
+        with pytest.raises(DeadlineExpiredError):
+            await late
+        await b.close()
+        return late, metrics
+
+    _, metrics = asyncio.run(scenario())
+    assert pipeline.batches == [["blocking"]]
+    assert metrics.registry.get_sample_value("seqserve_batch_rejects_total", {"model": "m", "reason": "deadline"}) == 1
+
+
+def test_a_cancelled_call_leaves_the_queue_without_running() -> None:
+    pipeline = RecordingPipeline()
+    pipeline.release.clear()
+
+    async def scenario() -> ServingMetrics:
+        b, metrics = batcher(pipeline, max_queue_delay_ms=0.0)
+        first = asyncio.ensure_future(b.submit(["blocking"]))
+        await asyncio.sleep(0.05)
+        gone = asyncio.ensure_future(b.submit(["cancelled"]))
+        kept = asyncio.ensure_future(b.submit(["kept"]))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        pipeline.release.set()
+        await first
+        assert (await kept).outputs == ["1:kept"]
+        await b.close()
+        return metrics
+
+    metrics = asyncio.run(scenario())
+    assert ["cancelled"] not in pipeline.batches and ["kept"] in pipeline.batches
+    assert metrics.registry.get_sample_value("seqserve_batch_rejects_total", {"model": "m", "reason": "cancelled"}) == 1
+
+
+def test_a_full_queue_refuses_at_once() -> None:
+    pipeline = RecordingPipeline()
+    pipeline.release.clear()
+
+    async def scenario() -> tuple[float, ServingMetrics]:
+        b, metrics = batcher(pipeline, max_queue_delay_ms=0.0, max_queue_texts=3)
+        running = asyncio.ensure_future(b.submit(["running"]))
+        await asyncio.sleep(0.05)  # taken off the queue, blocked in the model
+        queued = asyncio.ensure_future(b.submit(["a", "b"]))
+        await asyncio.sleep(0)
+        start = time.perf_counter()
+        with pytest.raises(QueueFullError, match="queue full"):
+            await b.submit(["c", "d"])
+        refused_in = time.perf_counter() - start
+        pipeline.release.set()
+        await asyncio.gather(running, queued)
+        await b.close()
+        return refused_in, metrics
+
+    refused_in, metrics = asyncio.run(scenario())
+    assert refused_in < 0.05
+    rejects = {"model": "m", "reason": "queue_full"}
+    assert metrics.registry.get_sample_value("seqserve_batch_rejects_total", rejects) == 1
+
+
+def test_a_swap_lets_the_running_batch_finish_on_the_old_version() -> None:
+    old, new = RecordingPipeline("1"), RecordingPipeline("2")
+    old.release.clear()
+
+    async def scenario() -> tuple[Any, Any]:
+        b, _ = batcher(old, max_queue_delay_ms=0.0)
+        in_flight = asyncio.ensure_future(b.submit(["x"]))
+        await asyncio.sleep(0.05)
+        b.pipeline = new  # what ModelManager does on a hot swap
+        after = asyncio.ensure_future(b.submit(["y"]))
+        old.release.set()
+        results = await asyncio.gather(in_flight, after)
+        await b.close()
+        return results[0], results[1]
+
+    first, second = asyncio.run(scenario())
+    assert (first.outputs, first.model.version) == (["1:x"], "1")
+    assert (second.outputs, second.model.version) == (["2:y"], "2")
+
+
+def test_close_runs_what_is_queued_then_refuses_new_calls() -> None:
+    pipeline = RecordingPipeline()
+
+    async def scenario() -> None:
+        b, _ = batcher(pipeline, max_queue_delay_ms=50.0)
+        queued = asyncio.ensure_future(b.submit(["queued"]))
+        await asyncio.sleep(0)
+        await b.close()
+        assert (await queued).outputs == ["1:queued"]
+        with pytest.raises(Exception, match="not being served"):
+            await b.submit(["late"])
+
+    asyncio.run(scenario())

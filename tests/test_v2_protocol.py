@@ -1,0 +1,125 @@
+"""KServe V2 / Open Inference Protocol through the real tritonclient, against the real server.
+
+Nothing in this test process imports seqserve.oip: its messages share the standard names
+(inference.*) with tritonclient's own stubs, and protobuf refuses two definitions in one process.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+from google.protobuf import descriptor_pb2
+from seqserve.v1 import sentiment_pb2
+from tritonclient.grpc import service_pb2 as triton_pb2
+from tritonclient.utils import InferenceServerException
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+MODEL = "sentiment-bigru"
+
+
+@pytest.fixture(scope="module")
+def client(server) -> triton.InferenceServerClient:
+    return triton.InferenceServerClient(server.target)
+
+
+def test_server_and_model_readiness_and_metadata(client, manifest) -> None:
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready(MODEL) and client.is_model_ready(MODEL, manifest["version"])
+    assert not client.is_model_ready(MODEL, "999") and not client.is_model_ready("no-such-model")
+    assert client.get_server_metadata().name == "seqserve"
+    metadata = client.get_model_metadata(MODEL)
+    assert list(metadata.versions) == [manifest["version"]] and metadata.platform == "onnxruntime_onnx"
+    assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [
+        ("input_ids", "INT64", [-1, -1]), ("attention_mask", "INT64", [-1, -1])
+    ]
+    assert [(t.name, t.datatype, list(t.shape)) for t in metadata.outputs] == [
+        ("probabilities", "FP32", [-1, 3]), ("attention", "FP32", [-1, -1])
+    ]
+
+
+def test_infer_on_raw_tensors_matches_the_sentiment_api(client, sentiment) -> None:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(REPO / "exported" / MODEL / "1" / "tokenizer.json"))
+    texts = ["What a wonderful day", "The food was cold and the staff rude"]
+    encoded = tokenizer.encode_batch(texts, add_special_tokens=False)
+    width = max(len(e.ids) for e in encoded)
+    ids = np.zeros((2, width), np.int64)
+    mask = np.zeros((2, width), np.int64)
+    for row, e in enumerate(encoded):
+        ids[row, : len(e.ids)] = e.ids
+        mask[row, : len(e.ids)] = 1
+    inputs = [
+        triton.InferInput("input_ids", ids.shape, "INT64"), triton.InferInput("attention_mask", mask.shape, "INT64")
+    ]
+    inputs[0].set_data_from_numpy(ids)
+    inputs[1].set_data_from_numpy(mask)
+    result = client.infer(MODEL, inputs, outputs=[triton.InferRequestedOutput("probabilities")], request_id="r1")
+    probabilities = result.as_numpy("probabilities")
+    assert probabilities.shape == (2, 3) and result.as_numpy("attention") is None
+    assert result.get_response().id == "r1"
+    served = sentiment.Analyze(sentiment_pb2.AnalyzeSentimentRequest(texts=texts), timeout=30)
+    for row, answer in enumerate(served.results):
+        assert [p.probability for p in answer.probabilities] == pytest.approx(probabilities[row].tolist(), abs=1e-5)
+
+    everything = client.infer(MODEL, inputs)  # no outputs named: all of them
+    assert everything.as_numpy("attention").shape == (2, width)
+
+
+def test_bad_v2_calls_are_refused_with_a_clear_status(client) -> None:
+    ids = np.zeros((1, 3), np.int32)  # wrong datatype
+    wrong = triton.InferInput("input_ids", ids.shape, "INT32")
+    wrong.set_data_from_numpy(ids)
+    mask = triton.InferInput("attention_mask", (1, 3), "INT64")
+    mask.set_data_from_numpy(np.ones((1, 3), np.int64))
+    with pytest.raises(InferenceServerException) as error:
+        client.infer(MODEL, [wrong, mask])
+    assert error.value.status() == "StatusCode.INVALID_ARGUMENT" and "INT64" in error.value.message()
+    with pytest.raises(InferenceServerException) as error:
+        client.infer("no-such-model", [mask])
+    assert error.value.status() == "StatusCode.NOT_FOUND"
+    with pytest.raises(InferenceServerException) as error:
+        client.infer(MODEL, [mask])
+    assert "input_ids missing" in error.value.message()
+
+
+def test_the_vendored_proto_matches_the_standard_one_field_by_field(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "oip.pb"
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{REPO / 'proto'}", f"--descriptor_set_out={out}",
+         "seqserve/oip/grpc_service.proto"],
+        check=True, timeout=60,
+    )
+    ours = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file[0]
+    assert ours.package == "inference"
+    theirs = descriptor_pb2.FileDescriptorProto()
+    triton_pb2.DESCRIPTOR.CopyToProto(theirs)
+
+    def fields(messages, prefix: str = "") -> dict[str, tuple]:
+        found: dict[str, tuple] = {}
+        for message in messages:
+            name = prefix + message.name
+            found[name] = tuple(sorted((f.name, f.number, f.type, f.label, f.type_name) for f in message.field))
+            found.update(fields(message.nested_type, name + "."))
+        return found
+
+    our_fields, their_fields = fields(ours.message_type), fields(theirs.message_type)
+    for name, spec in our_fields.items():
+        assert their_fields.get(name) == spec, name
+    (service,) = ours.service
+    (standard,) = [s for s in theirs.service if s.name == "GRPCInferenceService"]
+    theirs_methods = {m.name: (m.input_type, m.output_type) for m in standard.method}
+    for method in service.method:
+        assert theirs_methods[method.name] == (method.input_type, method.output_type)
+
+
+def test_v2_shares_the_port_with_the_seqserve_api(server) -> None:
+    with grpc.insecure_channel(server.target) as channel:
+        live = channel.unary_unary("/inference.GRPCInferenceService/ServerLive")(b"", timeout=10)
+    assert live == b"\x08\x01"  # ServerLiveResponse{live: true}
