@@ -16,12 +16,13 @@ from typing import Any
 
 import grpc
 import pytest
+from exported_models import SENTIMENT
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from seqserve.v1 import models_pb2_grpc, sentiment_pb2_grpc
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EXPORTED = REPO / "exported"
-MODEL_DIR = EXPORTED / "sentiment-bigru" / "1"
+MODEL_DIR = SENTIMENT  # the newest committed version
 STARTUP_SECONDS = 90  # loading is ~1 s, but this machine also runs training jobs
 
 

@@ -2,33 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
-import shutil
 import threading
 import time
 import urllib.request
 
 import grpc
 import pytest
+from exported_models import SENTIMENT, copy_as_version
 from prometheus_client.parser import text_string_to_metric_families
 from seqserve.v1 import admin_pb2, admin_pb2_grpc, models_pb2, models_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
 
-from service.repository.manifest import write_manifest
-
-SENTIMENT_MODEL = pathlib.Path(__file__).resolve().parents[1] / "exported" / "sentiment-bigru"
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
 API_TOKEN = "api-token-0123456789abcdef"
 
 
 def publish_version(model_dir: pathlib.Path, version: str, corrupt: bool = False) -> None:
     """Write the version beside the repository, then rename it in: the poller never sees half a copy."""
-    staging = model_dir.parent / "staging" / version
-    shutil.copytree(SENTIMENT_MODEL / "1", staging)
-    data = json.loads((staging / "manifest.json").read_text("utf-8"))
-    (staging / "manifest.json").unlink()
-    kept = {k: v for k, v in data.items() if k not in ("files", "format_version")}
-    write_manifest(staging, {**kept, "version": version})
+    staging = copy_as_version(SENTIMENT, model_dir.parent / "staging" / version, version)
     if corrupt:
         path = staging / "model.onnx"
         raw = bytearray(path.read_bytes())
@@ -90,7 +81,7 @@ def wait_for(condition, seconds: float = 60, what: str = "") -> None:
 @pytest.fixture
 def model_dir(tmp_path: pathlib.Path) -> pathlib.Path:
     root = tmp_path / "models"
-    shutil.copytree(SENTIMENT_MODEL / "1", root / "sentiment-bigru" / "1")
+    copy_as_version(SENTIMENT, root / "sentiment-bigru" / "1", "1")
     return root
 
 

@@ -6,6 +6,7 @@ import urllib.request
 
 import grpc
 import pytest
+from exported_models import SENTIMENT
 from prometheus_client.parser import text_string_to_metric_families
 from seqserve.v1 import models_pb2, sentiment_pb2
 
@@ -66,7 +67,7 @@ def test_each_pipeline_stage_is_timed(after_calls: Samples) -> None:
     stages = {
         labels["stage"]
         for labels, sample_value in after_calls["seqserve_stage_duration_seconds_count"]
-        if labels["model"] == "sentiment-bigru" and labels["version"] == "1" and sample_value >= 1
+        if labels["model"] == "sentiment-bigru" and labels["version"] == SENTIMENT.name and sample_value >= 1
     }
     assert stages == {"tokenize", "inference", "postprocess"}
 
@@ -77,6 +78,6 @@ def test_no_call_is_in_flight_once_they_have_answered(after_calls: Samples) -> N
 
 
 def test_the_loaded_model_is_described_with_the_hash_of_its_graph(after_calls: Samples, manifest) -> None:
-    info = value(after_calls, "seqserve_model_info", name="sentiment-bigru", version="1", task="sentiment",
+    info = value(after_calls, "seqserve_model_info", name="sentiment-bigru", version=SENTIMENT.name, task="sentiment",
                  sha256=manifest["files"]["model.onnx"])
     assert info == 1

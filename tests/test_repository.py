@@ -7,6 +7,7 @@ import pathlib
 import shutil
 
 import pytest
+from exported_models import SENTIMENT, copy_as_version
 
 from service.repository.manifest import ManifestError, read_manifest, verify_checksums, write_manifest
 from service.repository.repository import ModelNotFoundError, load_repository
@@ -16,7 +17,7 @@ EXPORTED = pathlib.Path(__file__).resolve().parents[1] / "exported"
 
 @pytest.fixture
 def repo_copy(tmp_path: pathlib.Path) -> pathlib.Path:
-    shutil.copytree(EXPORTED / "sentiment-bigru", tmp_path / "sentiment-bigru")
+    copy_as_version(SENTIMENT, tmp_path / "sentiment-bigru" / "1", "1")
     return tmp_path
 
 

@@ -6,6 +6,7 @@ import json
 import pathlib
 
 import pytest
+from exported_models import SENTIMENT
 
 from training.data.sentiment import DOMAINS, load_splits, score_to_label, split
 
@@ -41,6 +42,6 @@ def test_split_ignores_file_order(splits) -> None:
 
 def test_committed_model_records_this_split(splits) -> None:
     _, info = splits
-    manifest = json.loads((REPO / "exported/sentiment-bigru/1/manifest.json").read_text())
+    manifest = json.loads((SENTIMENT / "manifest.json").read_text())
     for key in ("data_sha256", "train_sha256", "dev_sha256", "test_sha256"):
         assert manifest["data"][key] == info[key], key

@@ -12,6 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from exported_models import SENTIMENT
 from tokenizers import Tokenizer
 
 from training.batching import pad_batch
@@ -57,7 +58,7 @@ def test_padding_does_not_change_a_texts_result() -> None:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory):
-    tokenizer = Tokenizer.from_file(str(REPO / "exported/sentiment-bigru/1/tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(SENTIMENT / "tokenizer.json"))
     torch.manual_seed(1)
     model = BiGRUAttentionClassifier(SentimentModelConfig(vocab_size=tokenizer.get_vocab_size())).eval()
     wrapper = SentimentForExport(model).eval()

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import pathlib
-
 import pytest
+from exported_models import SENTIMENT
 
 from service.pipelines.sentiment import SentimentPipeline
 from service.pipelines.timing import StageTimings
 from service.repository.repository import load_version
 
-VERSION_DIR = pathlib.Path(__file__).resolve().parents[1] / "exported/sentiment-bigru/1"
+VERSION_DIR = SENTIMENT
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import shutil
 import signal
 import time
 import urllib.request
@@ -12,13 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from exported_models import SENTIMENT, copy_as_version
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from seqserve.v1 import models_pb2, models_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
 
 from service.repository.manifest import read_manifest, write_manifest
 
-SENTIMENT_MODEL = pathlib.Path(__file__).resolve().parents[1] / "exported" / "sentiment-bigru"
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVING = health_pb2.HealthCheckResponse.SERVING
 # Long enough that a call takes a few hundred milliseconds here, so calls are still running at SIGTERM.
@@ -78,7 +77,7 @@ def test_a_corrupted_model_is_refused_and_with_no_model_left_the_server_exits_no
     start_server, tmp_path: pathlib.Path
 ) -> None:
     model_dir = tmp_path / "models"
-    shutil.copytree(SENTIMENT_MODEL, model_dir / "sentiment-bigru")
+    copy_as_version(SENTIMENT, model_dir / "sentiment-bigru" / "1", "1")
     flip_a_byte(model_dir / "sentiment-bigru/1/model.onnx")
     server = start_server(model_dir=model_dir, wait=False)
     assert server.wait_for_exit() != 0
@@ -97,8 +96,8 @@ def test_a_missing_model_directory_exits_non_zero_with_a_clear_message(start_ser
 
 def test_with_a_good_and_a_corrupted_model_only_the_good_one_is_served(start_server, tmp_path: pathlib.Path) -> None:
     model_dir = tmp_path / "models"
-    shutil.copytree(SENTIMENT_MODEL, model_dir / "sentiment-bigru")
-    shutil.copytree(SENTIMENT_MODEL, model_dir / "sentiment-copy")
+    copy_as_version(SENTIMENT, model_dir / "sentiment-bigru" / "1", "1")
+    copy_as_version(SENTIMENT, model_dir / "sentiment-copy" / "1", "1")
     copy = read_manifest(model_dir / "sentiment-copy/1")
     write_manifest(model_dir / "sentiment-copy/1", {**copy.data, "name": "sentiment-copy", "default_for_task": False})
     flip_a_byte(model_dir / "sentiment-copy/1/model.onnx")

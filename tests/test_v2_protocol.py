@@ -14,6 +14,7 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+from exported_models import SENTIMENT
 from google.protobuf import descriptor_pb2
 from seqserve.v1 import sentiment_pb2
 from tritonclient.grpc import service_pb2 as triton_pb2
@@ -46,7 +47,7 @@ def test_server_and_model_readiness_and_metadata(client, manifest) -> None:
 def test_infer_on_raw_tensors_matches_the_sentiment_api(client, sentiment) -> None:
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(REPO / "exported" / MODEL / "1" / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(SENTIMENT / "tokenizer.json"))
     texts = ["What a wonderful day", "The food was cold and the staff rude"]
     encoded = tokenizer.encode_batch(texts, add_special_tokens=False)
     width = max(len(e.ids) for e in encoded)

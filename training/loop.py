@@ -170,7 +170,8 @@ def train(
         return _broadcast_flag(stop)
 
     model.train()
-    stopped = False
+    # A run resumed after early stopping already triggered must not train on.
+    stopped = state["bad_epochs"] >= config.patience
     while state["epoch"] < config.max_epochs and not stopped:
         epoch = state["epoch"]
         all_batches = batches_for_epoch(epoch)

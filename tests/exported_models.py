@@ -1,0 +1,31 @@
+"""Where the tests find the committed models: the newest version of each, so retraining a model
+(a new version folder) does not mean rewriting the tests."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+from service.repository.manifest import write_manifest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+EXPORTED = REPO / "exported"
+
+
+def latest_version_dir(model: str) -> pathlib.Path:
+    versions = [p for p in (EXPORTED / model).iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(versions, key=lambda p: int(p.name))
+
+
+SENTIMENT = latest_version_dir("sentiment-bigru")
+
+
+def copy_as_version(source: pathlib.Path, destination: pathlib.Path, version: str) -> pathlib.Path:
+    """Copy a version folder to `destination` (named as the version) with its manifest re-versioned."""
+    shutil.copytree(source, destination)
+    data = json.loads((destination / "manifest.json").read_text("utf-8"))
+    (destination / "manifest.json").unlink()
+    kept = {k: v for k, v in data.items() if k not in ("files", "format_version")}
+    write_manifest(destination, {**kept, "version": version})
+    return destination
