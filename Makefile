@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: serve test setup-serve setup-test lint clean
+.PHONY: serve test setup-serve setup-test lint container-test clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "seqserve needs Python 3.11"'
@@ -29,6 +29,12 @@ lint: setup-test
 
 test: setup-test lint
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+# Builds the Docker image with podman (no Docker engine needed) and tests it for real: docker-run
+# style and `podman kube play` of the Kubernetes Deployment, plus promtool. Root: it apt-installs
+# podman and promtool if missing. See docs/deploy.md.
+container-test: setup-test
+	bash deploy/container/test.sh
 
 clean:
 	rm -rf $(VENV) gen build *.egg-info
