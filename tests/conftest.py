@@ -154,3 +154,23 @@ def health(channel: grpc.Channel) -> health_pb2_grpc.HealthStub:
 def manifest() -> dict[str, Any]:
     """The manifest of the committed sentiment model, as the server should report it."""
     return exported_manifest()
+
+
+@pytest.fixture(scope="session")
+def tiny_translation_models(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """A model directory with a tiny random Transformer as `transformer/1` (exported once per session)."""
+    from translation_support import tiny_model_dir
+
+    return tiny_model_dir(tmp_path_factory.mktemp("tiny-translation"))
+
+
+@pytest.fixture(scope="session")
+def translation_server(tiny_translation_models: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
+                       ) -> Iterator[ServerProcess]:
+    """The real server on the tiny translation model only (fast to load; tests need no trained model)."""
+    running = launch_server(tmp_path_factory.mktemp("translation-server") / "server.log", tiny_translation_models)
+    try:
+        running.wait_until_serving()
+        yield running
+    finally:
+        running.stop()

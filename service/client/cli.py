@@ -1,6 +1,7 @@
 """`seqserve`: call a seqserve server from the shell.
 
     seqserve [--target HOST:PORT] [--json] sentiment TEXT...
+    seqserve translate TEXT... [--model NAME] [--beam N] [--n-best N] [--stream] [--alignment-png FILE]
     seqserve models
     seqserve health [--service NAME]
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TextIO
@@ -20,14 +22,15 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
-from seqserve.v1 import models_pb2, sentiment_pb2
+from seqserve.v1 import models_pb2, sentiment_pb2, translation_pb2
 
+from service.client.alignment_plot import PlottingUnavailableError, save_alignment_png
 from service.client.client import SeqserveClient
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 TOP_TOKENS = 5
 # Metrics worth a line in the human-readable listing; --json has all of them.
-HEADLINE_METRICS = ("macro_f1", "accuracy")
+HEADLINE_METRICS = ("macro_f1", "accuracy", "bleu", "chrf")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     sentiment = commands.add_parser("sentiment", help="classify the sentiment of one or more texts")
     sentiment.add_argument("texts", nargs="+", metavar="TEXT")
     sentiment.add_argument("--model", default="", help="model name (default: the server's default)")
+    translate = commands.add_parser("translate", help="translate one or more texts (English -> French)")
+    translate.add_argument("texts", nargs="+", metavar="TEXT")
+    translate.add_argument("--model", default="", help="transformer or seq2seq-attention (default: the server's)")
+    translate.add_argument("--beam", type=int, default=0, help="beam size; 1 = greedy (default: the model's)")
+    translate.add_argument("--n-best", type=int, default=0, help="hypotheses per text (default 1)")
+    translate.add_argument("--max-output-tokens", type=int, default=0, help="default: from the source length")
+    translate.add_argument("--length-penalty", type=float, default=None, help="GNMT alpha (default: the model's)")
+    translate.add_argument("--stream", action="store_true", help="greedy, printed as it is produced (one text)")
+    translate.add_argument("--alignment-png", type=pathlib.Path, default=None, metavar="FILE",
+                           help="write the attention alignment as a PNG heatmap (needs matplotlib); with "
+                                "several texts, FILE-1.png, FILE-2.png, ...")
     commands.add_parser("models", help="list the loaded models")
     health = commands.add_parser("health", help="check the server's health")
     health.add_argument("--service", default="", help='one service, e.g. seqserve.v1.Sentiment (default: "")')
@@ -73,6 +87,50 @@ def print_sentiment(
     print(f"model {response.model.name} version {response.model.version}", file=out)
 
 
+def print_translations(
+    texts: Sequence[str], response: translation_pb2.TranslateResponse, out: TextIO
+) -> None:
+    for number, (text, result) in enumerate(zip(texts, response.results, strict=True), start=1):
+        print(f"[{number}] {_shorten(text)}", file=out)
+        for rank, hypothesis in enumerate(result.hypotheses, start=1):
+            marker = "->" if rank == 1 else f"{rank}."
+            print(f"    {marker} {hypothesis.text}  (score {hypothesis.score:.3f})", file=out)
+    print(f"model {response.model.name} version {response.model.version}", file=out)
+
+
+def alignment_paths(path: pathlib.Path, count: int) -> list[pathlib.Path]:
+    if count == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{n}{path.suffix or '.png'}") for n in range(1, count + 1)]
+
+
+def run_translate(client: SeqserveClient, args: argparse.Namespace, out: TextIO) -> Message:
+    if args.stream:
+        if len(args.texts) != 1 or args.alignment_png is not None:
+            raise UsageError("--stream takes exactly one text and no --alignment-png")
+        last = translation_pb2.TranslatePiece()
+        for piece in client.translate_stream(args.texts[0], model=args.model, max_output_tokens=args.max_output_tokens):
+            print(piece.text, end="", file=out, flush=True)
+            last = piece
+        print(file=out)
+        return last
+    response = client.translate(args.texts, model=args.model, beam_size=args.beam, n_best=args.n_best,
+                                max_output_tokens=args.max_output_tokens, length_penalty=args.length_penalty,
+                                alignment=args.alignment_png is not None)
+    if args.alignment_png is not None:
+        for path, text, result in zip(alignment_paths(args.alignment_png, len(args.texts)), args.texts,
+                                      response.results, strict=True):
+            save_alignment_png(result.alignment, path, title=_shorten(text, 90))
+            print(f"alignment written to {path}", file=sys.stderr)
+    if not args.json:
+        print_translations(args.texts, response, out)
+    return response
+
+
+class UsageError(Exception):
+    """A bad combination of options, reported like a gRPC error (exit 2)."""
+
+
 def headline_metrics(metrics: Mapping[str, float]) -> list[str]:
     """The overall ("pooled") macro-F1 and accuracy when the manifest has them, else every one."""
     keys = sorted(k for k in metrics if k.rsplit(".", 1)[-1] in HEADLINE_METRICS)
@@ -86,7 +144,8 @@ def print_models(response: models_pb2.ListModelsResponse, out: TextIO) -> None:
     for info in response.models:
         default = "  (default)" if info.is_default else ""
         print(f"{info.name}  version {info.version}  task {info.task}{default}", file=out)
-        print(f"    labels   {', '.join(info.labels)}", file=out)
+        if info.labels:
+            print(f"    labels   {', '.join(info.labels)}", file=out)
         for key in headline_metrics(info.metrics):
             print(f"    {key} {info.metrics[key]:.4f}", file=out)
 
@@ -98,6 +157,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             response = client.sentiment(args.texts, model=args.model)
             if not args.json:
                 print_sentiment(args.texts, response, out)
+        elif args.command == "translate":
+            response = run_translate(client, args, out)
+            if args.stream:
+                return 0
         elif args.command == "models":
             response = client.list_models()
             if not args.json:
@@ -117,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args, sys.stdout)
+    except (PlottingUnavailableError, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except grpc.RpcError as exc:
         # Every grpc.RpcError raised by a sync unary call is also a grpc.Call with code and details.
         code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from seqserve.v1 import models_pb2, models_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
+from seqserve.v1 import (
+    models_pb2,
+    models_pb2_grpc,
+    sentiment_pb2,
+    sentiment_pb2_grpc,
+    translation_pb2,
+    translation_pb2_grpc,
+)
 
 
 class SeqserveClient:
@@ -19,11 +26,31 @@ class SeqserveClient:
         self._channel = grpc.insecure_channel(target)
         self._sentiment = sentiment_pb2_grpc.SentimentStub(self._channel)
         self._models = models_pb2_grpc.ModelsStub(self._channel)
+        self._translation = translation_pb2_grpc.TranslationStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def sentiment(self, texts: Sequence[str], model: str = "") -> sentiment_pb2.AnalyzeSentimentResponse:
         request = sentiment_pb2.AnalyzeSentimentRequest(texts=list(texts), model=model)
         return self._sentiment.Analyze(request, timeout=self.timeout)
+
+    def translate(
+        self, texts: Sequence[str], model: str = "", beam_size: int = 0, n_best: int = 0,
+        max_output_tokens: int = 0, length_penalty: float | None = None, alignment: bool = False,
+    ) -> translation_pb2.TranslateResponse:
+        """Zero / None options mean the model's defaults (its manifest's decoding section)."""
+        options = translation_pb2.DecodingOptions(beam_size=beam_size, n_best=n_best,
+                                                  max_output_tokens=max_output_tokens, return_alignment=alignment)
+        if length_penalty is not None:
+            options.length_penalty = length_penalty
+        request = translation_pb2.TranslateRequest(texts=list(texts), model=model, options=options)
+        return self._translation.Translate(request, timeout=self.timeout)
+
+    def translate_stream(
+        self, text: str, model: str = "", max_output_tokens: int = 0
+    ) -> Iterator[translation_pb2.TranslatePiece]:
+        """Greedy pieces as the server produces them (the timeout covers the whole stream)."""
+        request = translation_pb2.TranslateStreamRequest(text=text, model=model, max_output_tokens=max_output_tokens)
+        return iter(self._translation.TranslateStream(request, timeout=self.timeout))
 
     def list_models(self, task: str = "") -> models_pb2.ListModelsResponse:
         return self._models.ListModels(models_pb2.ListModelsRequest(task=task), timeout=self.timeout)

@@ -32,17 +32,15 @@ class DecodeErrorInterceptor(grpc.aio.ServerInterceptor):
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
-        # Only unary-unary calls are wrapped: seqserve has no streaming RPCs of its own.
-        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+        if handler is None or handler.request_deserializer is None:
             return handler
         deserialize = handler.request_deserializer
-        behavior = handler.unary_unary
         service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
 
-        async def decode_then_handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        async def decode(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
             start = time.perf_counter()
             try:
-                request = deserialize(raw)
+                return deserialize(raw)
             except DecodeError as exc:
                 message = f"request: not a valid protobuf message ({exc})"
                 log.info("refused %s/%s: %s", service, method, message)
@@ -51,8 +49,23 @@ class DecodeErrorInterceptor(grpc.aio.ServerInterceptor):
                         service, method, "", grpc.StatusCode.INVALID_ARGUMENT.name, time.perf_counter() - start
                     )
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
-            return await behavior(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(
-            decode_then_handle, request_deserializer=None, response_serializer=handler.response_serializer
-        )
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
+
+            async def decode_then_handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+                return await unary(await decode(raw, context), context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                decode_then_handle, request_deserializer=None, response_serializer=handler.response_serializer
+            )
+        if handler.unary_stream is not None:  # Translation.TranslateStream
+            streaming = handler.unary_stream
+
+            async def decode_then_stream(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+                return await streaming(await decode(raw, context), context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                decode_then_stream, request_deserializer=None, response_serializer=handler.response_serializer
+            )
+        return handler

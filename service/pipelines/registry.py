@@ -1,7 +1,7 @@
 """Which pipeline serves which task: the one place a new task (translation, NER, ...) is registered.
 
 Servers, the model manager and the batcher only see the `Pipeline` protocol, so adding a task means
-adding its pipeline here and its servicer in service/grpc/servicers.py, nothing else.
+adding its pipeline here and its servicer in service/grpc/server.py (add_task_servicers), nothing else.
 """
 
 from __future__ import annotations
@@ -12,20 +12,23 @@ from typing import Any, Protocol
 from service.pipelines.sentiment import TASK as SENTIMENT_TASK
 from service.pipelines.sentiment import SentimentPipeline
 from service.pipelines.timing import StageTimings
+from service.pipelines.translation import TASK as TRANSLATION_TASK
+from service.pipelines.translation import TranslationPipeline
 from service.repository.repository import LoadedModel
 
 
 class Pipeline(Protocol):
     model: LoadedModel
 
-    def __call__(self, texts: Sequence[str], timings: StageTimings | None = None) -> list[Any]: ...
+    # Items are texts, or task-specific requests carrying a text (translation: text + decoding options).
+    def __call__(self, texts: Sequence[Any], timings: StageTimings | None = None) -> list[Any]: ...
 
-    def estimate_tokens(self, text: str) -> int: ...
+    def estimate_tokens(self, text: Any) -> int: ...
 
 
 PipelineFactory = Callable[[LoadedModel], Pipeline]
 
-_FACTORIES: dict[str, PipelineFactory] = {SENTIMENT_TASK: SentimentPipeline}
+_FACTORIES: dict[str, PipelineFactory] = {SENTIMENT_TASK: SentimentPipeline, TRANSLATION_TASK: TranslationPipeline}
 
 
 def register_pipeline(task: str, factory: PipelineFactory) -> None:

@@ -81,6 +81,11 @@ class ModelManager:
     def batcher(self, name: str) -> DynamicBatcher | None:
         return self.batchers.get(name)
 
+    @property
+    def inference_executor(self) -> Executor:
+        """The pool batches run in; streaming calls (which cannot be batched) step in it too."""
+        return self._inference_executor
+
     # ---- loading -------------------------------------------------------------------------------
     async def sync(self) -> None:
         """Bring every model in the directory to its policy's version (one poll)."""

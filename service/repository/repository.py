@@ -30,6 +30,9 @@ class LoadedModel:
     manifest: Manifest
     session: ort.InferenceSession
     tokenizer: Tokenizer | None
+    # Every graph of a multi-graph model by file name (translation: encoder + decoder step), including
+    # the main one; `session` stays the main graph (onnx.file) for V2 and the single-graph tasks.
+    sessions: dict[str, ort.InferenceSession] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -116,9 +119,19 @@ def load_version(
     session = create_session(
         manifest.path(onnx_file), intra_op_threads=intra_op_threads, allow_spinning=allow_spinning
     )
+    sessions = {onnx_file: session}
+    # Further graphs: those the manifest lists, and a translation model's encoder/decoder-step pair.
+    decoding = manifest.data.get("decoding") or {}
+    graph_files = [*manifest.data["onnx"].get("graphs", {}),
+                   *(decoding[key] for key in ("encoder", "decoder") if key in decoding)]
+    for graph_file in graph_files:
+        if graph_file not in sessions:
+            sessions[graph_file] = create_session(
+                manifest.path(graph_file), intra_op_threads=intra_op_threads, allow_spinning=allow_spinning
+            )
     tokenizer_file = manifest.data.get("tokenizer")
     tokenizer = Tokenizer.from_file(str(manifest.path(tokenizer_file))) if tokenizer_file else None
-    return LoadedModel(manifest=manifest, session=session, tokenizer=tokenizer)
+    return LoadedModel(manifest=manifest, session=session, tokenizer=tokenizer, sessions=sessions)
 
 
 def load_repository(

@@ -5,6 +5,7 @@ Every problem is a RequestError (INVALID_ARGUMENT) naming the input, never a num
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,7 +54,12 @@ def decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | Non
     shape = list(tensor.shape)
     if any(d < 0 for d in shape):
         raise _invalid(f"input {tensor.name!r}: shape {shape} has a negative dimension")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    # onnxruntime aborts the whole process (std::terminate) on an empty tensor in some kernels (the
+    # GRU of the sentiment graphs, for one), so a tensor with no elements never reaches a session.
+    if 0 in shape:
+        raise _invalid(f"input {tensor.name!r}: shape {shape} has no elements; every dimension must be >= 1")
+    # Python integers: numpy's int64 product wraps (4 x 2**62 -> 0) and would let an empty payload pass.
+    count = math.prod(shape)
     if count > max_elements:
         raise _invalid(f"input {tensor.name!r}: {count} elements exceeds the limit of {max_elements}")
     if raw is not None:

@@ -1,0 +1,41 @@
+"""`python -m bench run [--quick] [--out FILE] [--no-peer] [--pause-training]`."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from collections.abc import Sequence
+
+from bench.report import write_report
+from bench.run import run_bench
+from bench.scenarios import FULL, QUICK
+from bench.servers import REPO
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the benchmarks and write the report")
+    run.add_argument("--quick", action="store_true", help="seconds, not minutes: one short round, no peer")
+    run.add_argument("--out", type=pathlib.Path, default=None,
+                     help="report path (default docs/benchmarks.md; quick: .cache/bench/quick/benchmarks.md)")
+    run.add_argument("--peer", action=argparse.BooleanOptionalAction, default=None,
+                     help="compare with MLServer (default: on, off in quick mode)")
+    run.add_argument("--pause-training", action="store_true",
+                     help="SIGSTOP the background training jobs for the run (always resumed)")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    out = args.out or (REPO / ".cache/bench/quick/benchmarks.md" if args.quick else REPO / "docs/benchmarks.md")
+    results = run_bench(plan, peer=plan.peer if args.peer is None else args.peer, pause_training=args.pause_training)
+    goals = write_report(results, out, "quick" if args.quick else "full")
+    for goal in goals:
+        print(f"{'met    ' if goal.met else 'NOT MET'}  {goal.goal}: {goal.measured}")
+    print(f"failed calls: {results.outcome.failed_calls}; report: {out}")
+    for error in results.outcome.errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if results.outcome.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Endpoints as small plug-ins: a name, the requests to send, a response check and the in-process
+onnxruntime equivalent of one call (the baseline the served call is compared with).
+
+Adding an endpoint (translation, NER, ...) means one factory here and its name in FACTORIES; every
+scenario that takes an endpoint (overhead, concurrency sweeps) then covers it.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from seqserve.oip import grpc_service_pb2 as oip
+from seqserve.v1 import sentiment_pb2
+
+from service.repository.loader import prepare_version
+
+SENTIMENT_METHOD = "/seqserve.v1.Sentiment/Analyze"
+V2_INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str                          # as the report shows it
+    method: str                        # gRPC method path
+    requests: Sequence[bytes]          # one serialised request per input (batch 1)
+    raw: Callable[[int], object]       # runs input i in-process on onnxruntime: the baseline
+    check: Callable[[bytes], None]     # raises AssertionError if a response is not a real answer
+
+
+def _load_pipeline(version_dir: pathlib.Path) -> Any:
+    """The server's own pipeline for that version, with 1 onnxruntime thread as each served session has."""
+    pipeline = prepare_version(version_dir, intra_op_threads=1).pipeline
+    if pipeline is None:
+        raise ValueError(f"{version_dir} has no task pipeline")
+    return pipeline
+
+
+def sentiment_task(version_dir: pathlib.Path, texts: Sequence[str], model: str = "") -> Endpoint:
+    """seqserve.v1.Sentiment/Analyze, one text per call; baseline: the same pipeline in-process
+    (tokenize -> onnxruntime -> labels and attention), i.e. what a caller without a server would run."""
+    pipeline = _load_pipeline(version_dir)
+    requests = [sentiment_pb2.AnalyzeSentimentRequest(texts=[t], model=model).SerializeToString() for t in texts]
+
+    def check(raw: bytes) -> None:
+        response = sentiment_pb2.AnalyzeSentimentResponse.FromString(raw)
+        assert len(response.results) == 1 and response.results[0].label, response
+
+    return Endpoint(
+        name=f"Sentiment.Analyze ({model or 'default'})", method=SENTIMENT_METHOD, requests=requests,
+        raw=lambda i: pipeline([texts[i % len(texts)]]), check=check,
+    )
+
+
+def sentiment_tensors(version_dir: pathlib.Path, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """input_ids and attention_mask of every text, padded to ONE common width.
+
+    One width because MLServer's adaptive batching concatenates requests' tensors as they are, so
+    requests of different widths could not be batched there; every V2 server gets the same tensors.
+    """
+    pipeline = _load_pipeline(version_dir)
+    encodings = pipeline.model.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    width = max(len(e.ids) for e in encodings)
+    ids = np.full((len(texts), width), pipeline.pad_id, dtype=np.int64)
+    mask = np.zeros((len(texts), width), dtype=np.int64)
+    for row, encoding in enumerate(encodings):
+        ids[row, : len(encoding.ids)] = encoding.ids
+        mask[row, : len(encoding.ids)] = 1
+    return ids, mask
+
+
+def v2_infer_request(model: str, ids: np.ndarray, mask: np.ndarray) -> oip.ModelInferRequest:
+    request = oip.ModelInferRequest(model_name=model)
+    for name, array in (("input_ids", ids), ("attention_mask", mask)):
+        request.inputs.add(name=name, datatype="INT64", shape=list(array.shape))
+        request.raw_input_contents.append(np.ascontiguousarray(array, dtype="<i8").tobytes())
+    request.outputs.add(name="probabilities")
+    return request
+
+
+def sentiment_v2(version_dir: pathlib.Path, texts: Sequence[str], model: str, label: str = "V2 ModelInfer") -> Endpoint:
+    """KServe V2 ModelInfer with the tokenized tensors, one row per call, asking for the probabilities;
+    baseline: onnxruntime's session.run on the very same tensors."""
+    ids, mask = sentiment_tensors(version_dir, texts)
+    requests = [v2_infer_request(model, ids[i : i + 1], mask[i : i + 1]).SerializeToString() for i in range(len(texts))]
+    session = _load_pipeline(version_dir).model.session
+
+    def raw(i: int) -> object:
+        row = i % len(texts)
+        return session.run(["probabilities"], {"input_ids": ids[row : row + 1], "attention_mask": mask[row : row + 1]})
+
+    def check(raw_response: bytes) -> None:
+        response = oip.ModelInferResponse.FromString(raw_response)
+        assert [o.name for o in response.outputs] == ["probabilities"], response
+        assert list(response.outputs[0].shape) == [1, 3], response
+
+    return Endpoint(name=f"{label} ({model})", method=V2_INFER_METHOD, requests=requests, raw=raw, check=check)
+
+
+def _newest_of_task(exported: pathlib.Path, task: str) -> pathlib.Path | None:
+    """The newest version folder of the first exported model whose manifest has this task."""
+    for model_root in sorted(p for p in exported.iterdir() if p.is_dir()):
+        versions = sorted((v for v in model_root.iterdir() if v.name.isdigit()), key=lambda v: int(v.name))
+        if versions and json.loads((versions[-1] / "manifest.json").read_text("utf-8")).get("task") == task:
+            return versions[-1]
+    return None
+
+
+def translation_endpoint(exported: pathlib.Path, texts: Sequence[str]) -> Endpoint | None:
+    """seqserve.v1.Translation/Translate, greedy, one text per call; baseline: its pipeline in-process.
+
+    None until the translation API and an exported translation model exist. Decoding comparisons
+    (cache vs eager vs CTranslate2, beam sizes) belong to the translation work (issue 7, section 4).
+    """
+    try:
+        from seqserve.v1 import translation_pb2
+
+        from service.grpc.translation_servicer import decode_options
+        from service.pipelines.translation import TranslationRequest
+    except ImportError:
+        return None
+    version_dir = _newest_of_task(exported, "translation")
+    if version_dir is None:
+        return None
+    pipeline = _load_pipeline(version_dir)
+    model = pipeline.model.name
+    options = translation_pb2.DecodingOptions(beam_size=1)
+    requests = [translation_pb2.TranslateRequest(texts=[t], model=model, options=options).SerializeToString()
+                for t in texts]
+    # The very options the server decodes this request with (unset fields take the manifest's defaults).
+    served_options = decode_options(options, pipeline)
+
+    def check(raw: bytes) -> None:
+        response = translation_pb2.TranslateResponse.FromString(raw)
+        assert len(response.results) == 1 and response.results[0].hypotheses, response
+
+    return Endpoint(name=f"Translation.Translate greedy ({model})", method="/seqserve.v1.Translation/Translate",
+                    requests=requests, check=check,
+                    raw=lambda i: pipeline([TranslationRequest(texts[i % len(texts)], served_options)]))
+
+
+FACTORIES: dict[str, Callable[[pathlib.Path, Sequence[str]], Endpoint | None]] = {
+    "translation": translation_endpoint,
+}

@@ -1,0 +1,111 @@
+"""One benchmark run: start the servers, measure every scenario side by side, stop everything."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from bench.client import LoadClient
+from bench.endpoints import FACTORIES, sentiment_task, sentiment_v2
+from bench.machine import describe
+from bench.pause import training_paused
+from bench.peer.mlserver import install_hint, mlserver_available, start_mlserver
+from bench.scenarios import (
+    Outcome,
+    OverheadRow,
+    Plan,
+    Target,
+    VariantSpeed,
+    cold_starts,
+    overhead,
+    sweep,
+    variant_speed,
+)
+from bench.servers import REPO, Server, start_seqserve
+from bench.stats import Summary
+from bench.texts import SENTENCES
+
+EXPORTED = REPO / "exported"
+# Batching off: one call per batch, no waiting for company (service/config.py's batching flags).
+BATCHING_OFF = ("--max-batch-size", "1", "--max-queue-delay-ms", "0")
+
+ON, OFF, V2, PEER, INT8 = (
+    "seqserve task API, batching on", "seqserve task API, batching off", "seqserve V2 ModelInfer",
+    "MLServer V2 ModelInfer, adaptive batching", "seqserve task API int8, batching on",
+)
+
+
+def newest(model: str) -> pathlib.Path:
+    return max((p for p in (EXPORTED / model).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+@dataclass
+class BenchResults:
+    plan: Plan
+    machine: dict[str, object]
+    paused: list[int]
+    overhead: list[OverheadRow]
+    sweeps: dict[str, dict[int, Summary]]
+    variants: list[VariantSpeed]
+    cold: list[tuple[float, int]]
+    rss: dict[str, int]
+    peer_note: str
+    outcome: Outcome
+    extra_endpoints: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _stop_all(servers: list[Server], outcome: Outcome) -> None:
+    for server in servers:
+        code = server.stop()
+        if code != 0:
+            outcome.errors.append(f"{server.name} exited with {code}")
+
+
+def run_bench(plan: Plan, peer: bool, pause_training: bool) -> BenchResults:
+    began = time.monotonic()
+    fp32, int8 = newest("sentiment-bigru"), newest("sentiment-bigru-int8")
+    outcome = Outcome()
+    with training_paused(pause_training) as paused, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        log_dir = pathlib.Path(tmp)
+        machine = describe(exclude={os.getpid()})
+        servers: list[Server] = []
+        try:
+            on = start_seqserve("batching-on", EXPORTED, log_dir)
+            servers.append(on)
+            off = start_seqserve("batching-off", EXPORTED, log_dir, BATCHING_OFF)
+            servers.append(off)
+            rss = {"seqserve, all models loaded, idle": on.rss()}
+            peer_server, peer_note = None, ""
+            if peer and mlserver_available():
+                peer_server = start_mlserver("sentiment-bigru", fp32 / "model.onnx", log_dir)
+                servers.append(peer_server)
+                rss["MLServer (all processes), one model, idle"] = peer_server.rss()
+            elif peer:
+                peer_note = f"MLServer is not installed; install it with `{install_hint()}`"
+            else:
+                peer_note = "peer comparison not run (quick mode or --no-peer)"
+            task = sentiment_task(fp32, SENTENCES, "sentiment-bigru")
+            v2 = sentiment_v2(fp32, SENTENCES, "sentiment-bigru")
+            extra = [e for e in (f(EXPORTED, SENTENCES) for f in FACTORIES.values()) if e is not None]
+            with LoadClient() as client:
+                rows = overhead(client, [Target(ON, on, task), Target(OFF, off, task), Target(V2, on, v2),
+                                         *(Target(e.name, on, e) for e in extra)], plan, outcome)
+                targets = [Target(ON, on, task), Target(OFF, off, task), Target(V2, on, v2),
+                           Target(INT8, on, sentiment_task(int8, SENTENCES, "sentiment-bigru-int8")),
+                           *(Target(e.name, on, e) for e in extra)]
+                if peer_server is not None:
+                    targets.append(Target(PEER, peer_server, sentiment_v2(fp32, SENTENCES, "sentiment-bigru", "V2")))
+                sweeps = sweep(client, targets, plan, outcome)
+            rss["seqserve, all models loaded, after the load runs"] = on.rss()
+            if peer_server is not None:
+                rss["MLServer (all processes), after the load runs"] = peer_server.rss()
+        finally:
+            _stop_all(servers, outcome)
+        variants = [variant_speed(fp32, SENTENCES, plan), variant_speed(int8, SENTENCES, plan)]
+        cold = cold_starts(EXPORTED, log_dir, plan.cold_starts)
+    return BenchResults(plan, machine, paused, rows, sweeps, variants, cold, rss, peer_note, outcome,
+                        [e.name for e in extra], time.monotonic() - began)

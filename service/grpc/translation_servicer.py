@@ -1,0 +1,109 @@
+"""seqserve.v1.Translation: unary Translate through the model's batcher, and TranslateStream
+(greedy, one text) stepping in the inference pool so decoding never runs on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import grpc
+from seqserve.v1 import models_pb2, translation_pb2, translation_pb2_grpc
+
+from service.grpc.batched import run_batched
+from service.grpc.calls import Call, CallRunner
+from service.grpc.translation_validation import (
+    decode_options,
+    validate_source_tokens,
+    validate_stream,
+)
+from service.grpc.validation import RequestError, TextLimits, resolve_model, validate_texts
+from service.metrics.registry import ServingMetrics
+from service.pipelines.timing import StageTimings
+from service.pipelines.translation import TASK, StreamPiece, Translation, TranslationPipeline, TranslationRequest
+from service.repository.manager import ModelManager
+from service.repository.repository import LoadedModel
+
+SERVICE_NAME = translation_pb2.DESCRIPTOR.services_by_name["Translation"].full_name
+
+
+def to_result(translation: Translation) -> translation_pb2.TranslationResult:
+    result = translation_pb2.TranslationResult(
+        hypotheses=[translation_pb2.Hypothesis(text=h.text, score=h.score, log_prob=h.log_prob, tokens=h.tokens)
+                    for h in translation.hypotheses],
+        source_tokens=translation.source_token_count,
+    )
+    if translation.alignment is not None:
+        alignment = translation.alignment
+        result.alignment.CopyFrom(translation_pb2.Alignment(
+            source_tokens=alignment.source_tokens, target_tokens=alignment.target_tokens,
+            weights=alignment.weights.astype(float).ravel().tolist(),
+        ))
+    return result
+
+
+class TranslationServicer(translation_pb2_grpc.TranslationServicer):
+    def __init__(self, manager: ModelManager, limits: TextLimits, metrics: ServingMetrics) -> None:
+        self._manager = manager
+        self._limits = limits
+        self._metrics = metrics
+        self._calls = CallRunner(SERVICE_NAME, ("Translate", "TranslateStream"), metrics)
+
+    def _pipeline(self, model: LoadedModel) -> TranslationPipeline:
+        batcher = self._manager.batcher(model.name)
+        if batcher is None or not isinstance(batcher.pipeline, TranslationPipeline):
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"model {model.name!r} is being unloaded; retry")
+        return batcher.pipeline
+
+    async def Translate(
+        self, request: translation_pb2.TranslateRequest, context: grpc.aio.ServicerContext
+    ) -> translation_pb2.TranslateResponse:
+        return await self._calls.run("Translate", context, lambda call: self._translate(request, call, context))
+
+    async def _translate(
+        self, request: translation_pb2.TranslateRequest, call: Call, context: grpc.aio.ServicerContext
+    ) -> translation_pb2.TranslateResponse:
+        texts = list(request.texts)
+        validate_texts(texts, self._limits)
+        model = resolve_model(self._manager.repository, TASK, request.model)
+        call.model = model.name
+        pipeline = self._pipeline(model)
+        validate_source_tokens(texts, pipeline)
+        options = decode_options(request.options, pipeline)
+        # Calls with other options may share the batch: the pipeline decodes each options group apart.
+        result = await run_batched(self._manager, model, [TranslationRequest(t, options) for t in texts], context)
+        call.version = result.model.version
+        return translation_pb2.TranslateResponse(
+            results=[to_result(t) for t in result.outputs],
+            model=models_pb2.ModelRef(name=result.model.name, version=result.model.version),
+        )
+
+    async def TranslateStream(
+        self, request: translation_pb2.TranslateStreamRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        # Pieces are written with context.write, so CallRunner still maps errors and records metrics.
+        await self._calls.run("TranslateStream", context, lambda call: self._stream(request, call, context))
+
+    async def _stream(
+        self, request: translation_pb2.TranslateStreamRequest, call: Call, context: grpc.aio.ServicerContext
+    ) -> None:
+        model = resolve_model(self._manager.repository, TASK, request.model)
+        call.model = model.name
+        pipeline = self._pipeline(model)  # held for the whole stream: a hot swap does not change it midway
+        validate_stream(request, self._limits, pipeline)
+        call.version = pipeline.model.version
+        ref = models_pb2.ModelRef(name=pipeline.model.name, version=pipeline.model.version)
+        loop = asyncio.get_running_loop()
+        executor = self._manager.inference_executor
+        pieces: Iterator[StreamPiece] = pipeline.stream(request.text, request.max_output_tokens)
+        timings = StageTimings()
+        index = 0
+        while True:
+            # One decoder step per executor job: the event loop stays free between pieces.
+            with timings.stage("inference"):
+                piece = await loop.run_in_executor(executor, next, pieces, None)
+            if piece is None:
+                break
+            await context.write(translation_pb2.TranslatePiece(token=piece.token, text=piece.text, index=index,
+                                                               model=ref))
+            index += 1
+        self._metrics.observe_stages(pipeline.model, timings)

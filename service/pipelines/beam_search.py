@@ -1,0 +1,132 @@
+"""Batched beam search over the step graphs, with the GNMT length penalty and n-best output.
+
+Rows are sentence-major (sentence s owns rows s*K .. s*K+K-1). Each step, every live sentence takes
+its 2K best (beam, token) continuations: an [EOS] among the top K ranks finishes a hypothesis, the
+best K others stay live. A sentence is done when it holds K finished hypotheses and no live beam can
+still beat the worst of them: log-probs only fall, so a live beam's best possible final score is its
+current sum divided by the penalty at the sentence's maximum length (exact for alpha >= 0). Done
+sentences leave the batch (one np.take over every tensor), so long sentences do not drag short ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.pipelines.hypothesis import Hypothesis, length_penalty
+from service.pipelines.seq2seq_runtime import StepRunner
+
+NEG_INF = -1e9  # finite: keeps the arithmetic free of inf - inf
+
+
+class _Finished:
+    """The best K finished hypotheses of one sentence."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: list[Hypothesis] = []
+
+    def add(self, hypothesis: Hypothesis) -> None:
+        self.items.append(hypothesis)
+        self.items.sort(key=lambda h: -h.score)
+        del self.items[self.size:]
+
+    def full(self) -> bool:
+        return len(self.items) >= self.size
+
+    def worst(self) -> float:
+        return self.items[-1].score
+
+
+def beam_search(
+    runner: StepRunner, src_ids: np.ndarray, src_mask: np.ndarray, max_steps: np.ndarray, beam_size: int,
+    n_best: int = 1, alpha: float = 0.6, with_attention: bool = False,
+) -> list[list[Hypothesis]]:
+    """For each source row, its n_best hypotheses, best first (score = log_prob / length_penalty)."""
+    batch, k = src_ids.shape[0], beam_size
+    n_best = min(n_best, k)
+    state = runner.encode(src_ids, src_mask).take(np.repeat(np.arange(batch), k))
+    active = np.arange(batch)                          # sentence of each group of k rows
+    # float32 like the log-probs: the top-2k selection below is the costliest numpy step, and float64
+    # would double the memory it streams through (k x vocab per sentence).
+    scores = np.tile(np.array([0.0] + [NEG_INF] * (k - 1), dtype=np.float32), batch)  # step 0: keep one beam
+    tokens = np.full(batch * k, runner.bos_id, dtype=np.int64)
+    history = np.zeros((batch * k, 0), dtype=np.int64)
+    attention = np.zeros((batch * k, 0, src_ids.shape[1]), dtype=np.float32) if with_attention else None
+    finished = [_Finished(k) for _ in range(batch)]
+    step = 0
+    while len(active):
+        log_probs, cross, state = runner.step(tokens, state)
+        vocab = log_probs.shape[1]
+        step += 1
+        candidates = (scores[:, None] + log_probs).reshape(len(active), k * vocab)
+        rows, next_tokens, next_scores, kept_groups = [], [], [], []
+        for group, sentence in enumerate(active):
+            order = top_candidates(candidates[group], scores[group * k : (group + 1) * k], vocab, 2 * k)
+            live: list[tuple[int, int, float]] = []
+            for rank, flat in enumerate(order):
+                row, token, total = group * k + int(flat) // vocab, int(flat) % vocab, float(candidates[group, flat])
+                if token == runner.eos_id:
+                    if rank < k:  # HF's rule: an [EOS] below the top k ranks would crowd out live beams
+                        finished[sentence].add(_hypothesis(history[row], total, step, True, alpha,
+                                                           _attention_of(attention, row, None)))
+                    continue
+                live.append((row, token, total))
+                if len(live) == k:
+                    break
+            if step >= max_steps[sentence]:  # out of budget: the live beams end here, without [EOS]
+                for row, token, total in live:
+                    finished[sentence].add(_hypothesis(np.append(history[row], token), total, step, False, alpha,
+                                                       _attention_of(attention, row, cross[row])))
+                continue
+            done = finished[sentence].full() and (
+                live[0][2] / length_penalty(int(max_steps[sentence]), alpha) <= finished[sentence].worst())
+            if done:
+                continue
+            kept_groups.append(group)
+            for row, token, total in live:
+                rows.append(row)
+                next_tokens.append(token)
+                next_scores.append(total)
+        if not rows:
+            break
+        index = np.asarray(rows, dtype=np.int64)
+        new_tokens = np.asarray(next_tokens, dtype=np.int64)
+        history = np.concatenate([history[index], new_tokens[:, None]], axis=1)
+        if attention is not None:
+            attention = np.concatenate([attention[index], cross[index][:, None, :]], axis=1)
+        # Sentences left: take every tensor (memory too); otherwise beams only move within sentences.
+        state = state.take(index) if len(kept_groups) < len(active) else state.reorder(index)
+        active = active[np.asarray(kept_groups, dtype=np.int64)]
+        tokens, scores = new_tokens, np.asarray(next_scores, dtype=np.float32)
+    return [f.items[:n_best] for f in finished]
+
+
+def top_candidates(candidates: np.ndarray, beam_scores: np.ndarray, vocab: int, count: int) -> np.ndarray:
+    """Flat indices of the `count` best of one sentence's k x vocab candidates, best first.
+
+    A full selection over k x vocab values was the costliest numpy step. The count-th best value of
+    the best beam's own row is a lower bound for the count-th best overall (a subset's count-th best
+    cannot beat the whole set's), so one selection over a single row plus a comparison finds a small
+    superset of the answer.
+    """
+    if count > vocab:  # a toy vocabulary: sort everything
+        survivors = np.arange(len(candidates))
+    else:
+        best_beam = int(beam_scores.argmax())
+        row = candidates[best_beam * vocab : (best_beam + 1) * vocab]
+        bound = np.partition(row, vocab - count)[vocab - count]
+        survivors = np.flatnonzero(candidates >= bound)
+    # Stable sort on the negated values: ties keep index order, so results do not depend on luck.
+    return survivors[np.argsort(-candidates[survivors], kind="stable")][:count]
+
+
+def _attention_of(attention: np.ndarray | None, row: int, last: np.ndarray | None) -> np.ndarray | None:
+    if attention is None:
+        return None
+    return attention[row] if last is None else np.concatenate([attention[row], last[None]], axis=0)
+
+
+def _hypothesis(tokens: np.ndarray, log_prob: float, steps: int, ended: bool, alpha: float,
+                attention: np.ndarray | None) -> Hypothesis:
+    return Hypothesis(token_ids=[int(t) for t in tokens], log_prob=log_prob, length=steps,
+                      score=log_prob / length_penalty(steps, alpha), attention=attention)

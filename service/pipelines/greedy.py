@@ -1,0 +1,69 @@
+"""Greedy decoding over the step graphs: batched (finished rows leave the batch) and streaming."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from service.pipelines.hypothesis import Hypothesis, length_penalty
+from service.pipelines.seq2seq_runtime import StepRunner
+
+
+def greedy_search(
+    runner: StepRunner, src_ids: np.ndarray, src_mask: np.ndarray, max_steps: np.ndarray,
+    alpha: float = 0.0, with_attention: bool = False,
+) -> list[Hypothesis]:
+    """One hypothesis per row; row i stops at [EOS] or after max_steps[i] tokens. Encoder runs once."""
+    batch = src_ids.shape[0]
+    state = runner.encode(src_ids, src_mask)
+    active = np.arange(batch)  # original row of each row still decoding
+    tokens = np.full(batch, runner.bos_id, dtype=np.int64)
+    outputs: list[list[int]] = [[] for _ in range(batch)]
+    log_probs_sum = np.zeros(batch)
+    attention: list[list[np.ndarray]] = [[] for _ in range(batch)]
+    ended = np.zeros(batch, dtype=bool)
+    step = 0
+    while len(active):
+        log_probs, cross, state = runner.step(tokens, state)
+        chosen = log_probs.argmax(axis=-1)
+        log_probs_sum[active] += log_probs[np.arange(len(active)), chosen]
+        step += 1
+        keep = []
+        for position, row in enumerate(active):
+            token = int(chosen[position])
+            if token == runner.eos_id:
+                ended[row] = True
+                continue
+            outputs[row].append(token)
+            if with_attention:
+                attention[row].append(cross[position])
+            if step < max_steps[row]:
+                keep.append(position)
+        if len(keep) < len(active):  # finished rows leave the batch: later steps are cheaper
+            keep_rows = np.asarray(keep, dtype=np.int64)
+            state, active, chosen = state.take(keep_rows), active[keep_rows], chosen[keep_rows]
+        tokens = chosen.astype(np.int64)
+    results = []
+    for row in range(batch):
+        length = len(outputs[row]) + int(ended[row])
+        results.append(Hypothesis(
+            token_ids=outputs[row], log_prob=float(log_probs_sum[row]), length=length,
+            score=float(log_probs_sum[row]) / length_penalty(length, alpha),
+            attention=np.stack(attention[row]) if with_attention and attention[row]
+            else (np.zeros((0, src_ids.shape[1]), np.float32) if with_attention else None),
+        ))
+    return results
+
+
+def greedy_stream(runner: StepRunner, src_ids: np.ndarray, src_mask: np.ndarray, max_steps: int) -> Iterator[int]:
+    """Token ids of one source (batch 1) as they are produced; ends at [EOS] (not yielded) or max_steps."""
+    state = runner.encode(src_ids, src_mask)
+    token = np.full(1, runner.bos_id, dtype=np.int64)
+    for _ in range(max_steps):
+        log_probs, _, state = runner.step(token, state)
+        next_id = int(log_probs[0].argmax())
+        if next_id == runner.eos_id:
+            return
+        yield next_id
+        token = np.full(1, next_id, dtype=np.int64)

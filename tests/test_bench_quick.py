@@ -1,0 +1,31 @@
+"""The benchmark harness's quick mode, end to end, so the harness cannot rot between full runs."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_quick_benchmark_runs_every_scenario_and_writes_the_report(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "benchmarks.md"
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--quick", "--out", str(out)],
+        cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600,
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    report = out.read_text("utf-8")
+    for heading in ("## Machine", "## Goals", "## 1. Overhead", "## 2. Dynamic batching", "## 3. Peer server",
+                    "## 5. int8 vs fp32", "## 6. Cold start and memory"):
+        assert heading in report
+    assert "Failed calls in the whole run: 0." in report
+    # Every configuration was measured at every concurrency (the goals read these rows).
+    for row in ("seqserve task API, batching on | 64", "seqserve task API, batching off | 64",
+                "seqserve V2 ModelInfer | 64", "seqserve task API int8, batching on | 64"):
+        assert row in report
+    for image in ("overhead", "batching", "peer", "int8"):
+        assert (tmp_path / "benchmarks" / f"{image}.png").stat().st_size > 1000
+    assert "served/raw <= 1.3x" in finished.stdout  # the goals are evaluated, met or not

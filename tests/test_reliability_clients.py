@@ -1,0 +1,151 @@
+"""Misbehaving clients on the real server: slow and cancelling clients must not stall the others, and
+a call whose deadline passes while it waits must never run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from reliability_support import metric_sum
+from seqserve.v1 import sentiment_pb2
+
+ANALYZE = "/seqserve.v1.Sentiment/Analyze"
+REQUEST = sentiment_pb2.AnalyzeSentimentRequest(texts=["a calm and pleasant evening"]).SerializeToString()
+BIG_REQUEST = sentiment_pb2.AnalyzeSentimentRequest(texts=["long and winding " * 40] * 16).SerializeToString()
+
+
+async def good_client(target: str, seconds: float) -> tuple[list[float], list[str]]:
+    """Calls back to back for `seconds`; latencies of the OK ones, codes of the others."""
+    latencies, errors = [], []
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = channel.unary_unary(ANALYZE)
+        stop = time.monotonic() + seconds
+        while time.monotonic() < stop:
+            began = time.monotonic()
+            try:
+                await call(REQUEST, timeout=30)
+                latencies.append(time.monotonic() - began)
+            except grpc.aio.AioRpcError as exc:
+                errors.append(exc.code().name)
+    return latencies, errors
+
+
+async def cancelling_client(target: str, seconds: float, rng: random.Random) -> int:
+    """Starts calls (16 long texts each) and cancels them after 0-20 ms: cancelled in the queue,
+    mid-batch or after the answer. Returns how many it cancelled."""
+    cancelled = 0
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = channel.unary_unary(ANALYZE)
+        stop = time.monotonic() + seconds
+        while time.monotonic() < stop:
+            pending = call(BIG_REQUEST, timeout=30)
+            await asyncio.sleep(rng.uniform(0, 0.02))
+            cancelled += pending.cancel()
+            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
+                await pending
+    return cancelled
+
+
+async def stalled_request_body(target: str, hold: float) -> None:
+    """A client that opens a call and never finishes sending its request message (headers sent, no
+    body): the server must not hold anything for it but the stream."""
+    async def never_finishes() -> AsyncIterator[bytes]:
+        await asyncio.sleep(hold)
+        yield REQUEST
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = channel.stream_unary(ANALYZE)(never_finishes(), timeout=hold + 30)
+        await asyncio.sleep(hold)
+        call.cancel()
+
+
+def half_open_connections(port: int, count: int) -> list[socket.socket]:
+    """TCP connections that send a fraction of the HTTP/2 preface and then nothing (slowloris)."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"PRI * HTTP/2.0\r\n")
+        sockets.append(sock)
+    return sockets
+
+
+def test_slow_and_cancelling_clients_do_not_stall_the_others(start_server, capsys) -> None:
+    server = start_server()
+    rng = random.Random(7)
+
+    async def scenario() -> tuple[tuple[list[float], list[str]], tuple[list[float], list[str]], int]:
+        alone = await good_client(server.target, 2.0)
+        slow = half_open_connections(server.port, 50)
+        try:
+            stalled = [asyncio.create_task(stalled_request_body(server.target, 6.0)) for _ in range(20)]
+            cancelling = [asyncio.create_task(cancelling_client(server.target, 5.0, rng)) for _ in range(32)]
+            await asyncio.sleep(0.5)
+            together = await asyncio.gather(*(good_client(server.target, 4.0) for _ in range(4)))
+            cancelled = sum(await asyncio.gather(*cancelling))
+            await asyncio.gather(*stalled)
+        finally:
+            for sock in slow:
+                sock.close()
+        latencies = [t for lat, _ in together for t in lat]
+        errors = [e for _, err in together for e in err]
+        return alone, (latencies, errors), cancelled
+
+    (alone, _), (latencies, errors), cancelled = asyncio.run(scenario())
+    alone.sort()
+    latencies.sort()
+    with capsys.disabled():
+        print(f"\ngood client alone: {len(alone)} calls, p50 {alone[len(alone) // 2] * 1000:.1f} ms; "
+              f"4 good clients beside 50 half-open connections, 20 stalled bodies and 32 cancelling clients "
+              f"({cancelled} cancels): {len(latencies)} calls, p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
+              f"max {latencies[-1] * 1000:.0f} ms, errors {errors}")
+    assert errors == []
+    assert len(latencies) >= 20  # they kept being served throughout
+    assert latencies[-1] < 10  # nobody waited for the abusers (a stall would take the whole 5-6 s)
+    assert cancelled > 0
+    # Some cancels landed while the call waited in the batch queue: dropped there, never run.
+    assert metric_sum(server.metrics_url, "seqserve_batch_rejects_total", reason="cancelled") > 0
+    assert server.health() == 1
+    assert "Traceback" not in server.log()
+
+
+def test_calls_whose_deadline_passes_in_the_queue_never_run(start_server) -> None:
+    # A long queue delay keeps calls waiting well past their 100 ms deadline.
+    server = start_server(extra_args=["--max-queue-delay-ms", "400", "--max-batch-size", "64"])
+
+    def batches_run() -> float:
+        return metric_sum(server.metrics_url, "seqserve_batch_size_texts_count")
+
+    def inferences_run() -> float:
+        return metric_sum(server.metrics_url, "seqserve_stage_duration_seconds_count", stage="inference")
+
+    before_batches, before_inferences = batches_run(), inferences_run()
+
+    async def expired_calls() -> list[str]:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            await channel.channel_ready()
+            call = channel.unary_unary(ANALYZE)
+
+            async def one() -> str:
+                try:
+                    await call(REQUEST, timeout=0.1)
+                    return "OK"
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code().name
+
+            return await asyncio.gather(*(one() for _ in range(10)))
+
+    codes = asyncio.run(expired_calls())
+    assert codes == ["DEADLINE_EXCEEDED"] * 10
+    time.sleep(1.0)  # past the queue delay: the batcher has looked at the queue and dropped them
+    dropped = sum(metric_sum(server.metrics_url, "seqserve_batch_rejects_total", reason=reason)
+                  for reason in ("deadline", "cancelled"))
+    assert dropped == 10
+    assert batches_run() == before_batches and inferences_run() == before_inferences, "an expired call ran"
+    with grpc.insecure_channel(server.target) as channel:  # and the next call with time to spare runs
+        channel.unary_unary(ANALYZE)(REQUEST, timeout=30)
+    assert batches_run() == before_batches + 1
