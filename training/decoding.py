@@ -7,6 +7,9 @@ encode -> cross_attention_cache -> decode_step contract the exported graphs foll
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from tokenizers import Tokenizer
 
@@ -52,15 +55,20 @@ def source_ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
     return [[*enc.ids, eos] for enc in tokenizer.encode_batch(texts, add_special_tokens=False)]
 
 
-def translate(model: Transformer, tokenizer: Tokenizer, texts: list[str], batch_size: int = 50) -> list[str]:
-    """Greedy translations in input order; batches hold similar source lengths, so little padding."""
+def translate(model: torch.nn.Module, tokenizer: Tokenizer, texts: list[str], batch_size: int = 50,
+              decode: Callable[[Any, torch.Tensor, torch.Tensor], list[list[int]]] | None = None) -> list[str]:
+    """Greedy translations in input order; batches hold similar source lengths, so little padding.
+
+    `decode` is the model's batched greedy decoder (default: the Transformer's, above).
+    """
+    decode = decode or greedy_decode
     encoded = source_ids(tokenizer, texts)
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
     outputs: list[str] = [""] * len(texts)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         ids, mask = pad_batch([encoded[i] for i in rows], model.config.pad_id)
-        decoded = tokenizer.decode_batch(greedy_decode(model, ids, mask), skip_special_tokens=True)
+        decoded = tokenizer.decode_batch(decode(model, ids, mask), skip_special_tokens=True)
         for row, text in zip(rows, decoded, strict=True):
             outputs[row] = text
     return outputs

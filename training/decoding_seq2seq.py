@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from tokenizers import Tokenizer
 
-from training.batching import pad_batch
-from training.decoding import max_output_length, source_ids
+from training.decoding import max_output_length
+from training.decoding import translate as translate_with
 from training.models.seq2seq_attention import Seq2SeqAttention
 
 
@@ -41,14 +41,5 @@ def greedy_decode(model: Seq2SeqAttention, src_ids: torch.Tensor, src_mask: torc
 
 
 def translate(model: Seq2SeqAttention, tokenizer: Tokenizer, texts: list[str], batch_size: int = 50) -> list[str]:
-    """Greedy translations in input order; batches hold similar source lengths, so little padding."""
-    encoded = source_ids(tokenizer, texts)
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
-    outputs: list[str] = [""] * len(texts)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        ids, mask = pad_batch([encoded[i] for i in rows], model.config.pad_id)
-        decoded = tokenizer.decode_batch(greedy_decode(model, ids, mask), skip_special_tokens=True)
-        for row, text in zip(rows, decoded, strict=True):
-            outputs[row] = text
-    return outputs
+    """Greedy translations in input order (the shared batching of training.decoding.translate)."""
+    return translate_with(model, tokenizer, texts, batch_size, decode=greedy_decode)
