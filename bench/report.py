@@ -62,9 +62,9 @@ def reading(results: BenchResults) -> list[str]:
         "threads, not that per-call share; with one short text per call the model is a small part of a call, "
         "so the gain of batching is bounded by the per-call cost, which is what the batching goal measures. "
         "Calls of many texts, or heavier models (translation), gain more.",
-        "- At 1 client the task API waits up to `--max-queue-delay-ms` (5 ms) for company that never comes: "
-        "that wait, not gRPC, is most of its batch-1 latency. Batching off, or a lower delay, is the setting "
-        "for latency-bound, low-concurrency traffic.",
+        "- The batcher's default `--queue-delay-policy adaptive` waits only for as many texts as the last "
+        "batch held, so at 1 client a call runs at once; under load it still waits up to "
+        "`--max-queue-delay-ms` (5 ms) for company (docs/serving.md).",
         "- The machine is shared (see above): throughput of one round can drop by half when another job "
         "wakes up. CPU per call moves much less than throughput and is the better figure to compare servers "
         "by; goals with thin margins may flip between runs.",

@@ -50,6 +50,7 @@ async def run(settings: Settings, metrics: ServingMetrics, executor: ThreadPoolE
         tokens = Tokens(admin=read_token(settings.admin_token_file), api=read_token(settings.api_token_file))
         config = load_model_config(settings.model_config, BatchConfig(
             max_batch_size=settings.max_batch_size, max_queue_delay_ms=settings.max_queue_delay_ms,
+            queue_delay_policy=settings.queue_delay_policy,
             max_queue_texts=settings.max_queue_texts, batch_token_budget=settings.batch_token_budget,
         ))
     except (TokenFileError, ModelConfigError) as exc:

@@ -13,6 +13,8 @@ import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from service.repository.model_config import QUEUE_DELAY_POLICIES
+
 MIB = 1 << 20
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
@@ -36,6 +38,7 @@ class Settings:
     poll_seconds: float = 0.0  # repository polling interval; 0 = off
     max_batch_size: int = 32  # texts per batch (default for every model)
     max_queue_delay_ms: float = 5.0
+    queue_delay_policy: str = "adaptive"  # or "fixed": always wait max_queue_delay_ms for company
     max_queue_texts: int = 1024  # texts waiting per model before RESOURCE_EXHAUSTED
     batch_token_budget: int = 8192  # texts x padded length of one batch
     drain_seconds: float = 0.0  # on SIGTERM: NOT_SERVING but still answering for this long
@@ -86,6 +89,12 @@ def _optional_path(text: str) -> pathlib.Path | None:
 def _log_format(text: str) -> str:
     if text not in LOG_FORMATS:
         raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_FORMATS)}")
+    return text
+
+
+def _queue_delay_policy(text: str) -> str:
+    if text not in QUEUE_DELAY_POLICIES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(QUEUE_DELAY_POLICIES)}")
     return text
 
 
@@ -149,6 +158,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "most texts per batch")
     add("--max-queue-delay-ms", "SEQSERVE_MAX_QUEUE_DELAY_MS", _non_negative_float, defaults.max_queue_delay_ms,
         "longest a call waits for others to batch with")
+    add("--queue-delay-policy", "SEQSERVE_QUEUE_DELAY_POLICY", _queue_delay_policy, defaults.queue_delay_policy,
+        "adaptive: wait only for as many texts as the last batch held (a lone client never waits); "
+        "fixed: always wait up to --max-queue-delay-ms")
     add("--max-queue-texts", "SEQSERVE_MAX_QUEUE_TEXTS", _bounded_int(1), defaults.max_queue_texts,
         "texts queued per model before calls get RESOURCE_EXHAUSTED")
     add("--batch-token-budget", "SEQSERVE_BATCH_TOKEN_BUDGET", _bounded_int(1), defaults.batch_token_budget,

@@ -89,6 +89,37 @@ def test_a_batch_stops_at_max_batch_size() -> None:
     assert sorted(len(batch) for batch in pipeline.batches) == [2, 4, 4]
 
 
+def test_adaptive_policy_runs_a_lone_call_at_once_but_waits_after_a_crowd() -> None:
+    pipeline = RecordingPipeline()
+
+    async def scenario() -> list[float]:
+        b, _ = batcher(pipeline, max_queue_delay_ms=400.0)
+        lone = await b.submit(["alone"])                                   # nothing ran before: no wait
+        crowd = await asyncio.gather(*(b.submit([f"c{i}"]) for i in range(3)))  # queued together
+        after_crowd = await b.submit(["next"])    # the last batch held 3 texts: waits for company
+        lone_again = await b.submit(["again"])    # the last batch held 1: no wait again
+        await b.close()
+        return [lone.queue_seconds, max(r.queue_seconds for r in crowd), after_crowd.queue_seconds,
+                lone_again.queue_seconds]
+
+    lone, crowd, after_crowd, lone_again = asyncio.run(scenario())
+    assert pipeline.batches == [["alone"], ["c0", "c1", "c2"], ["next"], ["again"]]
+    assert lone < 0.2 and crowd < 0.2 and lone_again < 0.2
+    assert after_crowd >= 0.35
+
+
+def test_fixed_policy_always_waits_the_full_delay_for_company() -> None:
+    pipeline = RecordingPipeline()
+
+    async def scenario() -> float:
+        b, _ = batcher(pipeline, max_queue_delay_ms=300.0, queue_delay_policy="fixed")
+        result = await b.submit(["alone"])
+        await b.close()
+        return result.queue_seconds
+
+    assert asyncio.run(scenario()) >= 0.25
+
+
 def test_a_call_whose_deadline_passes_in_the_queue_is_never_run() -> None:
     pipeline = RecordingPipeline()
     pipeline.release.clear()  # the first batch blocks the model

@@ -32,6 +32,7 @@ def test_defaults() -> None:
         ("SEQSERVE_GRACE_SECONDS", "--grace-seconds", "2.5", "grace_seconds", 2.5),
         ("SEQSERVE_INFERENCE_WORKERS", "--inference-workers", "4", "inference_workers", 4),
         ("SEQSERVE_LOG_LEVEL", "--log-level", "debug", "log_level", "DEBUG"),
+        ("SEQSERVE_QUEUE_DELAY_POLICY", "--queue-delay-policy", "fixed", "queue_delay_policy", "fixed"),
     ],
 )
 def test_every_setting_comes_from_its_flag_or_its_environment_variable(
@@ -61,6 +62,7 @@ def test_a_flag_overrides_even_an_invalid_environment_variable() -> None:
         (["--grace-seconds", "soon"], "argument --grace-seconds: 'soon' is not a number"),
         (["--inference-workers", "two"], "argument --inference-workers: 'two' is not an integer"),
         (["--log-level", "loud"], "argument --log-level: 'loud' is not one of DEBUG, INFO, WARNING, ERROR"),
+        (["--queue-delay-policy", "eager"], "argument --queue-delay-policy: 'eager' is not one of adaptive, fixed"),
         (["--colour", "blue"], "unrecognized arguments: --colour blue"),
     ],
 )

@@ -114,8 +114,9 @@ def test_slow_and_cancelling_clients_do_not_stall_the_others(start_server, capsy
 
 
 def test_calls_whose_deadline_passes_in_the_queue_never_run(start_server) -> None:
-    # A long queue delay keeps calls waiting well past their 100 ms deadline.
-    server = start_server(extra_args=["--max-queue-delay-ms", "400", "--max-batch-size", "64"])
+    # A long fixed queue delay keeps calls waiting well past their 100 ms deadline.
+    server = start_server(extra_args=["--max-queue-delay-ms", "400", "--max-batch-size", "64",
+                                      "--queue-delay-policy", "fixed"])
 
     def batches_run() -> float:
         return metric_sum(server.metrics_url, "seqserve_batch_size_texts_count")

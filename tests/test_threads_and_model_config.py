@@ -40,17 +40,20 @@ def test_the_override_wins_and_is_shared_by_the_concurrent_batches(tmp_path: pat
 
 def test_model_config_pins_and_batching(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "models.json"
-    models = {"a": {"version": "3", "max_batch_size": 4}, "b": {"default_for_task": True}}
+    models = {"a": {"version": "3", "max_batch_size": 4, "queue_delay_policy": "fixed"},
+              "b": {"default_for_task": True}}
     path.write_text(json.dumps({"models": models}))
     config = load_model_config(path, BatchConfig(max_queue_delay_ms=7.0))
     assert config.pins() == {"a": "3"}
-    assert config.for_model("a").batching == BatchConfig(max_batch_size=4, max_queue_delay_ms=7.0)
+    assert config.for_model("a").batching == BatchConfig(
+        max_batch_size=4, max_queue_delay_ms=7.0, queue_delay_policy="fixed")
     assert config.for_model("b").default_for_task is True
     assert config.for_model("unnamed").batching == BatchConfig(max_queue_delay_ms=7.0)
 
 
 @pytest.mark.parametrize(
-    "models", [{"a": {"verison": "1"}}, {"a": {"version": "latest"}}, {"a": {"max_batch_size": 0}}]
+    "models", [{"a": {"verison": "1"}}, {"a": {"version": "latest"}}, {"a": {"max_batch_size": 0}},
+               {"a": {"queue_delay_policy": "eager"}}]
 )
 def test_a_bad_model_config_is_refused(tmp_path: pathlib.Path, models: dict) -> None:
     path = tmp_path / "models.json"

@@ -1,9 +1,11 @@
 """Dynamic batching for one model: calls queue, and run together as one pipeline call.
 
 A worker task per model waits for the first call, then up to max_queue_delay_ms for more (or until
-max_batch_size texts are queued), picks a length-grouped batch (grouping.py), drops calls whose
-client has gone or whose deadline has passed without running them, and runs the batch in the
-inference thread pool. One batch per model runs at a time: while it runs, the next one fills.
+max_batch_size texts are queued; with the adaptive policy, until as many texts as the last batch
+held: a lone client's call runs at once, a crowd's calls still wait for each other), picks a
+length-grouped batch (grouping.py), drops calls whose client has gone or whose deadline has passed
+without running them, and runs the batch in the inference thread pool. One batch per model runs at
+a time: while it runs, the next one fills.
 
 Hot swap: `pipeline` is replaced by the model manager in the event loop; a batch reads it once when
 it starts, so calls already running finish on the old version and report the version that ran them.
@@ -64,6 +66,9 @@ class DynamicBatcher:
         self._worker: asyncio.Task[None] | None = None
         self._depth = metrics.queue_depth.labels(self._name)
         self._depth.set(0)
+        # Texts in the last batch run: the adaptive policy's guess of how many calls are coming.
+        # Starts at 1, so the very first call does not wait; load raises it within one batch.
+        self._last_batch_texts = 1
 
     @property
     def queued_texts(self) -> int:
@@ -120,11 +125,18 @@ class DynamicBatcher:
         self._queue = kept
         self._depth.set(self._queued_texts)
 
+    def _wait_target(self) -> int:
+        """Texts worth waiting for: max_batch_size, or (adaptive) what the last batch held."""
+        if self.config.queue_delay_policy == "fixed":
+            return self.config.max_batch_size
+        return min(self.config.max_batch_size, self._last_batch_texts)
+
     async def _wait_for_batch(self) -> None:
-        """Until max_batch_size texts are queued or the oldest call has waited max_queue_delay_ms."""
+        """Until the wait target is queued or the oldest call has waited max_queue_delay_ms."""
         loop = asyncio.get_running_loop()
         fill_by = loop.time() + self.config.max_queue_delay_ms / 1000 - (time.monotonic() - self._queue[0].enqueued)
-        while self._queued_texts < self.config.max_batch_size and not self._closed:
+        target = self._wait_target()
+        while self._queued_texts < target and not self._closed:
             remaining = fill_by - loop.time()
             if remaining <= 0:
                 return
@@ -162,6 +174,7 @@ class DynamicBatcher:
         pipeline = self.pipeline  # read once: a swap during the run does not affect this batch
         model = pipeline.model
         texts = [text for item in batch for text in item.texts]
+        self._last_batch_texts = len(texts)
         now = time.monotonic()
         for item in batch:
             self._metrics.observe_queue(model, now - item.enqueued)

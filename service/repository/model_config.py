@@ -15,6 +15,8 @@ import pathlib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+QUEUE_DELAY_POLICIES = ("adaptive", "fixed")
+
 
 class ModelConfigError(ValueError):
     """The model config file is unreadable or names an unknown setting."""
@@ -26,6 +28,10 @@ class BatchConfig:
     max_queue_delay_ms: float = 5.0
     max_queue_texts: int = 1024
     batch_token_budget: int = 8192
+    # "adaptive": wait (up to max_queue_delay_ms) only for as many texts as the last batch held, so a
+    # lone client never waits for company that is not coming; "fixed": always wait the full delay
+    # or until max_batch_size texts are queued. See docs/serving.md for the measured difference.
+    queue_delay_policy: str = "adaptive"
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,11 @@ def _model_settings(name: str, raw: Any, defaults: BatchConfig) -> ModelSettings
         raise ModelConfigError(f"models.{name}: batch sizes and budgets must be at least 1")
     if batching.max_queue_delay_ms < 0:
         raise ModelConfigError(f"models.{name}: max_queue_delay_ms must not be negative")
+    if batching.queue_delay_policy not in QUEUE_DELAY_POLICIES:
+        raise ModelConfigError(
+            f"models.{name}.queue_delay_policy: {batching.queue_delay_policy!r} is not one of "
+            f"{', '.join(QUEUE_DELAY_POLICIES)}"
+        )
     version = str(raw.get("version", ""))
     if version and not version.isdigit():
         raise ModelConfigError(f"models.{name}.version: {version!r} is not a version number")
