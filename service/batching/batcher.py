@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,18 +47,22 @@ class _Queued:
     tokens: int
     deadline: float | None   # loop.time() after which the call is dropped
     future: asyncio.Future[BatchResult]
+    group: Hashable = None   # only calls of one group share a batch (see grouping.Candidate)
     enqueued: float = field(default_factory=time.monotonic)
 
 
 class DynamicBatcher:
     def __init__(
-        self, pipeline: Pipeline, config: BatchConfig, executor: Executor, metrics: ServingMetrics
+        self, pipeline: Pipeline, config: BatchConfig, executor: Executor, metrics: ServingMetrics,
+        label: str = "",
     ) -> None:
         self.pipeline = pipeline
         self.config = config
         self._executor = executor
         self._metrics = metrics
-        self._name = pipeline.model.name
+        # The `model` label of the batching metrics: the model's name, unless two batchers serve one
+        # model (the task API's and a V2 graph's), which must not overwrite each other's queue depth.
+        self._name = label or pipeline.model.name
         self._queue: deque[_Queued] = deque()
         self._queued_texts = 0
         self._wakeup = asyncio.Event()
@@ -85,8 +89,11 @@ class DynamicBatcher:
         if self._worker is not None:
             await self._worker
 
-    async def submit(self, texts: Sequence[str], timeout: float | None = None) -> BatchResult:
-        """Queue one call's texts and wait for their outputs. `timeout`: the client's remaining deadline."""
+    async def submit(
+        self, texts: Sequence[Any], timeout: float | None = None, group: Hashable = None
+    ) -> BatchResult:
+        """Queue one call's texts and wait for their outputs. `timeout`: the client's remaining deadline;
+        `group`: the call only shares a batch with calls of the same group."""
         if self._closed:
             raise BatcherClosedError(f"model {self._name} is not being served")
         if self._queued_texts + len(texts) > self.config.max_queue_texts:
@@ -101,6 +108,7 @@ class DynamicBatcher:
             tokens=max(self.pipeline.estimate_tokens(t) for t in texts),
             deadline=None if timeout is None else loop.time() + timeout,
             future=loop.create_future(),
+            group=group,
         )
         self._queue.append(item)
         self._queued_texts += len(texts)
@@ -160,7 +168,7 @@ class DynamicBatcher:
                 continue
             queued = list(self._queue)
             chosen = choose_batch(
-                [Candidate(len(q.texts), q.tokens) for q in queued],
+                [Candidate(len(q.texts), q.tokens, q.group) for q in queued],
                 self.config.max_batch_size, self.config.batch_token_budget,
             )
             batch = [queued[i] for i in chosen]
@@ -178,7 +186,7 @@ class DynamicBatcher:
         now = time.monotonic()
         for item in batch:
             self._metrics.observe_queue(model, now - item.enqueued)
-        self._metrics.batch_size.labels(model.name).observe(len(texts))
+        self._metrics.batch_size.labels(self._name).observe(len(texts))
         timings = StageTimings()
         try:
             outputs = await asyncio.get_running_loop().run_in_executor(self._executor, pipeline, texts, timings)
@@ -189,7 +197,7 @@ class DynamicBatcher:
             return
         self._metrics.observe_stages(model, timings)
         if timings.padding_ratio is not None:
-            self._metrics.padding_ratio.labels(model.name).observe(timings.padding_ratio)
+            self._metrics.padding_ratio.labels(self._name).observe(timings.padding_ratio)
         start = 0
         for item in batch:
             end = start + len(item.texts)

@@ -6,11 +6,12 @@ cancellation, queue limits and the swap-safe version report work the same for ev
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 import grpc
 
-from service.batching.batcher import BatchResult
+from service.batching.batcher import BatchResult, DynamicBatcher
 from service.batching.errors import BatcherClosedError, DeadlineExpiredError, QueueFullError
 from service.grpc.validation import RequestError
 from service.repository.manager import ModelManager
@@ -23,8 +24,15 @@ async def run_batched(
     batcher = manager.batcher(model.name)
     if batcher is None:
         raise RequestError(grpc.StatusCode.UNAVAILABLE, f"model {model.name!r} is being unloaded; retry")
+    return await submit_batched(batcher, texts, context)
+
+
+async def submit_batched(
+    batcher: DynamicBatcher, items: Sequence[Any], context: grpc.aio.ServicerContext, group: Hashable = None
+) -> BatchResult:
+    """Queue a call's items on a batcher within the client's deadline; refusals become status codes."""
     try:
-        return await batcher.submit(texts, timeout=context.time_remaining())
+        return await batcher.submit(items, timeout=context.time_remaining(), group=group)
     except QueueFullError as exc:
         raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
     except BatcherClosedError as exc:

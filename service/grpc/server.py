@@ -109,7 +109,7 @@ async def start_server(
     models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(manager.repository, metrics), server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(manager, metrics), server)
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(manager.repository, readiness, executor, metrics,
+        InferenceServicer(manager, readiness, executor, metrics,
                           max_rows=settings.max_texts, max_elements=settings.max_message_bytes),
         server,
     )

@@ -15,11 +15,13 @@ import contextlib
 import logging
 import pathlib
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from service.batching.batcher import DynamicBatcher
 from service.metrics.registry import ServingMetrics
+from service.pipelines.registry import Pipeline
 from service.repository.loader import LoadError, ServableVersion, prepare_version
 from service.repository.model_config import ModelConfig
 from service.repository.repository import LoadedModel, LoadFailure, ModelRepository, choose_version, version_dirs
@@ -64,6 +66,8 @@ class ModelManager:
             name: s.default_for_task for name, s in config.models.items() if s.default_for_task is not None
         })
         self.batchers: dict[str, DynamicBatcher] = {}
+        # V2 ModelInfer's batchers, one per (model, graph file): raw tensors batch apart from task calls.
+        self.graph_batchers: dict[tuple[str, str], DynamicBatcher] = {}
         self._inference_executor = inference_executor
         # One loader thread: loads queue behind each other instead of competing with inference for cores.
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
@@ -80,6 +84,25 @@ class ModelManager:
 
     def batcher(self, name: str) -> DynamicBatcher | None:
         return self.batchers.get(name)
+
+    def graph_batcher(
+        self, model: LoadedModel, graph: str, pipeline: Callable[[], Pipeline]
+    ) -> DynamicBatcher:
+        """The batcher of one graph of a loaded model for raw-tensor calls, made on first use.
+
+        `pipeline` builds the graph's pipeline; it is called again when a new version of the model
+        has been swapped in since, so later batches run on the new version (as the task batchers do).
+        """
+        key = (model.name, graph)
+        batcher = self.graph_batchers.get(key)
+        if batcher is None:
+            batcher = DynamicBatcher(pipeline(), self.config.for_model(model.name).batching,
+                                     self._inference_executor, self.metrics, label=f"{model.name}:{graph}")
+            batcher.start()
+            self.graph_batchers[key] = batcher
+        elif batcher.pipeline.model is not model:
+            batcher.pipeline = pipeline()
+        return batcher
 
     @property
     def inference_executor(self) -> Executor:
@@ -196,8 +219,10 @@ class ModelManager:
             self.repository.loaded_at.pop(name, None)
             self.metrics.record_unloaded_model(model)
             batcher = self.batchers.pop(name, None)
-        if batcher is not None:
-            await batcher.close()  # queued calls still run
+            graph_batchers = [self.graph_batchers.pop(key) for key in list(self.graph_batchers) if key[0] == name]
+        for closing in [batcher, *graph_batchers]:
+            if closing is not None:
+                await closing.close()  # queued calls still run
         log.info("unloaded model %s version %s", name, model.version)
         return model
 
@@ -233,7 +258,7 @@ class ModelManager:
                 log.exception("repository poll failed; serving goes on with the loaded versions")
 
     async def close(self) -> None:
-        for batcher in list(self.batchers.values()):
+        for batcher in [*self.batchers.values(), *self.graph_batchers.values()]:
             await batcher.close()
         self._loader.shutdown(wait=False, cancel_futures=True)
 

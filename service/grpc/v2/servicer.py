@@ -1,33 +1,38 @@
 """inference.GRPCInferenceService (KServe V2 / Open Inference Protocol) on the seqserve port.
 
-Raw tensor access to every loaded ONNX graph, whatever its task: the inputs are checked against the
-graph's own signature (names, datatypes, ranks, fixed dimensions) and run in the same inference
-thread pool as the task servicers, under the same thread budget.
-
-Not through the dynamic batcher: merging raw tensors of different calls means padding them, and the
-right padding value of an arbitrary input (a token id, a mask, a feature) is not known from the
-graph. The task APIs (seqserve.v1.Sentiment, ...) batch; V2 runs each call as sent.
+Raw tensor access to every loaded ONNX graph, whatever its task: a model's main graph under the
+model's name, its other graphs under `<model>.<graph>` (translation: `transformer` is the encoder,
+`transformer.decoder_step` the decoder step). The inputs are checked against the graph's own
+signature (names, datatypes, ranks, fixed dimensions) and run in the same inference thread pool as
+the task servicers, under the same thread budget, through the same dynamic batcher: calls whose rows
+stack without padding share a batch (graph_batching.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import pathlib
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from importlib import metadata
 
 import grpc
 import numpy as np
+import onnxruntime as ort
 from seqserve.oip import grpc_service_pb2 as pb
 from seqserve.oip import grpc_service_pb2_grpc as pb_grpc
 
+from service.grpc.batched import submit_batched
 from service.grpc.calls import Call, CallRunner
 from service.grpc.readiness import Readiness
+from service.grpc.v2.graph_batching import GraphPipeline, batch_axis, join_rows, row_group, split_rows
 from service.grpc.v2.tensors import ORT_TYPES, decode_input, encode_output, v2_shape
 from service.grpc.validation import MAX_MODEL_NAME_CHARS, RequestError
 from service.metrics.registry import ServingMetrics
 from service.pipelines.timing import StageTimings
-from service.repository.repository import LoadedModel, ModelRepository
+from service.repository.manager import ModelManager
+from service.repository.repository import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +47,54 @@ def server_version() -> str:
         return "0"
 
 
-def tensor_metadata(model: LoadedModel, kind: str) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+@dataclass(frozen=True)
+class Graph:
+    """One servable ONNX graph: a loaded model's main graph, or another of its graphs."""
+
+    model: LoadedModel
+    file: str                  # the graph's file in the version folder
+    session: ort.InferenceSession
+    name: str                  # its V2 model name
+
+    @property
+    def is_main(self) -> bool:
+        return self.session is self.model.session
+
+
+def graph_names(model: LoadedModel) -> dict[str, str]:
+    """V2 name -> graph file: the main graph under the model's name, the others as `<model>.<stem>`."""
+    main = str((model.manifest.data.get("onnx") or {}).get("file", "model.onnx"))
+    names = {model.name: main}
+    for file, session in model.sessions.items():
+        if session is not model.session:
+            names[f"{model.name}.{pathlib.PurePath(file).stem}"] = file
+    return names
+
+
+def empty_cache_axes(graph: Graph) -> dict[str, frozenset[int]]:
+    """Input -> the axes its decoder contract starts at length 0 (manifest decoding.initial_state:
+    `{"zeros": ["batch", 4, 0, 64]}` is an empty key/value cache). Every other empty tensor is refused:
+    onnxruntime aborts the process on some (the GRU kernels)."""
+    decoding = graph.model.manifest.data.get("decoding") or {}
+    if graph.file != decoding.get("decoder"):
+        return {}
+    axes = {}
+    for name, spec in (decoding.get("initial_state") or {}).items():
+        zeros = spec.get("zeros") if isinstance(spec, dict) else None
+        if isinstance(zeros, list):
+            axes[name] = frozenset(axis for axis, d in enumerate(zeros) if d == 0)
+    return axes
+
+
+def tensor_metadata(graph: Graph, kind: str) -> list[pb.ModelMetadataResponse.TensorMetadata]:
     """The manifest's specs (named dims are dynamic), else the graph's own.
 
     The manifest first: the exported sentiment graph records its attention output as [batch, 17],
     the length traced at export, though it really follows the input's sequence length.
     """
-    specs = (model.manifest.data.get("onnx") or {}).get(kind)
+    onnx_spec = graph.model.manifest.data.get("onnx") or {}
+    per_graph = (onnx_spec.get("graphs") or {}).get(graph.file)
+    specs = per_graph.get(kind) if per_graph else (onnx_spec.get(kind) if graph.is_main else None)
     if specs:
         return [
             pb.ModelMetadataResponse.TensorMetadata(
@@ -57,7 +103,7 @@ def tensor_metadata(model: LoadedModel, kind: str) -> list[pb.ModelMetadataRespo
             )
             for s in specs
         ]
-    args = model.session.get_inputs() if kind == "inputs" else model.session.get_outputs()
+    args = graph.session.get_inputs() if kind == "inputs" else graph.session.get_outputs()
     return [
         pb.ModelMetadataResponse.TensorMetadata(
             name=a.name, datatype=ORT_TYPES.get(a.type, a.type), shape=v2_shape(a.shape)
@@ -73,14 +119,15 @@ _ORT_NAMES = {"float32": "float", "float64": "double"}
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(
         self,
-        repository: ModelRepository,
+        manager: ModelManager,
         readiness: Readiness,
         executor: Executor,
         metrics: ServingMetrics,
         max_rows: int,
         max_elements: int,
     ) -> None:
-        self._repository = repository
+        self._manager = manager
+        self._repository = manager.repository
         self._readiness = readiness
         self._executor = executor
         self._metrics = metrics
@@ -88,19 +135,24 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._max_elements = max_elements
         self._calls = CallRunner(SERVICE_NAME, METHODS, metrics)
 
-    def _model(self, name: str, version: str) -> LoadedModel:
+    def _graph(self, name: str, version: str) -> Graph:
         if len(name) > MAX_MODEL_NAME_CHARS:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "model name too long")
         model = self._repository.models.get(name)
-        if model is None:
-            loaded = ", ".join(sorted(self._repository.models)) or "none"
+        if model is None and "." in name:
+            model = self._repository.models.get(name.rsplit(".", 1)[0])
+        files = graph_names(model) if model is not None else {}
+        if name not in files:
+            loaded = ", ".join(sorted(n for m in self._repository.models.values() for n in graph_names(m))) or "none"
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"model {name!r} is not loaded (loaded: {loaded})")
+        assert model is not None
         if version and version != model.version:
             raise RequestError(
                 grpc.StatusCode.NOT_FOUND,
                 f"model {name!r} version {version[:20]!r} is not loaded (serving version {model.version})",
             )
-        return model
+        file = files[name]
+        return Graph(model, file, model.sessions.get(file, model.session), name)
 
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
@@ -122,9 +174,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
         async def handle(call: Call) -> pb.ModelReadyResponse:
-            model = self._repository.models.get(request.name)
-            ready = model is not None and request.version in ("", model.version) and self._readiness.ready
-            return pb.ModelReadyResponse(ready=ready)
+            try:
+                graph = self._graph(request.name, request.version)
+            except RequestError:
+                return pb.ModelReadyResponse(ready=False)
+            return pb.ModelReadyResponse(ready=self._readiness.ready and graph is not None)
 
         return await self._calls.run("ModelReady", context, handle)
 
@@ -140,12 +194,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
         async def handle(call: Call) -> pb.ModelMetadataResponse:
-            model = self._model(request.name, request.version)
-            call.model = model.name
+            graph = self._graph(request.name, request.version)
+            call.model = graph.model.name
 
             return pb.ModelMetadataResponse(
-                name=model.name, versions=[model.version], platform="onnxruntime_onnx",
-                inputs=tensor_metadata(model, "inputs"), outputs=tensor_metadata(model, "outputs"),
+                name=graph.name, versions=[graph.model.version], platform="onnxruntime_onnx",
+                inputs=tensor_metadata(graph, "inputs"), outputs=tensor_metadata(graph, "outputs"),
             )
 
         return await self._calls.run("ModelMetadata", context, handle)
@@ -154,36 +208,25 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
         async def handle(call: Call) -> pb.ModelInferResponse:
-            model = self._model(request.model_name, request.model_version)
-            call.model = model.name
-            call.version = model.version
-            feeds = self._feeds(model, request)
-            graph_outputs = [o.name for o in model.session.get_outputs()]
+            graph = self._graph(request.model_name, request.model_version)
+            call.model = graph.model.name
+            call.version = graph.model.version
+            feeds = self._feeds(graph, request)
+            graph_outputs = [o.name for o in graph.session.get_outputs()]
             wanted = [o.name for o in request.outputs] or graph_outputs
             unknown = [name for name in wanted if name not in graph_outputs]
             if unknown:
                 raise RequestError(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"outputs: {unknown[0][:100]!r} is not an output of {model.name} ({', '.join(graph_outputs)})",
+                    f"outputs: {unknown[0][:100]!r} is not an output of {graph.name} ({', '.join(graph_outputs)})",
                 )
-            timings = StageTimings()
-
-            def run() -> list[np.ndarray]:
-                with timings.stage("inference"):
-                    return model.session.run(wanted, feeds)
-
-            try:
-                arrays = await asyncio.get_running_loop().run_in_executor(self._executor, run)
-            except Exception as exc:
-                log.info("request %s: %s refused the inputs: %s", call.request_id, model.name, exc)
-                # onnxruntime's text names graph nodes and can hold paths: log it, tell the client less.
-                raise RequestError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"model {model.name} could not run on these inputs ({type(exc).__name__}); check "
-                    "shapes and values against ModelMetadata",
-                ) from exc
-            self._metrics.observe_stages(model, timings)
-            response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
+            rows = next(iter(feeds.values())).shape[0] if feeds else 0
+            if rows > 0 and batch_axis(graph.session) is not None:
+                model, arrays = await self._infer_batched(graph, feeds, wanted, call, context)
+            else:
+                model, arrays = graph.model, await self._infer_alone(graph, feeds, wanted, call)
+            call.version = model.version
+            response = pb.ModelInferResponse(model_name=graph.name, model_version=model.version, id=request.id)
             for name, array in zip(wanted, arrays, strict=True):
                 tensor, raw = encode_output(name, np.asarray(array))
                 response.outputs.append(tensor)
@@ -192,21 +235,61 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         return await self._calls.run("ModelInfer", context, handle)
 
-    def _feeds(self, model: LoadedModel, request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
-        graph_inputs = {a.name: a for a in model.session.get_inputs()}
+    async def _infer_batched(
+        self, graph: Graph, feeds: dict[str, np.ndarray], wanted: list[str], call: Call,
+        context: grpc.aio.ServicerContext,
+    ) -> tuple[LoadedModel, list[np.ndarray]]:
+        batcher = self._manager.graph_batcher(
+            graph.model, graph.file, lambda: GraphPipeline(graph.model, graph.session)
+        )
+        result = await submit_batched(batcher, split_rows(feeds, wanted), context,
+                                      group=row_group(graph.file, feeds, wanted))
+        failures = [row for row in result.outputs if isinstance(row, Exception)]
+        if failures:
+            raise self._refused(graph, call, failures[0])
+        return result.model, join_rows(result.outputs, wanted)
+
+    async def _infer_alone(
+        self, graph: Graph, feeds: dict[str, np.ndarray], wanted: list[str], call: Call
+    ) -> list[np.ndarray]:
+        timings = StageTimings()
+
+        def run() -> list[np.ndarray]:
+            with timings.stage("inference"):
+                return graph.session.run(wanted, feeds)
+
+        try:
+            arrays = await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        except Exception as exc:
+            raise self._refused(graph, call, exc) from exc
+        self._metrics.observe_stages(graph.model, timings)
+        return arrays
+
+    def _refused(self, graph: Graph, call: Call, exc: Exception) -> RequestError:
+        log.info("request %s: %s refused the inputs: %s", call.request_id, graph.name, exc)
+        # onnxruntime's text names graph nodes and can hold paths: log it, tell the client less.
+        return RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"model {graph.name} could not run on these inputs ({type(exc).__name__}); check "
+            "shapes and values against ModelMetadata",
+        )
+
+    def _feeds(self, graph: Graph, request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
+        graph_inputs = {a.name: a for a in graph.session.get_inputs()}
         raw = list(request.raw_input_contents)
         if raw and len(raw) != len(request.inputs):
             raise RequestError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"raw_input_contents: {len(raw)} entries for {len(request.inputs)} inputs",
             )
+        starts_empty = empty_cache_axes(graph)
         feeds: dict[str, np.ndarray] = {}
         for index, tensor in enumerate(request.inputs):
             spec = graph_inputs.get(tensor.name)
             if spec is None:
                 raise RequestError(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"inputs[{index}]: {tensor.name[:100]!r} is not an input of {model.name} "
+                    f"inputs[{index}]: {tensor.name[:100]!r} is not an input of {graph.name} "
                     f"({', '.join(graph_inputs)})",
                 )
             expected_type = ORT_TYPES.get(spec.type, spec.type)
@@ -229,7 +312,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"input {tensor.name!r}: {shape[0]} rows exceeds the limit of {self._max_rows}",
                 )
-            feeds[tensor.name] = decode_input(tensor, raw[index] if raw else None, self._max_elements)
+            feeds[tensor.name] = decode_input(tensor, raw[index] if raw else None, self._max_elements,
+                                              empty_axes=starts_empty.get(tensor.name, frozenset()))
         missing = [name for name in graph_inputs if name not in feeds]
         if missing:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"inputs: {', '.join(missing)} missing")

@@ -47,7 +47,12 @@ def _invalid(message: str) -> RequestError:
     return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
-def decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None, max_elements: int) -> np.ndarray:
+def decode_input(
+    tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None, max_elements: int,
+    empty_axes: frozenset[int] = frozenset(),
+) -> np.ndarray:
+    """The input as an array. `empty_axes`: axes the model's own contract starts at length 0 (the
+    cache axis of a decoder's key/value cache before the first step); only those may be 0."""
     if tensor.datatype not in DATATYPES:
         raise _invalid(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported")
     dtype, field = DATATYPES[tensor.datatype]
@@ -56,7 +61,7 @@ def decode_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | Non
         raise _invalid(f"input {tensor.name!r}: shape {shape} has a negative dimension")
     # onnxruntime aborts the whole process (std::terminate) on an empty tensor in some kernels (the
     # GRU of the sentiment graphs, for one), so a tensor with no elements never reaches a session.
-    if 0 in shape:
+    if any(d == 0 and axis not in empty_axes for axis, d in enumerate(shape)):
         raise _invalid(f"input {tensor.name!r}: shape {shape} has no elements; every dimension must be >= 1")
     # Python integers: numpy's int64 product wraps (4 x 2**62 -> 0) and would let an empty payload pass.
     count = math.prod(shape)
