@@ -1,0 +1,64 @@
+"""The Transformer's int8 variant: both graphs quantized (every weight matrix product, not the attention
+products of activations), published with the quality measured through the served pipeline on the same
+test chapters as its fp32 source, and a delta that is what the two manifests say."""
+
+from __future__ import annotations
+
+import pytest
+from exported_models import EXPORTED, latest_version_dir
+
+from service.pipelines.translation import DecodeOptions, TranslationPipeline, TranslationRequest
+from service.repository.manifest import read_manifest
+from service.repository.repository import load_version
+
+VARIANT = "transformer-int8"
+SETTINGS = ("greedy", "beam4")
+
+
+@pytest.fixture(scope="module")
+def manifests() -> tuple[dict, dict]:
+    variant = read_manifest(latest_version_dir(VARIANT)).data
+    source = variant["quantization"]["source"]
+    return variant, read_manifest(EXPORTED / source["name"] / source["version"]).data
+
+
+def test_variant_is_an_int8_copy_of_the_served_transformer(manifests: tuple[dict, dict]) -> None:
+    variant, source = manifests
+    assert variant["variant"] == "int8" and not variant["default_for_task"] and variant["task"] == "translation"
+    assert variant["quantization"]["source"]["sha256"] == {g: source["files"][g] for g in source["onnx"]["graphs"]}
+    assert variant["decoding"] == source["decoding"] and variant["data"]["test_sha256"] == source["data"]["test_sha256"]
+
+
+def test_every_weight_matmul_is_integer_in_both_graphs(manifests: tuple[dict, dict]) -> None:
+    report = manifests[0]["quantization"]
+    assert set(report["graphs"]) == {"encoder.onnx", "decoder_step.onnx"}
+    for graph in report["graphs"].values():
+        assert graph["ops_int8"]["MatMulInteger"] >= 6 and graph["bytes"]["int8"] < graph["bytes"]["fp32"] / 2.5
+    # 9 attentions (3 encoder self, 3 decoder self, 3 cross) x 2 products of activations stay float:
+    # queries x keys and weights x values. Everything else was a weight and is now integer.
+    assert report["ops_int8"]["MatMul"] == 18
+    assert report["ops_int8"]["MatMulInteger"] == report["ops_fp32"]["MatMul"] - 18
+
+
+def test_quality_is_recorded_on_the_full_test_split_with_its_delta(manifests: tuple[dict, dict]) -> None:
+    variant, source = manifests
+    metrics, delta = variant["metrics"], variant["quantization"]["quality_delta_vs_fp32"]
+    assert metrics["split"] == "test" and metrics["n"] == source["metrics"]["n"] == 1091
+    for setting in SETTINGS:
+        for key in ("bleu", "chrf"):
+            measured = metrics[setting][key] - source["metrics"][setting][key]
+            assert delta[setting][key] == pytest.approx(measured, abs=0.011)
+            assert abs(delta[setting][key]) < 1.0  # int8 costs well under a BLEU point here
+
+
+def test_variant_translates_like_its_source() -> None:
+    variant = latest_version_dir(VARIANT)
+    source = read_manifest(variant).data["quantization"]["source"]
+    fp32 = TranslationPipeline(load_version(EXPORTED / source["name"] / source["version"], intra_op_threads=1))
+    int8 = TranslationPipeline(load_version(variant, intra_op_threads=1))
+    texts = ["In the beginning, God created the heavens and the earth.", "Jesus wept.",
+             "Yahweh spoke to Moses, saying,"]
+    requests = [TranslationRequest(t, DecodeOptions(beam_size=1)) for t in texts]
+    same = sum(a.hypotheses[0].tokens == b.hypotheses[0].tokens for a, b in zip(fp32(requests), int8(requests),
+                                                                                   strict=True))
+    assert same >= 2, "int8 greedy output should mostly equal fp32 on short, frequent verses"
