@@ -131,6 +131,28 @@ def test_mutual_tls_needs_a_client_certificate_from_the_configured_ca(start_serv
     assert "mutual TLS" in server.log()
 
 
+def test_the_cli_speaks_mutual_tls_with_a_token(start_server, pki, tmp_path: pathlib.Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from service.client.cli import main
+
+    (tmp_path / "api.token").write_text(API_TOKEN + "\n")
+    server = start_server(extra_args=[
+        "--tls-cert", str(pki["server-ca-cert"]), "--tls-key", str(pki["server-ca-key"]),
+        "--tls-client-ca", str(pki["ca"]), "--api-token-file", str(tmp_path / "api.token"),
+    ], wait=False)
+    wait_serving(server, pki)
+    secure = ["--target", server.target, "--tls-ca", str(pki["ca"]),
+              "--tls-cert", str(pki["client-ca-cert"]), "--tls-key", str(pki["client-ca-key"])]
+    assert main([*secure, "--token-file", str(tmp_path / "api.token"), "sentiment", "what a lovely day"]) == 0
+    assert "what a lovely day" in capsys.readouterr().out
+    # The same connection without the token: refused by auth, reported as such.
+    assert main([*secure, "sentiment", "what a lovely day"]) == 2
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
+    # Half a client identity is a usage error, before any connection.
+    assert main([*secure[:4], "--tls-cert", str(pki["client-ca-cert"]), "sentiment", "x"]) == 2
+    assert "--tls-cert and --tls-key go together" in capsys.readouterr().err
+
+
 def test_sigterm_under_load_drains_then_stops_without_losing_an_accepted_call(start_server) -> None:
     server = start_server(extra_args=["--drain-seconds", "1.5", "--grace-seconds", "20", "--log-format", "json"])
     outcomes: list[tuple[float, str]] = []

@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2
 from seqserve.v1 import models_pb2, sentiment_pb2, translation_pb2
 
 from service.client.alignment_plot import PlottingUnavailableError, save_alignment_png
+from service.client.channel import Connection
 from service.client.client import SeqserveClient
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -39,6 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="server address HOST:PORT (env SEQSERVE_TARGET; default %(default)s)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the response as JSON")
+    security = parser.add_argument_group("TLS and auth (plaintext and no token by default)")
+    security.add_argument("--tls", action="store_true", help="TLS, trusting the system's CA certificates")
+    security.add_argument("--tls-ca", type=pathlib.Path, default=None, metavar="PEM",
+                          help="TLS, trusting this CA certificate (the one that signed the server's)")
+    security.add_argument("--tls-cert", type=pathlib.Path, default=None, metavar="PEM",
+                          help="client certificate for mutual TLS (with --tls-key)")
+    security.add_argument("--tls-key", type=pathlib.Path, default=None, metavar="PEM", help="its private key")
+    security.add_argument("--tls-server-name", default=None, metavar="NAME",
+                          help="check the server certificate against NAME instead of the target host")
+    security.add_argument("--token-file", type=pathlib.Path, default=None, metavar="FILE",
+                          help="send the bearer token in FILE with every call (env SEQSERVE_TOKEN: the token)")
     commands = parser.add_subparsers(dest="command", required=True)
     sentiment = commands.add_parser("sentiment", help="classify the sentiment of one or more texts")
     sentiment.add_argument("texts", nargs="+", metavar="TEXT")
@@ -150,8 +162,25 @@ def print_models(response: models_pb2.ListModelsResponse, out: TextIO) -> None:
             print(f"    {key} {info.metrics[key]:.4f}", file=out)
 
 
+def connection(args: argparse.Namespace) -> Connection:
+    """The TLS and token settings from the flags; unreadable files are usage errors."""
+    token = os.environ.get("SEQSERVE_TOKEN") or None
+    try:
+        if args.token_file is not None:
+            token = args.token_file.read_text("utf-8").strip()
+        for flag, path in (("--tls-ca", args.tls_ca), ("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+            if path is not None and not path.is_file():
+                raise UsageError(f"{flag}: {path} is not a readable file")
+    except OSError as exc:
+        raise UsageError(f"--token-file: {exc.strerror}: {args.token_file}") from None
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together (mutual TLS)")
+    return Connection(tls=args.tls, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key, token=token,
+                      server_name=args.tls_server_name)
+
+
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    with SeqserveClient(args.target, timeout=args.timeout) as client:
+    with SeqserveClient(args.target, timeout=args.timeout, connection=connection(args)) as client:
         response: Message
         if args.command == "sentiment":
             response = client.sentiment(args.texts, model=args.model)

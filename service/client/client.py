@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from seqserve.v1 import (
     models_pb2,
@@ -16,14 +15,17 @@ from seqserve.v1 import (
     translation_pb2_grpc,
 )
 
+from service.client.channel import Connection, open_channel
+
 
 class SeqserveClient:
     """Calls raise grpc.RpcError (with .code() and .details()) when the server refuses them."""
 
-    def __init__(self, target: str, timeout: float = 10.0) -> None:
+    def __init__(self, target: str, timeout: float = 10.0, connection: Connection | None = None) -> None:
+        """`connection`: TLS / mutual TLS / bearer token (service/client/channel.py); default plaintext."""
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target)
+        self._channel = open_channel(target, connection)
         self._sentiment = sentiment_pb2_grpc.SentimentStub(self._channel)
         self._models = models_pb2_grpc.ModelsStub(self._channel)
         self._translation = translation_pb2_grpc.TranslationStub(self._channel)
