@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import pathlib
 
-from bench import plots
+from bench import plots, translation_report
 from bench.goals import Goal, batching_goal, overhead_goals, peer_goal
 from bench.run import INT8, OFF, ON, PEER, V2, BenchResults
 from bench.scenarios import median
@@ -39,6 +39,8 @@ def goals(results: BenchResults) -> list[Goal]:
     if PEER in results.sweeps:
         for label in (ON, V2):
             found.append(peer_goal(label, results.sweeps[label][top], results.sweeps[PEER][top], top))
+    if results.decoding is not None:
+        found += translation_report.goals(results.decoding)
     return found
 
 
@@ -137,13 +139,13 @@ def write_report(results: BenchResults, out: pathlib.Path, mode: str) -> list[Go
                   "and needs equal widths); the task API gets the texts. uvloop is pinned to 0.21.0 in that "
                   "virtualenv: with a newer one MLServer 1.7.1's worker processes fail at start.", ""]
     lines += _table(SWEEP_HEADER, _sweep_rows(results.sweeps, [PEER, V2, ON]))
-    lines += ["", f"![peer]({rel}/peer.png)", "",
-              "## 4. Translation decoding", "",
-              "Measured by the translation work (ONNX with cache vs torch eager vs CTranslate2); the hook for a "
-              "translation endpoint in this harness is `bench.endpoints.FACTORIES`. "
-              + ("Covered here, beside the sentiment task API: " + ", ".join(results.extra_endpoints)
+    lines += ["", f"![peer]({rel}/peer.png)", ""]
+    lines += (translation_report.section_lines(results.decoding, images, rel) if results.decoding is not None
+              else ["## 4. Translation decoding", "", "Not run.", ""])
+    lines += ["Served endpoints under load (`bench.endpoints.FACTORIES`)"
+              + (" beside the sentiment task API: " + ", ".join(results.extra_endpoints)
                  + " (overhead in section 1)." if results.extra_endpoints
-                 else "No translation endpoint was served when this ran."), "",
+                 else ": none was served when this ran."), "",
               *([*_table(SWEEP_HEADER, _sweep_rows(results.sweeps, [ON, *results.extra_endpoints])), ""]
                 if results.extra_endpoints else []),
               "## 5. int8 vs fp32", "",
@@ -158,7 +160,9 @@ def write_report(results: BenchResults, out: pathlib.Path, mode: str) -> list[Go
               f"{int8.quality['macro_f1'] - fp32.quality['macro_f1']:+.4f}, accuracy delta "
               f"{int8.quality['accuracy'] - fp32.quality['accuracy']:+.4f}.", ""]
     lines += _table(SWEEP_HEADER, _sweep_rows(results.sweeps, [ON, INT8]))
-    lines += ["", f"![int8]({rel}/int8.png)", "", "## 6. Cold start and memory", ""]
+    lines += ["", f"![int8]({rel}/int8.png)", ""]
+    lines += translation_report.int8_lines(results.decoding)
+    lines += ["## 6. Cold start and memory", ""]
     starts = [s for s, _ in results.cold]
     models = ", ".join(sorted(p.name for p in (REPO / "exported").iterdir() if p.is_dir()))
     lines += [f"seqserve on every exported model ({models}), spawn to health "

@@ -14,6 +14,7 @@ from bench.machine import describe
 from bench.pause import training_paused
 from bench.peer.mlserver import install_hint, mlserver_available, start_mlserver
 from bench.scenarios import (
+    QUICK,
     Outcome,
     OverheadRow,
     Plan,
@@ -27,6 +28,7 @@ from bench.scenarios import (
 from bench.servers import REPO, Server, start_seqserve
 from bench.stats import Summary
 from bench.texts import SENTENCES
+from bench.translation_bench import FULL_DECODING, QUICK_DECODING, DecodingResults, run_decoding
 
 EXPORTED = REPO / "exported"
 # Batching off: one call per batch, no waiting for company (service/config.py's batching flags).
@@ -56,6 +58,7 @@ class BenchResults:
     outcome: Outcome
     extra_endpoints: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    decoding: DecodingResults | None = None  # section 4: translation decoding engines side by side
 
 
 def _stop_all(servers: list[Server], outcome: Outcome) -> None:
@@ -107,5 +110,8 @@ def run_bench(plan: Plan, peer: bool, pause_training: bool) -> BenchResults:
             _stop_all(servers, outcome)
         variants = [variant_speed(fp32, SENTENCES, plan), variant_speed(int8, SENTENCES, plan)]
         cold = cold_starts(EXPORTED, log_dir, plan.cold_starts)
+        # After every server has stopped: the decoding engines get the cores to themselves.
+        decoding = run_decoding(QUICK_DECODING if plan is QUICK else FULL_DECODING)
+        outcome.errors += decoding.errors
     return BenchResults(plan, machine, paused, rows, sweeps, variants, cold, rss, peer_note, outcome,
-                        [e.name for e in extra], time.monotonic() - began)
+                        [e.name for e in extra], time.monotonic() - began, decoding)

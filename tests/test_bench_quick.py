@@ -19,13 +19,20 @@ def test_quick_benchmark_runs_every_scenario_and_writes_the_report(tmp_path: pat
     assert finished.returncode == 0, finished.stdout + finished.stderr
     report = out.read_text("utf-8")
     for heading in ("## Machine", "## Goals", "## 1. Overhead", "## 2. Dynamic batching", "## 3. Peer server",
-                    "## 5. int8 vs fp32", "## 6. Cold start and memory"):
+                    "## 4. Translation decoding", "## 5. int8 vs fp32", "## 6. Cold start and memory"):
         assert heading in report
     assert "Failed calls in the whole run: 0." in report
     # Every configuration was measured at every concurrency (the goals read these rows).
     for row in ("seqserve task API, batching on | 64", "seqserve task API, batching off | 64",
                 "seqserve V2 ModelInfer | 64", "seqserve task API int8, batching on | 64"):
         assert row in report
-    for image in ("overhead", "batching", "peer", "int8"):
+    for image in ("overhead", "batching", "peer", "int8", "decoding"):
         assert (tmp_path / "benchmarks" / f"{image}.png").stat().st_size > 1000
+    # Section 4: every decoding engine ran in the quick mode too, greedy and beam, with its goals evaluated.
+    for row in ("| transformer | ONNX + cache (served pipeline) fp32 | 1 | 1 | greedy |",
+                "| transformer | torch eager, no cache fp32 | 1 | 2 | beam 4 |",
+                "| transformer | CTranslate2 int8 | 1 | 1 | greedy |",
+                "| seq2seq-attention | torch eager fp32 | 1 | 2 | beam 4 |"):
+        assert row in report, row
+    assert "ONNX with cache >= 3x torch eager without cache" in finished.stdout
     assert "served/raw <= 1.3x" in finished.stdout  # the goals are evaluated, met or not
