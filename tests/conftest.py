@@ -174,3 +174,24 @@ def translation_server(tiny_translation_models: pathlib.Path, tmp_path_factory: 
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_recommendation(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """(model directory holding `sasrec-tiny/1`, the Trained run behind it): a SASRec trained for a few
+    steps on MovieLens-100K and exported through the real code (once per session)."""
+    from recommendation_support import tiny_model_dir
+
+    return tiny_model_dir(tmp_path_factory.mktemp("tiny-recommendation"))
+
+
+@pytest.fixture(scope="session")
+def recommendation_server(tiny_recommendation: Any, tmp_path_factory: pytest.TempPathFactory
+                          ) -> Iterator[ServerProcess]:
+    """The real server on the tiny recommendation model only."""
+    running = launch_server(tmp_path_factory.mktemp("recommendation-server") / "server.log", tiny_recommendation[0])
+    try:
+        running.wait_until_serving()
+        yield running
+    finally:
+        running.stop()

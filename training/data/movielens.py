@@ -40,6 +40,13 @@ class Item:
     year: int  # 0 when unknown
     genres: tuple[str, ...]
 
+    @property
+    def name(self) -> str:
+        """The full name: ML-1M's keys already are one ("Toy Story (1995)"); numeric keys get "title (year)"."""
+        if not self.key.isdigit():
+            return self.key
+        return f"{self.title} ({self.year})" if self.year else self.title
+
 
 @dataclass(frozen=True)
 class Case:

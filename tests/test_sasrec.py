@@ -1,0 +1,92 @@
+"""SASRec: causal, padding-blind, trained on every window, and exported to ONNX that matches torch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from recommendation_support import MAX_HISTORY, NAME
+
+from training.export.recommendation import parity
+from training.models.sasrec import SASRec, SASRecConfig, SASRecForExport
+from training.train_recommendation import right_pad, training_windows
+
+torch.set_num_threads(1)
+
+
+def small_model(seed: int = 0) -> SASRec:
+    torch.manual_seed(seed)
+    return SASRec(SASRecConfig(num_items=30, max_length=12, hidden_dim=8, num_blocks=2, num_heads=2)).eval()
+
+
+def test_a_position_never_sees_later_items() -> None:
+    model = small_model()
+    with torch.no_grad():
+        one, _ = model.encode(torch.tensor([[3, 4, 5, 6, 7]]))
+        other, _ = model.encode(torch.tensor([[3, 4, 5, 29, 1]]))
+    assert torch.allclose(one[0, :3], other[0, :3], atol=1e-6)
+    assert not torch.allclose(one[0, 3:], other[0, 3:], atol=1e-3)
+
+
+def test_right_padding_changes_nothing_and_attention_covers_only_the_history() -> None:
+    model = small_model()
+    histories = [[3, 4, 5, 6, 7], [9, 2], [1]]
+    lengths = torch.tensor([len(h) for h in histories])
+    with torch.no_grad():
+        scores, attention = SASRecForExport(model)(right_pad(histories), lengths)
+        for row, history in enumerate(histories):
+            alone, alone_attention = SASRecForExport(model)(torch.tensor([history]), torch.tensor([len(history)]))
+            assert torch.allclose(scores[row], alone[0], atol=1e-5)
+            assert torch.allclose(attention[row, : len(history)], alone_attention[0], atol=1e-6)
+    assert attention.shape == (3, 5) and scores.shape == (3, 30)
+    assert torch.allclose(attention.sum(dim=1), torch.ones(3), atol=1e-6)
+    assert attention[1, 2:].abs().max() == 0 and attention[2, 1:].abs().max() == 0
+
+
+def test_loss_skips_padding_targets() -> None:
+    model = small_model()
+    padded = right_pad([[3, 4, 5], [6, 7]])
+    loss, count = model.next_item_loss(padded[:, :-1], padded[:, 1:])
+    assert count == 3  # 4->5, 3->4 and 6->7; the pad after 7 is no target
+    assert torch.isfinite(loss)
+
+
+def test_training_windows_predict_every_item_after_the_first_once() -> None:
+    sequence = list(range(1, 12))  # 11 items, windows of at most 4 (max_length 3 + 1)
+    windows = training_windows({"a": sequence}, max_length=3, all_windows=True)
+    assert windows == [[8, 9, 10, 11], [5, 6, 7, 8], [2, 3, 4, 5], [1, 2]]
+    assert sorted(t for w in windows for t in w[1:]) == sequence[1:]
+    assert training_windows({"a": sequence}, max_length=3, all_windows=False) == [[8, 9, 10, 11]]
+    assert training_windows({"b": [4]}, max_length=3, all_windows=True) == []
+
+
+@pytest.mark.slow
+def test_exported_graph_matches_torch_for_several_lengths_and_batches(tiny_recommendation) -> None:
+    models, trained = tiny_recommendation
+    version = models / NAME / "1"
+    batches = [[1], [MAX_HISTORY], [7, 3], [MAX_HISTORY, 1, 13, 2, 19]]
+    measured = parity(trained.model, version / "model.onnx", batches, seed=11)
+    assert measured["max_abs_score_diff"] < 1e-4
+    assert measured["max_abs_attention_diff"] < 1e-5
+    assert measured["top10_equal"] == 1.0
+    manifest = json.loads((version / "manifest.json").read_text("utf-8"))
+    assert manifest["parity"]["max_abs_score_diff"] < 1e-4  # what export measured is recorded
+    inputs = {spec["name"]: spec["shape"] for spec in manifest["onnx"]["inputs"]}
+    assert inputs == {"history": ["batch", "history_length"], "lengths": ["batch"]}
+
+
+@pytest.mark.slow
+def test_manifest_records_catalogue_limits_and_split_hashes(tiny_recommendation) -> None:
+    models, trained = tiny_recommendation
+    version = models / NAME / "1"
+    manifest = json.loads((version / "manifest.json").read_text("utf-8"))
+    assert set(manifest["files"]) == {"model.onnx", "items.json", "popularity.json"}
+    assert manifest["limits"] == {"max_history": MAX_HISTORY, "max_k": 50}
+    assert manifest["data"]["test_sha256"] and manifest["data"]["dataset"] == "ml-100k"
+    items = json.loads((version / "items.json").read_text("utf-8"))["items"]
+    assert len(items) == trained.data.num_items == 1682
+    assert items[0] == {"id": 1, "name": "Toy Story (1995)", "title": "Toy Story", "year": 1995,
+                        "genres": ["Animation", "Children's", "Comedy"]}
+    counts = json.loads((version / "popularity.json").read_text("utf-8"))["interaction_counts"]
+    assert counts[0] == 0 and sum(counts) == sum(len(s) for s in trained.splits.train.values())

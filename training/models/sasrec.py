@@ -1,0 +1,132 @@
+"""SASRec: self-attentive sequential recommendation (Kang & McAuley, ICDM 2018).
+
+    item history -> item embedding * sqrt(d) + learned position embedding -> dropout
+    -> N x [x + Dropout(CausalSelfAttention(LN(x))); x + Dropout(FFN(LN(x)))] -> LN
+    -> score of every item = <state, item embedding>  (the input embeddings are shared, as in the paper)
+
+Histories are RIGHT-padded with item 0. Under the causal mask a real position only attends to itself
+and earlier positions, which are all real, so no padding mask is needed at all; pad positions compute
+garbage nobody reads. Positions count from the first item of the (truncated) history, so a history of
+length L looks the same to the model at serving time as the first L steps of a training sequence.
+
+Training (Klenitskiy & Vasilev 2023, "Turning Dross Into Gold Loss: is BERT4Rec really better than
+SASRec?"): full softmax cross-entropy over the whole catalogue at every position, instead of the
+paper's binary cross-entropy against one sampled negative; with 3,706 items it is cheap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class SASRecConfig:
+    num_items: int  # item ids 1..num_items; 0 is padding
+    max_length: int = 200
+    hidden_dim: int = 64
+    num_blocks: int = 2
+    num_heads: int = 1
+    dropout: float = 0.2
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, hidden_dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_dim // num_heads
+        self.qkv = nn.Linear(hidden_dim, 3 * hidden_dim)
+        self.out = nn.Linear(hidden_dim, hidden_dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, causal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, T, d], causal [T, T] bool (True = may attend) -> (output [B, T, d], weights [B, H, T, T])."""
+        batch, length, _ = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
+        weights = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+        mixed = (self.dropout(weights) @ v).transpose(1, 2).reshape(batch, length, -1)
+        return self.out(mixed), weights
+
+
+class Block(nn.Module):
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        d = config.hidden_dim
+        self.attention_norm = nn.LayerNorm(d)
+        self.attention = CausalSelfAttention(d, config.num_heads, config.dropout)
+        self.ffn_norm = nn.LayerNorm(d)
+        # The paper's point-wise feed-forward network: two d x d layers with a ReLU.
+        self.ffn = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(d, d))
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, causal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        attended, weights = self.attention(self.attention_norm(x), causal)
+        x = x + self.dropout(attended)
+        x = x + self.dropout(self.ffn(self.ffn_norm(x)))
+        return x, weights
+
+
+class SASRec(nn.Module):
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.item_embedding = nn.Embedding(config.num_items + 1, config.hidden_dim, padding_idx=0)
+        self.position_embedding = nn.Embedding(config.max_length, config.hidden_dim)
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_blocks))
+        self.final_norm = nn.LayerNorm(config.hidden_dim)
+        # Xavier-normal weights as in the reference implementations: nn.Embedding's N(0, 1) times
+        # sqrt(d) = 8 would start with huge item scores and a saturated softmax.
+        for name, parameter in self.named_parameters():
+            if parameter.dim() > 1:
+                nn.init.xavier_normal_(parameter)
+            elif name.endswith("bias"):
+                nn.init.zeros_(parameter)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+
+    def encode(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """history [B, T] right-padded ids -> (states [B, T, d], last block's weights [B, H, T, T])."""
+        length = history.shape[1]
+        positions = torch.arange(length, device=history.device)
+        x = self.item_embedding(history) * math.sqrt(self.config.hidden_dim) + self.position_embedding(positions)
+        x = self.embedding_dropout(x)
+        causal = torch.ones(length, length, dtype=torch.bool, device=history.device).tril()
+        weights = torch.empty(0)
+        for block in self.blocks:
+            x, weights = block(x, causal)
+        return self.final_norm(x), weights
+
+    def item_scores(self, states: torch.Tensor) -> torch.Tensor:
+        """states [..., d] -> scores [..., num_items]; column j is item id j + 1."""
+        return states @ self.item_embedding.weight[1:].T
+
+    def next_item_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Mean cross-entropy of predicting targets[b, t] (0 = padding, skipped) from inputs[b, :t+1]."""
+        states, _ = self.encode(inputs)
+        real = targets > 0
+        logits = self.item_scores(states[real])  # only real positions: half the rows of a padded batch
+        return nn.functional.cross_entropy(logits, targets[real] - 1), int(real.sum())
+
+
+class SASRecForExport(nn.Module):
+    """What the ONNX graph computes from (history [B, T], lengths [B]), 1 <= lengths <= T <= max_length:
+    scores [B, num_items] of the next item after each history (column j = item id j + 1) and the last
+    block's attention of the history's last position over the history [B, T] (mean over heads; 0 on
+    padding). Top-k stays in the service: it masks seen items and picks k per request with numpy."""
+
+    def __init__(self, model: SASRec) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, history: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        states, weights = self.model.encode(history)
+        rows = torch.arange(history.shape[0])
+        last = lengths - 1
+        scores = self.model.item_scores(states[rows, last])
+        attention = weights[rows, :, last].mean(dim=1)
+        return scores, attention

