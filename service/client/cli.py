@@ -2,6 +2,7 @@
 
     seqserve [--target HOST:PORT] [--json] sentiment TEXT...
     seqserve translate TEXT... [--model NAME] [--beam N] [--n-best N] [--stream] [--alignment-png FILE]
+    seqserve recommend [ITEM...] [-k N] [--exclude-seen] [--model NAME]   (ITEM: a title or #ID, oldest first)
     seqserve models
     seqserve health [--service NAME]
 
@@ -27,11 +28,12 @@ from seqserve.v1 import models_pb2, sentiment_pb2, translation_pb2
 from service.client.alignment_plot import PlottingUnavailableError, save_alignment_png
 from service.client.channel import Connection
 from service.client.client import SeqserveClient
+from service.client.recommend_output import parse_history, print_recommendations
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 TOP_TOKENS = 5
 # Metrics worth a line in the human-readable listing; --json has all of them.
-HEADLINE_METRICS = ("macro_f1", "accuracy", "bleu", "chrf")
+HEADLINE_METRICS = ("macro_f1", "accuracy", "bleu", "chrf", "sampled_hr@10", "sampled_ndcg@10")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--alignment-png", type=pathlib.Path, default=None, metavar="FILE",
                            help="write the attention alignment as a PNG heatmap (needs matplotlib); with "
                                 "several texts, FILE-1.png, FILE-2.png, ...")
+    recommend = commands.add_parser("recommend", help="recommend movies to watch after a history of movies")
+    recommend.add_argument("history", nargs="*", metavar="ITEM",
+                           help='a title ("Toy Story (1995)") or #ID, oldest first; none: the most popular')
+    recommend.add_argument("-k", type=int, default=None, help="how many items (default 10)")
+    recommend.add_argument("--exclude-seen", action="store_true", help="never recommend a history item")
+    recommend.add_argument("--model", default="", help="model name (default: the server's default)")
     commands.add_parser("models", help="list the loaded models")
     health = commands.add_parser("health", help="check the server's health")
     health.add_argument("--service", default="", help='one service, e.g. seqserve.v1.Sentiment (default: "")')
@@ -186,6 +194,11 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             response = client.sentiment(args.texts, model=args.model)
             if not args.json:
                 print_sentiment(args.texts, response, out)
+        elif args.command == "recommend":
+            response = client.recommend(parse_history(args.history), k=args.k, exclude_seen=args.exclude_seen,
+                                        model=args.model)
+            if not args.json:
+                print_recommendations(response, len(args.history), out)
         elif args.command == "translate":
             response = run_translate(client, args, out)
             if args.stream:

@@ -9,6 +9,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from seqserve.v1 import (
     models_pb2,
     models_pb2_grpc,
+    recommendation_pb2,
+    recommendation_pb2_grpc,
     sentiment_pb2,
     sentiment_pb2_grpc,
     translation_pb2,
@@ -30,6 +32,7 @@ class SeqserveClient:
         self._models = models_pb2_grpc.ModelsStub(self._channel)
         self._translation = translation_pb2_grpc.TranslationStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._recommendation = recommendation_pb2_grpc.RecommendationStub(self._channel)
 
     def sentiment(self, texts: Sequence[str], model: str = "") -> sentiment_pb2.AnalyzeSentimentResponse:
         request = sentiment_pb2.AnalyzeSentimentRequest(texts=list(texts), model=model)
@@ -53,6 +56,15 @@ class SeqserveClient:
         """Greedy pieces as the server produces them (the timeout covers the whole stream)."""
         request = translation_pb2.TranslateStreamRequest(text=text, model=model, max_output_tokens=max_output_tokens)
         return iter(self._translation.TranslateStream(request, timeout=self.timeout))
+
+    def recommend(
+        self, history: Sequence[int | str], k: int | None = None, exclude_seen: bool = False, model: str = ""
+    ) -> recommendation_pb2.RecommendResponse:
+        """History oldest first: ints are catalogue ids, strings titles ("Toy Story (1995)"); k None = 10."""
+        items = [recommendation_pb2.HistoryItem(id=item) if isinstance(item, int)
+                 else recommendation_pb2.HistoryItem(title=item) for item in history]
+        request = recommendation_pb2.RecommendRequest(history=items, k=k, exclude_seen=exclude_seen, model=model)
+        return self._recommendation.Recommend(request, timeout=self.timeout)
 
     def list_models(self, task: str = "") -> models_pb2.ListModelsResponse:
         return self._models.ListModels(models_pb2.ListModelsRequest(task=task), timeout=self.timeout)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from service.pipelines.recommendation import TASK as RECOMMENDATION_TASK
+from service.pipelines.recommendation import RecommendationPipeline
 from service.pipelines.sentiment import TASK as SENTIMENT_TASK
 from service.pipelines.sentiment import SentimentPipeline
 from service.pipelines.timing import StageTimings
@@ -28,7 +30,8 @@ class Pipeline(Protocol):
 
 PipelineFactory = Callable[[LoadedModel], Pipeline]
 
-_FACTORIES: dict[str, PipelineFactory] = {SENTIMENT_TASK: SentimentPipeline, TRANSLATION_TASK: TranslationPipeline}
+_FACTORIES: dict[str, PipelineFactory] = {SENTIMENT_TASK: SentimentPipeline, TRANSLATION_TASK: TranslationPipeline,
+                                           RECOMMENDATION_TASK: RecommendationPipeline}
 
 
 def register_pipeline(task: str, factory: PipelineFactory) -> None:

@@ -1,0 +1,38 @@
+"""`seqserve recommend`: history arguments in, a readable list of titles out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TextIO
+
+from seqserve.v1 import recommendation_pb2
+
+BAR_WIDTH = 20
+
+
+def parse_history(arguments: Sequence[str]) -> list[int | str]:
+    """`#123` is catalogue id 123; anything else is a title."""
+    return [int(a[1:]) if a.startswith("#") and a[1:].isdigit() else a for a in arguments]
+
+
+def _label(item: recommendation_pb2.Item) -> str:
+    return item.name or item.title
+
+
+def print_recommendations(response: recommendation_pb2.RecommendResponse, requested: int, out: TextIO) -> None:
+    if response.fallback:
+        print(f"history empty: the {len(response.items)} most popular items (fallback, no model ran)", file=out)
+    else:
+        note = (f", only the most recent {response.history_used} were used (max {response.max_history})"
+                if response.truncated else "")
+        print(f"history: {requested} items{note}; attention of the last item over it:", file=out)
+        for weight in response.attention:
+            bar = "#" * round(weight.weight * BAR_WIDTH)
+            print(f"  {weight.weight:5.2f} {bar:<{BAR_WIDTH}} {_label(weight.item)}", file=out)
+    print("recommended:", file=out)
+    width = max((len(_label(r.item)) for r in response.items), default=0)
+    for rank, recommended in enumerate(response.items, start=1):
+        genres = "|".join(recommended.item.genres)
+        print(f"  {rank:>3}. {_label(recommended.item):<{width}}  {genres:<30} score {recommended.score:.3f}  "
+              f"#{recommended.item.id}", file=out)
+    print(f"model {response.model.name} version {response.model.version}", file=out)
