@@ -3,8 +3,9 @@
     python -m bench.translation_bench [--quick]      (section 4 alone, printed; `python -m bench run` runs it too)
 
 Engines (bench/translation_engines.py): the served ONNX pipeline with its cache (fp32, and the int8
-variant when one is exported), torch eager without cache (the naive baseline) and with it, CTranslate2
-fp32 and int8 on the same Transformer weights; for the GRU seq2seq model ONNX vs torch eager. Each
+variant when one is exported), onnxruntime's BeamSearch op on the same graphs (beam cases), torch eager
+without cache (the naive baseline) and with it, CTranslate2 fp32 and int8 on the same Transformer
+weights; for the GRU seq2seq model ONNX vs torch eager. Each
 (engine, intra-op threads) runs in a fresh process per round (OMP_NUM_THREADS set before it starts),
 the order rotated every round; every figure is the median over rounds. Texts: held-out test verses,
 spread over the test chapters (every n-th verse), batches of similar length.
@@ -57,7 +58,8 @@ class Engine:
 
     @property
     def label(self) -> str:
-        names = {"onnx": "ONNX + cache (served pipeline)", "torch-nocache": "torch eager, no cache",
+        names = {"onnx": "ONNX + cache (served pipeline)", "ort-beamsearch": "ONNX BeamSearch op",
+                 "torch-nocache": "torch eager, no cache",
                  "torch-cache": "torch eager + cache", "torch": "torch eager", "ct2": "CTranslate2"}
         return f"{names[self.engine]} {self.precision}"
 
@@ -116,6 +118,9 @@ def engines(threads: int) -> list[Engine]:
         found.append(Engine(model, "onnx", "fp32", str(fp32), threads))
         if int8 is not None:
             found.append(Engine(model, "onnx", "int8", str(int8), threads))
+        if model == "transformer":  # the op's encoder-decoder contract is the Transformer's (T5's)
+            found += [Engine(model, "ort-beamsearch", precision, str(path), threads)
+                      for precision, path in (("fp32", fp32), ("int8", int8)) if path is not None]
         found += [Engine(model, name, "fp32", str(fp32), threads) for name in torch_engines]
         if ct2 and ct2_available():
             found += [Engine(model, "ct2", precision, str(fp32), threads) for precision in ("fp32", "int8")]

@@ -9,6 +9,8 @@
     (self-attention over all positions, cross-attention keys/values re-projected), the encoder once;
   - "torch-cache": torch's own decode_step with the KV cache, the contract the graphs export;
   - the GRU seq2seq model has no cache question (its state is the hidden state): "torch" steps it;
+- ort-beamsearch: onnxruntime's com.microsoft.BeamSearch op over the same two graphs
+  (training/export/beam_search_op.py), the whole search inside onnxruntime; beam cases only;
 - ct2: CTranslate2's Translator on the converted weights (training/export/ctranslate2_export.py),
   compute_type float32 or int8; its own C++ greedy/beam search. Length penalty: CTranslate2 divides by
   length ** alpha where we divide by the GNMT ((5 + length) / 6) ** alpha, so beam outputs can differ
@@ -159,10 +161,27 @@ class Translator:
                                               intra_threads=threads, inter_threads=1)
         elif engine == "onnx":
             self.pipeline = onnx_pipeline(version_dir, threads)
+        elif engine == "ort-beamsearch":
+            from training.export.beam_search_op import BeamSearchOp
+
+            assert ct2_cache is not None, "the BeamSearch op model is built into the cache folder"
+            self.pipeline = onnx_pipeline(version_dir, 1)  # its tokenizer and output budget
+            self.op = BeamSearchOp(version_dir, ct2_cache.parent / "beamsearch", threads)
         else:
             self.pipeline = torch_pipeline(version_dir, engine, threads)
 
+    def supports(self, beam: int) -> bool:
+        return self.engine != "ort-beamsearch" or beam > 1  # the op is beam search only
+
     def translate(self, texts: Sequence[str], beam: int) -> list[list[str]]:
+        if self.engine == "ort-beamsearch":
+            tokenizer = self.pipeline.tokenizer
+            sources = [self.pipeline.source_ids(text) for text in texts]
+            budget = max(self.pipeline.max_steps(len(s), DecodeOptions()) for s in sources)
+            outputs = self.op.translate(sources, beam, budget)
+            for ids in outputs:
+                tokenizer.decode(ids, skip_special_tokens=True)
+            return [[tokenizer.id_to_token(i) or "" for i in ids] for ids in outputs]
         if self.engine != "ct2":
             options = DecodeOptions(beam_size=beam, length_penalty=0.6)
             return [t.hypotheses[0].tokens for t in self.pipeline([TranslationRequest(x, options) for x in texts])]

@@ -128,14 +128,17 @@ def section_lines(results: DecodingResults, images: pathlib.Path, rel: str) -> l
     for model, ours, theirs in (("transformer", ("onnx", "fp32"), ("torch-nocache", "fp32")),
                                 ("transformer", ("onnx", "fp32"), ("torch-cache", "fp32")),
                                 ("transformer", ("onnx", "fp32"), ("ct2", "fp32")),
+                                ("transformer", ("ort-beamsearch", "fp32"), ("onnx", "fp32")),
                                 ("transformer", ("onnx", "int8"), ("ct2", "int8")),
                                 ("transformer", ("onnx", "int8"), ("onnx", "fp32")),
                                 ("seq2seq-attention", ("onnx", "fp32"), ("torch", "fp32")),
                                 ("seq2seq-attention", ("onnx", "int8"), ("onnx", "fp32"))):
-        found = _ratios(results, model, ours, theirs)
+        found = {case: (ratio, a, b) for case, ratio, a, b in _ratios(results, model, ours, theirs)}
         if found:
-            ratio_rows.append([model, f"{found[0][2].engine.label} / {found[0][3].engine.label}",
-                               *(f"{ratio:.2f}x" for _, ratio, _, _ in found)])
+            _, a, b = next(iter(found.values()))
+            ratio_rows.append([model, f"{a.engine.label} / {b.engine.label}",
+                               *(f"{found[case][0]:.2f}x" if case in found else "-"
+                                 for case in (f"batch {b} {_search(k)}" for b, k in plan.cases))])
     lines += _table(["model", "ratio", *(f"batch {b} {_search(k)}" for b, k in plan.cases)], ratio_rows)
     plot(results, images / "decoding.png")
     lines += ["", f"![decoding]({rel}/decoding.png)", ""]

@@ -44,7 +44,8 @@ def run(job: dict[str, Any]) -> list[dict[str, Any]]:
         translator = Translator(spec["engine"], pathlib.Path(spec["version_dir"]), int(spec["threads"]),
                                 spec["precision"], pathlib.Path(job["ct2_cache"]))
         load_seconds = time.perf_counter() - began
-        cases = [time_case(translator, job["texts"][str(batch)], batch, beam) for batch, beam in job["cases"]]
+        cases = [time_case(translator, job["texts"][str(batch)], batch, beam) for batch, beam in job["cases"]
+                 if translator.supports(beam)]
         results.append({**spec, "load_seconds": load_seconds, "cases": cases})
     return results
 
