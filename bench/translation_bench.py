@@ -43,7 +43,7 @@ class DecodingPlan:
 
 
 FULL_DECODING = DecodingPlan(rounds=3, threads=(1, 2), cases=((1, 1), (1, 4), (32, 1), (32, 4)),
-                             texts={1: 12, 32: 64}, shortest=False, one_process=False)
+                             texts={1: 10, 32: 32}, shortest=False, one_process=False)
 QUICK_DECODING = DecodingPlan(rounds=1, threads=(1,), cases=((1, 1), (2, 4)), texts={1: 2, 2: 2},
                               shortest=True, one_process=True)
 
