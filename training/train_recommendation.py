@@ -99,10 +99,11 @@ class Trained:
     loop_config: LoopConfig
     all_windows: bool
     batch_size: int
+    loss: str
 
 
 def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: LoopConfig, all_windows: bool,
-                 batch_size: int) -> Trained:
+                 batch_size: int, loss: str = "ce") -> Trained:
     """Train on `dataset`'s leave-one-out split; the model returned holds the best dev weights."""
     data, splits, data_info = load_splits(dataset)
     model_config = SASRecConfig(num_items=data.num_items, **model_settings)
@@ -116,6 +117,8 @@ def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: Loop
 
     def loss_fn(module: nn.Module, rows: list[int]) -> tuple[torch.Tensor, int]:
         padded = right_pad([windows[i] for i in rows])
+        if loss == "bce":
+            return module.sampled_bce_loss(padded[:, :-1], padded[:, 1:])  # type: ignore[operator]
         return module.next_item_loss(padded[:, :-1], padded[:, 1:])  # type: ignore[operator]
 
     user_index = {user: i for i, user in enumerate(data.histories)}
@@ -128,7 +131,7 @@ def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: Loop
     best = torch.load(pathlib.Path(loop_config.checkpoint_dir) / "best.pt", weights_only=False)
     model.load_state_dict(best["model"])
     model.eval()
-    return Trained(model, data, splits, data_info, result, loop_config, all_windows, batch_size)
+    return Trained(model, data, splits, data_info, result, loop_config, all_windows, batch_size, loss)
 
 
 def write_catalogue(trained: Trained, version_dir: pathlib.Path) -> None:
@@ -175,7 +178,7 @@ def export_version(trained: Trained, version_dir: pathlib.Path, name: str, max_k
                  **trained.data_info},
         "parity": {"batches": batches, **measured},
         "training": {**config_dict(config, trained.loop_config), "batch_size": trained.batch_size,
-                     "all_windows": trained.all_windows, "loss": "full softmax cross-entropy over the catalogue",
+                     "all_windows": trained.all_windows, "loss": trained.loss,
                      "best_dev": next((h for h in history if h["epoch"] == trained.result.best_epoch), {}),
                      "best_epoch": trained.result.best_epoch, "steps": trained.result.steps,
                      "train_seconds": round(trained.result.seconds),
@@ -197,12 +200,15 @@ def main() -> None:
     parser.add_argument("--checkpoint-dir", default=None, help="overrides the config's (for experiments)")
     parser.add_argument("--last-window-only", action="store_true", help="the paper's data use (experiment)")
     parser.add_argument("--train-only", action="store_true")
+    parser.add_argument("--dataset", default=cfg.DATASET, help="ml-100k for quick experiments")
+    parser.add_argument("--loss", default=cfg.LOSS, choices=["ce", "bce"],
+                        help="full softmax cross-entropy, or the paper's BCE with one negative (experiment)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     overrides = {"max_epochs": args.max_epochs, "checkpoint_dir": args.checkpoint_dir}
     loop_config = dataclasses.replace(cfg.LOOP, **{k: v for k, v in overrides.items() if v is not None})
-    trained = train_sasrec(cfg.DATASET, cfg.MODEL, loop_config, cfg.ALL_WINDOWS and not args.last_window_only,
-                           cfg.BATCH_SIZE)
+    trained = train_sasrec(args.dataset, cfg.MODEL, loop_config, cfg.ALL_WINDOWS and not args.last_window_only,
+                           cfg.BATCH_SIZE, args.loss)
     if args.train_only:
         return
     version_dir = pathlib.Path(args.out) / cfg.MODEL_NAME / args.version

@@ -112,6 +112,21 @@ class SASRec(nn.Module):
         logits = self.item_scores(states[real])  # only real positions: half the rows of a padded batch
         return nn.functional.cross_entropy(logits, targets[real] - 1), int(real.sum())
 
+    def sampled_bce_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The paper's loss, kept for the comparison in docs/recommendation.md: binary cross-entropy of
+        the target against one uniformly drawn item per position (a draw equal to the target is rare
+        among thousands of items and left in)."""
+        states, _ = self.encode(inputs)
+        real = targets > 0
+        states, positives = states[real], targets[real]
+        negatives = torch.randint(1, self.config.num_items + 1, positives.shape)
+        positive_logits = (states * self.item_embedding(positives)).sum(-1)
+        negative_logits = (states * self.item_embedding(negatives)).sum(-1)
+        loss = nn.functional.binary_cross_entropy_with_logits(
+            torch.cat([positive_logits, negative_logits]),
+            torch.cat([torch.ones_like(positive_logits), torch.zeros_like(negative_logits)]))
+        return loss, int(real.sum())
+
 
 class SASRecForExport(nn.Module):
     """What the ONNX graph computes from (history [B, T], lengths [B]), 1 <= lengths <= T <= max_length:
