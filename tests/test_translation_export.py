@@ -16,6 +16,7 @@ from translation_support import load_tiny_model
 from service.pipelines.seq2seq_runtime import StepRunner
 from service.repository.manifest import read_manifest, verify_checksums
 from service.repository.repository import load_version
+from training.decoding import greedy_decode
 from training.export.translation_parity import LOG_PROB_TOLERANCE, greedy_matches, teacher_forced_difference
 
 
@@ -44,7 +45,7 @@ def test_served_greedy_tokens_equal_torch_greedy(tiny, batch) -> None:
     model, runner, _ = tiny
     rng = random.Random(10 + batch)
     sources = [[*row, model.config.eos_id] for row in random_rows(rng, batch, 1, 10, model.config.vocab_size, [])]
-    assert greedy_matches(model, runner, sources, max_steps=20)
+    assert greedy_matches(model, runner, sources, max_steps=20, greedy_decode=greedy_decode)
 
 
 def test_graphs_have_dynamic_batch_source_and_cache_axes(tiny) -> None:

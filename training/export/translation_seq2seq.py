@@ -29,7 +29,9 @@ import torch
 from torch import nn
 
 from service.repository.manifest import write_manifest
+from training.decoding_seq2seq import greedy_decode
 from training.export.onnx_export import OPSET, describe_io
+from training.export.translation_parity import check_parity
 from training.models.seq2seq_attention import EncoderMemory, Seq2SeqAttention, Seq2SeqConfig
 
 MAX_SOURCE_TOKENS = 256  # source ids incl. [EOS]; the train filter keeps <= 40 words (~70 tokens)
@@ -205,6 +207,8 @@ def export_version(checkpoint_dir: pathlib.Path, out_dir: pathlib.Path, name: st
         "sample_inputs": SAMPLE_INPUTS,
         "metrics": {},
     }
+    write_manifest(out_dir, manifest)
+    manifest["export_parity"] = check_parity(model, out_dir, SAMPLE_INPUTS, greedy_decode)
     write_manifest(out_dir, manifest)
     return manifest
 

@@ -17,16 +17,12 @@ import shutil
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer
 
-from service.pipelines.seq2seq_runtime import StepRunner
 from service.repository.manifest import write_manifest
-from service.repository.repository import load_version
-from training.batching import pad_batch
-from training.decoding import greedy_decode, source_ids
+from training.decoding import greedy_decode
 from training.export.onnx_export import OPSET, describe_io
 from training.export.translation_graphs import export_graphs
-from training.export.translation_parity import LOG_PROB_TOLERANCE, greedy_matches, teacher_forced_difference
+from training.export.translation_parity import check_parity
 from training.models.transformer import Transformer, TransformerConfig
 
 MAX_SOURCE_TOKENS = 256  # source ids incl. [EOS]; the train filter keeps <= 40 words (~70 tokens)
@@ -92,25 +88,9 @@ def export_version(checkpoint_dir: pathlib.Path, out_dir: pathlib.Path, name: st
         "metrics": {},
     }
     write_manifest(out_dir, manifest)
-    manifest["export_parity"] = check_parity(model, out_dir)
+    manifest["export_parity"] = check_parity(model, out_dir, SAMPLE_INPUTS, greedy_decode)
     write_manifest(out_dir, manifest)
     return manifest
-
-
-def check_parity(model: Transformer, version_dir: pathlib.Path) -> dict[str, Any]:
-    """Torch full-sequence vs onnxruntime step-by-step on the sample inputs, recorded in the manifest."""
-    runner = StepRunner(load_version(version_dir))
-    tokenizer = Tokenizer.from_file(str(version_dir / "tokenizer.json"))
-    sources = source_ids(tokenizer, SAMPLE_INPUTS)
-    src, src_mask = pad_batch(sources, model.config.pad_id)
-    # Teacher-force the torch model's own greedy output (+[EOS]): realistic target prefixes.
-    targets = [[model.config.bos_id, *row] for row in greedy_decode(model, src, src_mask, max_length=40)]
-    difference = teacher_forced_difference(model, runner, sources, targets)
-    matches = greedy_matches(model, runner, sources, max_steps=40)
-    if difference > LOG_PROB_TOLERANCE or not matches:
-        raise SystemExit(f"export parity failed: max log-prob difference {difference:.2e}, greedy equal {matches}")
-    return {"max_abs_log_prob_difference": difference, "tolerance": LOG_PROB_TOLERANCE,
-            "greedy_tokens_equal": matches, "texts": len(SAMPLE_INPUTS)}
 
 
 def main() -> None:

@@ -243,11 +243,13 @@ class Seq2SeqAttention(nn.Module):
         states, summary = self.encoder(self.embed(src_ids), src_mask)
         return EncoderMemory(states, self.decoder.attention.keys(states)), self.bridge(summary)
 
-    def forward(self, src_ids: torch.Tensor, src_mask: torch.Tensor, tgt_in_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, src_ids: torch.Tensor, src_mask: torch.Tensor, tgt_in_ids: torch.Tensor,
+                tgt_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher forcing: logits [B, T, V] for every target position at once.
 
-        No target mask is needed: the decoder is left-to-right, so padding after a target's end never
-        reaches its real positions (the loss ignores the padded ones).
+        No target mask is needed (`tgt_mask` is accepted for the Transformer's signature and unused):
+        the decoder is left-to-right, so padding after a target's end never reaches its real positions
+        (the loss ignores the padded ones).
         """
         memory, state = self.encode(src_ids, src_mask)
         attentional, _, _ = self.decoder(self.embed(tgt_in_ids), memory, padding_bias(src_mask), state)
