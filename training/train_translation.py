@@ -1,35 +1,22 @@
 """Train the English -> French Transformer:  OMP_NUM_THREADS=1 python -m training.train_translation
 
-Everything lands in the checkpoint directory (training/configs/translation_transformer.py, outside the
-work tree): tokenizer.json, model_config.json, data.json (split hashes), last.pt / best.pt and
-history.json (dev chrF/BLEU against training seconds). Running the same command again resumes from
-last.pt with the saved tokenizer. Export to ONNX is a separate, later step.
+The run itself (data, batching, loss, dev metrics, checkpoints, resuming) is training/translation_run.py,
+shared with the seq2seq-attention run; this run trains the joint BPE that both models use. Config:
+training/configs/translation_transformer.py. Export: python -m training.export.translation_transformer.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import hashlib
-import json
-import logging
 import pathlib
-import time
 
-import sacrebleu
-import torch
 from tokenizers import Tokenizer
-from torch import nn
 
-from training.batching import pad_batch, token_budget_batches
 from training.configs import translation_transformer as cfg
-from training.data.translation import VersePair, load_splits
-from training.decoding import source_ids, translate
-from training.loop import config_dict, train
+from training.data.translation import VersePair
+from training.decoding import translate
 from training.models.transformer import Transformer, TransformerConfig
-from training.tokenizer import BOS, EOS, PAD, UNK, train_joint_bpe
-
-log = logging.getLogger("train_translation")
+from training.tokenizer import train_joint_bpe
+from training.translation_run import TranslationRecipe, run
 
 
 def load_or_train_tokenizer(checkpoint_dir: pathlib.Path, train_pairs: list[VersePair]) -> Tokenizer:
@@ -41,118 +28,14 @@ def load_or_train_tokenizer(checkpoint_dir: pathlib.Path, train_pairs: list[Vers
     return tokenizer
 
 
-def target_ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
-    """[BOS] ids [EOS]: the decoder reads [:-1] and predicts [1:]."""
-    bos, eos = tokenizer.token_to_id(BOS), tokenizer.token_to_id(EOS)
-    return [[bos, *enc.ids, eos] for enc in tokenizer.encode_batch(texts, add_special_tokens=False)]
-
-
-def build_model_config(tokenizer: Tokenizer, checkpoint_dir: pathlib.Path) -> TransformerConfig:
-    """The config from training/configs, checked against the one saved beside an existing checkpoint."""
-    config = TransformerConfig(vocab_size=tokenizer.get_vocab_size(), pad_id=tokenizer.token_to_id(PAD),
-                               bos_id=tokenizer.token_to_id(BOS), eos_id=tokenizer.token_to_id(EOS), **cfg.MODEL)
-    path = checkpoint_dir / "model_config.json"
-    saved = json.loads(path.read_text()) if path.exists() else None
-    if saved is not None and saved != dataclasses.asdict(config):
-        raise SystemExit(f"{path} differs from training/configs: move the old checkpoint away to start over")
-    path.write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
-    return config
-
-
-def dev_subset(pairs: list[VersePair], size: int) -> list[VersePair]:
-    """A fixed sample of dev verses, chosen by hash so it does not depend on file order."""
-    def key(p: VersePair) -> str:
-        return hashlib.sha256(f"{p.book}/{p.chapter}/{p.verse}".encode()).hexdigest()
-
-    return sorted(pairs, key=key)[:size]
-
-
-class Throughput:
-    """Target tokens and loss since the last evaluation (the loop only shows loss in tqdm)."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.started, self.tokens, self.loss_sum, self.steps = time.perf_counter(), 0, 0.0, 0
-
-    def add(self, tokens: int, loss: float) -> None:
-        self.tokens, self.loss_sum, self.steps = self.tokens + tokens, self.loss_sum + loss, self.steps + 1
-
-    def summary(self) -> dict[str, float]:
-        seconds = time.perf_counter() - self.started
-        return {"train_loss": round(self.loss_sum / max(1, self.steps), 4),
-                "train_tokens_per_s": round(self.tokens / max(seconds, 1e-9), 1)}
+RECIPE = TranslationRecipe(
+    name="train_translation", cfg=cfg, model_class=Transformer, config_class=TransformerConfig,
+    tokenizer=load_or_train_tokenizer, tokenizer_setting=cfg.TOKENIZER, translate=translate,
+)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--max-epochs", type=int, default=None, help="override the config (e.g. to extend a run)")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
-    parser.add_argument("--checkpoint-dir", default=None, help="override the config's checkpoint directory")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(cfg.LOOP.threads)  # before any torch work, not only inside the loop
-
-    overrides = {"max_epochs": args.max_epochs, "max_steps": args.max_steps, "checkpoint_dir": args.checkpoint_dir}
-    loop_config = dataclasses.replace(cfg.LOOP, **{k: v for k, v in overrides.items() if v is not None})
-    checkpoint_dir = pathlib.Path(loop_config.checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-
-    parts, data_info = load_splits(cfg.MAX_WORDS_TRAIN)
-    (checkpoint_dir / "data.json").write_text(json.dumps(data_info, indent=1) + "\n")
-    log.info("data %s", json.dumps(data_info))
-    tokenizer = load_or_train_tokenizer(checkpoint_dir, parts["train"])
-    model_config = build_model_config(tokenizer, checkpoint_dir)
-    (checkpoint_dir / "training_config.json").write_text(json.dumps(
-        {**config_dict(model_config, loop_config), "batch_tokens": cfg.BATCH_TOKENS,
-         "label_smoothing": cfg.LABEL_SMOOTHING, "tokenizer": cfg.TOKENIZER, "dev_subset": cfg.DEV_SUBSET,
-         "max_words_train": cfg.MAX_WORDS_TRAIN}, indent=1) + "\n")
-
-    train_src = source_ids(tokenizer, [p.english for p in parts["train"]])
-    train_tgt = target_ids(tokenizer, [p.french for p in parts["train"]])
-    dev = dev_subset(parts["dev"], cfg.DEV_SUBSET)
-
-    torch.manual_seed(loop_config.seed)
-    model = Transformer(model_config)
-    log.info("parameters %d, unk id %d", sum(p.numel() for p in model.parameters()), tokenizer.token_to_id(UNK))
-    criterion = nn.CrossEntropyLoss(ignore_index=model_config.pad_id, label_smoothing=cfg.LABEL_SMOOTHING)
-    target_lengths = [len(t) - 1 for t in train_tgt]
-    throughput = Throughput()
-
-    def batches_for_epoch(epoch: int) -> list[list[int]]:
-        return token_budget_batches(target_lengths, cfg.BATCH_TOKENS, seed=loop_config.seed + epoch)
-
-    def loss_fn(module: nn.Module, batch: list[int]) -> tuple[torch.Tensor, int]:
-        src, src_mask = pad_batch([train_src[i] for i in batch], model_config.pad_id)
-        tgt, tgt_mask = pad_batch([train_tgt[i] for i in batch], model_config.pad_id)
-        logits = module(src, src_mask, tgt[:, :-1], tgt_mask[:, :-1])
-        loss = criterion(logits.reshape(-1, logits.shape[-1]), tgt[:, 1:].reshape(-1))  # mean over real tokens
-        tokens = int(tgt_mask[:, 1:].sum())
-        throughput.add(tokens, loss.item())
-        if throughput.steps % cfg.LOG_EVERY_STEPS == 0:
-            log.info("since last eval: %d steps %s", throughput.steps, json.dumps(throughput.summary()))
-        return loss, tokens
-
-    def evaluate_fn(module: nn.Module) -> dict[str, float]:
-        summary = throughput.summary()
-        started = time.perf_counter()
-        assert isinstance(module, Transformer)
-        hypotheses = translate(module, tokenizer, [p.english for p in dev], cfg.EVAL_BATCH)
-        references = [p.french for p in dev]
-        for pair, hypothesis in list(zip(dev, hypotheses, strict=True))[:2]:
-            log.info("example: %s\n  -> %s\n  ref %s", pair.english, hypothesis, pair.french)
-        metrics = {"chrf": round(sacrebleu.corpus_chrf(hypotheses, [references]).score, 2),
-                   "bleu": round(sacrebleu.corpus_bleu(hypotheses, [references]).score, 2),
-                   **summary, "eval_seconds": round(time.perf_counter() - started, 1)}
-        throughput.reset()
-        return metrics
-
-    result = train(model, batches_for_epoch, loss_fn, evaluate_fn, loop_config,
-                   extra_state={"model_config": dataclasses.asdict(model_config), "data": data_info})
-    best = torch.load(checkpoint_dir / "best.pt", weights_only=False)["metrics"]
-    log.info("done: %d steps, %.0f s of training", result.steps, result.seconds)
-    print(json.dumps({"best_dev": best, "checkpoint": str(checkpoint_dir / "best.pt")}, indent=1))
+    run(RECIPE, description=__doc__)
 
 
 if __name__ == "__main__":

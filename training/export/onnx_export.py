@@ -44,9 +44,17 @@ def export_onnx(
         opset_version=OPSET,
         external_data=False,
     )
+    return finish_graph(path, axes)
+
+
+def finish_graph(path: pathlib.Path, axes: dict[str, dict[int, str]]) -> onnx.ModelProto:
+    """Name the dynamic axes of the saved graph's inputs and outputs, drop the traced intermediate
+    shapes, check the graph and save it back.
+
+    The exporter records intermediate shapes traced at the example's size; onnxruntime would report
+    those (e.g. attention [batch, 17]) as the output shapes. Shapes are re-inferred at load.
+    """
     model = onnx.load(str(path))
-    # The exporter records intermediate shapes traced at the example's size; onnxruntime would
-    # report those (e.g. attention [batch, 17]) as the output shapes. Shapes are re-inferred at load.
     del model.graph.value_info[:]
     for value in [*model.graph.input, *model.graph.output]:
         for dim, axis in axes.get(value.name, {}).items():

@@ -13,11 +13,10 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-import onnx
 import torch
 from torch import nn
 
-from training.export.onnx_export import OPSET
+from training.export.onnx_export import OPSET, finish_graph
 from training.models.transformer import Transformer
 
 # Example sizes for tracing. All distinct and >= 2: torch.export specialises dims of size 0/1 and
@@ -60,20 +59,6 @@ class DecoderStepGraph(nn.Module):
         return (torch.log_softmax(logits, dim=-1), weights, *(t for kv in present for t in kv))
 
 
-def _finish(path: pathlib.Path, axes: dict[str, dict[int, str]]) -> onnx.ModelProto:
-    """Name output axes, drop traced intermediate shapes (as onnx_export does), check and save."""
-    model = onnx.load(str(path))
-    del model.graph.value_info[:]
-    for value in [*model.graph.input, *model.graph.output]:
-        for dim, axis in axes.get(value.name, {}).items():
-            shape_dim = value.type.tensor_type.shape.dim[dim]
-            shape_dim.Clear()
-            shape_dim.dim_param = axis
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    return model
-
-
 def export_graphs(model: Transformer, out_dir: pathlib.Path) -> dict[str, Any]:
     """Write encoder.onnx and decoder_step.onnx; return the manifest's `decoding` section (without ids)."""
     model.eval()
@@ -113,8 +98,8 @@ def export_graphs(model: Transformer, out_dir: pathlib.Path) -> dict[str, Any]:
                             "tensors": tuple(tensor_shapes)},
             opset_version=OPSET, external_data=False, verbose=False,
         )
-    encoder_model = _finish(out_dir / "encoder.onnx", encoder_axes)
-    step_model = _finish(out_dir / "decoder_step.onnx", step_axes)
+    encoder_model = finish_graph(out_dir / "encoder.onnx", encoder_axes)
+    step_model = finish_graph(out_dir / "decoder_step.onnx", step_axes)
     return {
         "encoder": "encoder.onnx",
         "decoder": "decoder_step.onnx",

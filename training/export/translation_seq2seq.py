@@ -30,7 +30,7 @@ from torch import nn
 
 from service.repository.manifest import write_manifest
 from training.decoding_seq2seq import greedy_decode
-from training.export.onnx_export import OPSET, describe_io
+from training.export.onnx_export import OPSET, describe_io, finish_graph
 from training.export.translation_parity import check_parity
 from training.models.seq2seq_attention import EncoderMemory, Seq2SeqAttention, Seq2SeqConfig
 
@@ -79,21 +79,6 @@ class DecoderStepGraph(nn.Module):
         past = dict(zip(self.names, tensors[memory_count:], strict=True))
         log_probs, present, weights = self.model.decode_step(token_ids, src_mask, memory, past)
         return (log_probs, weights, *(present[name] for name in self.names))
-
-
-def finish_graph(path: pathlib.Path, axes: dict[str, dict[int, str]]) -> onnx.ModelProto:
-    """Name the dynamic axes of inputs and outputs, drop the shapes traced at the example's size (as
-    onnx_export does: onnxruntime would report them as output shapes), check and save."""
-    model = onnx.load(str(path))
-    del model.graph.value_info[:]
-    for value in [*model.graph.input, *model.graph.output]:
-        for dim, axis in axes.get(value.name, {}).items():
-            shape_dim = value.type.tensor_type.shape.dim[dim]
-            shape_dim.Clear()
-            shape_dim.dim_param = axis
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    return model
 
 
 def export_graphs(model: Seq2SeqAttention, out_dir: pathlib.Path) -> tuple[dict[str, Any], dict[str, onnx.ModelProto]]:
