@@ -18,7 +18,6 @@ curve). Test metrics are added later by the evaluation step.
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 from typing import Any
@@ -29,7 +28,7 @@ from torch import nn
 
 from training.decoding_seq2seq import greedy_decode
 from training.export.onnx_export import OPSET, finish_graph
-from training.export.translation_version import write_version
+from training.export.translation_version import export_main, write_version
 from training.models.seq2seq_attention import EncoderMemory, Seq2SeqAttention, Seq2SeqConfig
 
 # Example sizes for tracing: distinct and >= 2, since torch.export specialises dims of size 0/1 and
@@ -155,16 +154,7 @@ def export_version(checkpoint_dir: pathlib.Path, out_dir: pathlib.Path, name: st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=pathlib.Path, required=True, help="checkpoint directory")
-    parser.add_argument("--out", type=pathlib.Path, required=True,
-                        help="version folder, e.g. exported/seq2seq-attention/1")
-    parser.add_argument("--name", default="seq2seq-attention")
-    args = parser.parse_args()
-    torch.set_num_threads(1)  # the cores are shared with training runs
-    manifest = export_version(args.checkpoint, args.out, args.name)
-    print(json.dumps({"out": str(args.out), "best_dev": manifest["training"]["best_dev"],
-                      "files": sorted(p.name for p in args.out.iterdir())}, indent=1))
+    export_main(export_version, "seq2seq-attention", __doc__)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ metrics are added later by `python -m training.evaluate.translation ... --write-
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 from typing import Any
@@ -20,7 +19,7 @@ import torch
 
 from training.decoding import greedy_decode
 from training.export.translation_graphs import export_graphs
-from training.export.translation_version import write_version
+from training.export.translation_version import export_main, write_version
 from training.models.transformer import Transformer, TransformerConfig
 
 
@@ -53,15 +52,7 @@ def export_version(checkpoint_dir: pathlib.Path, out_dir: pathlib.Path, name: st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=pathlib.Path, required=True, help="checkpoint directory")
-    parser.add_argument("--out", type=pathlib.Path, required=True, help="version folder, e.g. exported/transformer/1")
-    parser.add_argument("--name", default="transformer")
-    args = parser.parse_args()
-    torch.set_num_threads(1)  # the cores are shared with training runs
-    manifest = export_version(args.checkpoint, args.out, args.name)
-    print(json.dumps({"out": str(args.out), "best_dev": manifest["training"]["best_dev"],
-                      "files": sorted(p.name for p in args.out.iterdir())}, indent=1))
+    export_main(export_version, "transformer", __doc__)
 
 
 if __name__ == "__main__":

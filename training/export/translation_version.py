@@ -9,6 +9,7 @@ learning curve) and the export parity measured on the sample inputs. Test metric
 
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 import shutil
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import onnx
+import torch
 from torch import nn
 
 from service.repository.manifest import write_manifest
@@ -83,3 +85,18 @@ def write_version(
     manifest["export_parity"] = check_parity(model, out_dir, SAMPLE_INPUTS, greedy_decode)  # type: ignore[arg-type]
     write_manifest(out_dir, manifest)
     return manifest
+
+
+def export_main(export_version: Callable[[pathlib.Path, pathlib.Path, str], dict[str, Any]], name: str,
+                description: str | None) -> None:
+    """The command line of an exporter: --checkpoint DIR --out exported/<name>/<version> [--name]."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=pathlib.Path, required=True, help="checkpoint directory")
+    parser.add_argument("--out", type=pathlib.Path, required=True, help=f"version folder, e.g. exported/{name}/1")
+    parser.add_argument("--name", default=name)
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # the cores are shared with training runs
+    manifest = export_version(args.checkpoint, args.out, args.name)
+    print(json.dumps({"out": str(args.out), "best_dev": manifest["training"]["best_dev"],
+                      "export_parity": manifest["export_parity"],
+                      "files": sorted(p.name for p in args.out.iterdir())}, indent=1))
