@@ -7,18 +7,21 @@ must stay healthy and keep answering well-formed calls. Bounded: a fixed number 
 
 from __future__ import annotations
 
+import importlib
 import pathlib
+import pkgutil
 from collections.abc import Iterator
 
 import grpc
 import numpy as np
 import pytest
-from exported_models import SENTIMENT, copy_as_version
+import seqserve.v1
+from exported_models import EXPORTED, SENTIMENT, copy_as_version
 from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from proto_strategies import TEXT, message, names
-from seqserve.v1 import admin_pb2, models_pb2, sentiment_pb2
+from seqserve.v1 import admin_pb2, sentiment_pb2
 from tritonclient.grpc import service_pb2 as oip  # see KSERVE_V2 below
 
 CLIENT_CODES = {
@@ -29,12 +32,14 @@ CLIENT_CODES = {
 ADMIN_CODES = CLIENT_CODES | {grpc.StatusCode.FAILED_PRECONDITION}
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
 
-MODEL_NAMES = ["sentiment-bigru", "sentiment-bigru-int8"]
+# Every committed model, and a V2 name of a second graph, so the fuzzer gets past "unknown model".
+MODEL_NAMES = [*sorted(p.name for p in EXPORTED.iterdir() if p.is_dir()), "transformer.decoder_step"]
 TENSOR_NAMES = ["input_ids", "attention_mask", "probabilities", "attention"]
 V2_DATATYPES = ["BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16",
                 "FP32", "FP64", "BYTES"]
 HINTS = {
-    "model": names(MODEL_NAMES), "model_name": names(MODEL_NAMES), "task": names(["sentiment"]),
+    "model": names(MODEL_NAMES), "model_name": names(MODEL_NAMES),
+    "task": names(["sentiment", "translation", "ner", "recommendation"]),
     "name": names(MODEL_NAMES + TENSOR_NAMES),
     "datatype": st.one_of(st.sampled_from(V2_DATATYPES), TEXT),
     "version": st.one_of(st.sampled_from(["", "1", "2", "3", "0", "-1", "²", "١", "99999999999999999999"]), TEXT),
@@ -59,22 +64,27 @@ def unary_methods(*services) -> list[tuple[str, object]]:
     ]
 
 
+def seqserve_services() -> list:
+    """Every service of the seqserve.v1 API (found from the generated stubs, so a new task's service is
+    fuzzed as soon as it lands), but Admin, which has its own test below (it needs a token)."""
+    services = []
+    for module in pkgutil.iter_modules(seqserve.v1.__path__):
+        if module.name.endswith("_pb2"):
+            descriptor = importlib.import_module(f"seqserve.v1.{module.name}").DESCRIPTOR
+            services += [s for s in descriptor.services_by_name.values() if s.name != "Admin"]
+    return services
+
+
 # Health.List is in grpc's health proto but grpcio-health-checking's servicer does not implement it
 # (UNIMPLEMENTED, from grpc's own code, not seqserve's); Check is what probes call.
 SERVED_METHODS = [
     (method, request)
     for method, request in unary_methods(
-        sentiment_pb2.DESCRIPTOR.services_by_name["Sentiment"], models_pb2.DESCRIPTOR.services_by_name["Models"],
-        oip.DESCRIPTOR.services_by_name["GRPCInferenceService"], health_pb2.DESCRIPTOR.services_by_name["Health"],
+        *seqserve_services(), oip.DESCRIPTOR.services_by_name["GRPCInferenceService"],
+        health_pb2.DESCRIPTOR.services_by_name["Health"],
     )
     if method != "/grpc.health.v1.Health/List"
 ]
-try:  # the translation API, once it has landed: its requests are fuzzed like every other
-    from seqserve.v1 import translation_pb2
-
-    SERVED_METHODS += unary_methods(translation_pb2.DESCRIPTOR.services_by_name["Translation"])
-except ImportError:
-    pass
 ADMIN_METHODS = unary_methods(admin_pb2.DESCRIPTOR.services_by_name["Admin"])
 
 
