@@ -101,13 +101,18 @@ def sentiment_v2(version_dir: pathlib.Path, texts: Sequence[str], model: str, la
     return Endpoint(name=f"{label} ({model})", method=V2_INFER_METHOD, requests=requests, raw=raw, check=check)
 
 
-def _newest_of_task(exported: pathlib.Path, task: str) -> pathlib.Path | None:
-    """The newest version folder of the first exported model whose manifest has this task."""
+def _newest_of_task(exported: pathlib.Path, task: str, default_only: bool = False) -> pathlib.Path | None:
+    """The newest version folder of the first exported model whose manifest has this task (with
+    `default_only`, of the model the manifest marks as the task's default, if one is)."""
+    candidates = []
     for model_root in sorted(p for p in exported.iterdir() if p.is_dir()):
         versions = sorted((v for v in model_root.iterdir() if v.name.isdigit()), key=lambda v: int(v.name))
-        if versions and json.loads((versions[-1] / "manifest.json").read_text("utf-8")).get("task") == task:
-            return versions[-1]
-    return None
+        if not versions:
+            continue
+        manifest = json.loads((versions[-1] / "manifest.json").read_text("utf-8"))
+        if manifest.get("task") == task:
+            candidates.append((not (default_only and manifest.get("default_for_task")), versions[-1]))
+    return min(candidates, key=lambda c: c[0])[1] if candidates else None
 
 
 def translation_endpoint(exported: pathlib.Path, texts: Sequence[str]) -> Endpoint | None:
@@ -123,7 +128,7 @@ def translation_endpoint(exported: pathlib.Path, texts: Sequence[str]) -> Endpoi
         from service.pipelines.translation import TranslationRequest
     except ImportError:
         return None
-    version_dir = _newest_of_task(exported, "translation")
+    version_dir = _newest_of_task(exported, "translation", default_only=True)
     if version_dir is None:
         return None
     pipeline = _load_pipeline(version_dir)
@@ -143,6 +148,62 @@ def translation_endpoint(exported: pathlib.Path, texts: Sequence[str]) -> Endpoi
                     raw=lambda i: pipeline([TranslationRequest(texts[i % len(texts)], served_options)]))
 
 
+def ner_endpoint(exported: pathlib.Path, texts: Sequence[str]) -> Endpoint | None:
+    """seqserve.v1.Ner/Recognize, one text per call, the default NER model; baseline: its pipeline in-process.
+
+    None until the NER API and an exported NER model exist.
+    """
+    try:
+        from seqserve.v1 import ner_pb2
+    except ImportError:
+        return None
+    version_dir = _newest_of_task(exported, "ner", default_only=True)
+    if version_dir is None:
+        return None
+    pipeline = _load_pipeline(version_dir)
+    model = pipeline.model.name
+    requests = [ner_pb2.RecognizeEntitiesRequest(texts=[t], model=model).SerializeToString() for t in texts]
+
+    def check(raw: bytes) -> None:
+        response = ner_pb2.RecognizeEntitiesResponse.FromString(raw)
+        assert len(response.results) == 1 and response.model.name == model, response
+
+    return Endpoint(name=f"Ner.Recognize ({model})", method="/seqserve.v1.Ner/Recognize", requests=requests,
+                    check=check, raw=lambda i: pipeline([texts[i % len(texts)]]))
+
+
+def recommendation_endpoint(exported: pathlib.Path, texts: Sequence[str]) -> Endpoint | None:
+    """seqserve.v1.Recommendation/Recommend, top 10 for one history per call (histories of 5 to 50 items
+    drawn from the catalogue, seeded); baseline: its pipeline in-process. `texts` is not used."""
+    try:
+        from seqserve.v1 import recommendation_pb2
+
+        from service.pipelines.recommendation import RecommendationRequest
+    except ImportError:
+        return None
+    version_dir = _newest_of_task(exported, "recommendation", default_only=True)
+    if version_dir is None:
+        return None
+    pipeline = _load_pipeline(version_dir)
+    model = pipeline.model.name
+    rng = np.random.default_rng(0)
+    ids = [item_id for item_id, _ in pipeline.catalogue.popular[:500]]
+    histories = [[int(i) for i in rng.choice(ids, size=length, replace=False)] for length in (5, 12, 20, 35, 50) * 4]
+    requests = [recommendation_pb2.RecommendRequest(
+        history=[recommendation_pb2.HistoryItem(id=i) for i in history], k=10, exclude_seen=True, model=model,
+    ).SerializeToString() for history in histories]
+
+    def check(raw: bytes) -> None:
+        response = recommendation_pb2.RecommendResponse.FromString(raw)
+        assert len(response.items) == 10 and not response.fallback, response
+
+    return Endpoint(name=f"Recommendation.Recommend ({model})", method="/seqserve.v1.Recommendation/Recommend",
+                    requests=requests, check=check,
+                    raw=lambda i: pipeline([RecommendationRequest(tuple(histories[i % len(histories)]), 10, True)]))
+
+
 FACTORIES: dict[str, Callable[[pathlib.Path, Sequence[str]], Endpoint | None]] = {
     "translation": translation_endpoint,
+    "ner": ner_endpoint,
+    "recommendation": recommendation_endpoint,
 }
