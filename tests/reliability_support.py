@@ -67,7 +67,7 @@ def mixed_calls() -> list[Call]:
         Call(MODELS + "GetModel", models_pb2.GetModelRequest(name="sentiment-bigru-int8").SerializeToString()),
         Call(HEALTH, health_pb2.HealthCheckRequest().SerializeToString()),
     ]
-    return calls + translation_calls()
+    return calls + translation_calls() + ner_calls() + recommendation_calls()
 
 
 def translation_calls() -> list[Call]:
@@ -76,15 +76,45 @@ def translation_calls() -> list[Call]:
         from seqserve.v1 import translation_pb2
     except ImportError:
         return []
-    if not _has_translation_model():
+    if not _has_model_of_task("translation"):
         return []
     request = translation_pb2.TranslateRequest(texts=["In the beginning was the word."],
                                                options=translation_pb2.DecodingOptions(beam_size=1))
     return [Call("/seqserve.v1.Translation/Translate", request.SerializeToString())]
 
 
-def _has_translation_model() -> bool:
+def ner_calls() -> list[Call]:
+    """Recognize on a tweet, once the NER API and an exported NER model exist."""
+    try:
+        from seqserve.v1 import ner_pb2
+    except ImportError:
+        return []
+    if not _has_model_of_task("ner"):
+        return []
+    request = ner_pb2.RecognizeEntitiesRequest(texts=["@Bob flew to Paris with Air France 😀 #travel"],
+                                               include_tokens=True)
+    return [Call("/seqserve.v1.Ner/Recognize", request.SerializeToString())]
+
+
+def recommendation_calls() -> list[Call]:
+    """Recommend after a short history, and the empty-history fallback, once the API and a model exist."""
+    try:
+        from seqserve.v1 import recommendation_pb2
+    except ImportError:
+        return []
+    if not _has_model_of_task("recommendation"):
+        return []
+    history = [recommendation_pb2.HistoryItem(id=item_id) for item_id in (1, 2, 3, 5, 8)]
+    return [
+        Call("/seqserve.v1.Recommendation/Recommend",
+             recommendation_pb2.RecommendRequest(history=history, k=10, exclude_seen=True).SerializeToString()),
+        Call("/seqserve.v1.Recommendation/Recommend", recommendation_pb2.RecommendRequest(k=5).SerializeToString()),
+    ]
+
+
+def _has_model_of_task(task: str) -> bool:
     for manifest in EXPORTED.glob("*/*/manifest.json"):
-        if json.loads(manifest.read_text("utf-8")).get("task") == "translation":
+        if json.loads(manifest.read_text("utf-8")).get("task") == task:
             return True
     return False
+
