@@ -143,13 +143,24 @@ def main() -> None:
     parser.add_argument("--checkpoint-dir", default=None)
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--smoke-steps", type=int, default=0, help="train only this many steps (tests)")
+    parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--patience", type=int, default=None)
+    parser.add_argument("--model", type=json.loads, default=None, metavar="JSON",
+                        help='overrides of the model config, e.g. \'{"dropout": 0.3}\' (for experiments)')
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     parts, data_info = load_splits()
     _, loop_config, batch_size = RECIPES[args.tagger]
     overrides = {"checkpoint_dir": args.checkpoint_dir, "max_epochs": args.max_epochs,
-                 "max_steps": args.smoke_steps or None}
+                 "max_steps": args.smoke_steps or None, "learning_rate": args.learning_rate,
+                 "patience": args.patience}
+    if args.model:
+        model_config = cfg.BILSTM if args.tagger == "bilstm-crf" else cfg.MINILM
+        unknown = set(args.model) - set(model_config)
+        if unknown:
+            parser.error(f"--model: unknown keys {sorted(unknown)}")
+        model_config.update(args.model)  # the recipes read the config module; recorded in the manifest
     loop_config = dataclasses.replace(loop_config, **{k: v for k, v in overrides.items() if v is not None})
     recipe, result = run_training(args.tagger, parts, loop_config, batch_size)
 

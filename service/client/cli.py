@@ -2,6 +2,7 @@
 
     seqserve [--target HOST:PORT] [--json] sentiment TEXT...
     seqserve translate TEXT... [--model NAME] [--beam N] [--n-best N] [--stream] [--alignment-png FILE]
+    seqserve ner TEXT... [--model NAME] [--tokens]
     seqserve recommend [ITEM...] [-k N] [--exclude-seen] [--model NAME]   (ITEM: a title or #ID, oldest first)
     seqserve models
     seqserve health [--service NAME]
@@ -23,7 +24,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
-from seqserve.v1 import models_pb2, sentiment_pb2, translation_pb2
+from seqserve.v1 import models_pb2, ner_pb2, sentiment_pb2, translation_pb2
 
 from service.client.alignment_plot import PlottingUnavailableError, save_alignment_png
 from service.client.channel import Connection
@@ -68,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--alignment-png", type=pathlib.Path, default=None, metavar="FILE",
                            help="write the attention alignment as a PNG heatmap (needs matplotlib); with "
                                 "several texts, FILE-1.png, FILE-2.png, ...")
+    ner = commands.add_parser("ner", help="find named entities (person, geo-loc, company, ...) in texts")
+    ner.add_argument("texts", nargs="+", metavar="TEXT")
+    ner.add_argument("--model", default="", help="model name (default: the server's default)")
+    ner.add_argument("--tokens", action="store_true", help="also show every word with its BIO tag")
     recommend = commands.add_parser("recommend", help="recommend movies to watch after a history of movies")
     recommend.add_argument("history", nargs="*", metavar="ITEM",
                            help='a title ("Toy Story (1995)") or #ID, oldest first; none: the most popular')
@@ -104,6 +109,21 @@ def print_sentiment(
         attention = "  ".join(f"{text[t.start:t.end] or t.token} {t.weight:.2f}" for t in top)
         note = "  (text truncated)" if result.truncated else ""
         print(f"    attention  {attention}{note}", file=out)
+    print(f"model {response.model.name} version {response.model.version}", file=out)
+
+
+def print_entities(texts: Sequence[str], response: ner_pb2.RecognizeEntitiesResponse, out: TextIO) -> None:
+    for number, (text, result) in enumerate(zip(texts, response.results, strict=True), start=1):
+        print(f"[{number}] {_shorten(text)}", file=out)
+        if not result.entities:
+            print("    (no entities)", file=out)
+        for entity in result.entities:
+            print(f"    {entity.type:<12} {entity.text!r:<30} chars {entity.start}-{entity.end}  "
+                  f"confidence {entity.confidence:.2f}", file=out)
+        if result.tokens:
+            print("    tokens  " + " ".join(f"{t.token}/{t.tag}" for t in result.tokens), file=out)
+        if result.truncated:
+            print("    (text truncated: later words were not tagged)", file=out)
     print(f"model {response.model.name} version {response.model.version}", file=out)
 
 
@@ -194,6 +214,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             response = client.sentiment(args.texts, model=args.model)
             if not args.json:
                 print_sentiment(args.texts, response, out)
+        elif args.command == "ner":
+            response = client.ner(args.texts, model=args.model, include_tokens=args.tokens)
+            if not args.json:
+                print_entities(args.texts, response, out)
         elif args.command == "recommend":
             response = client.recommend(parse_history(args.history), k=args.k, exclude_seen=args.exclude_seen,
                                         model=args.model)

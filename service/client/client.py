@@ -9,6 +9,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from seqserve.v1 import (
     models_pb2,
     models_pb2_grpc,
+    ner_pb2,
+    ner_pb2_grpc,
     recommendation_pb2,
     recommendation_pb2_grpc,
     sentiment_pb2,
@@ -32,6 +34,7 @@ class SeqserveClient:
         self._models = models_pb2_grpc.ModelsStub(self._channel)
         self._translation = translation_pb2_grpc.TranslationStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._ner = ner_pb2_grpc.NerStub(self._channel)
         self._recommendation = recommendation_pb2_grpc.RecommendationStub(self._channel)
 
     def sentiment(self, texts: Sequence[str], model: str = "") -> sentiment_pb2.AnalyzeSentimentResponse:
@@ -56,6 +59,12 @@ class SeqserveClient:
         """Greedy pieces as the server produces them (the timeout covers the whole stream)."""
         request = translation_pb2.TranslateStreamRequest(text=text, model=model, max_output_tokens=max_output_tokens)
         return iter(self._translation.TranslateStream(request, timeout=self.timeout))
+
+    def ner(
+        self, texts: Sequence[str], model: str = "", include_tokens: bool = False
+    ) -> ner_pb2.RecognizeEntitiesResponse:
+        request = ner_pb2.RecognizeEntitiesRequest(texts=list(texts), model=model, include_tokens=include_tokens)
+        return self._ner.Recognize(request, timeout=self.timeout)
 
     def recommend(
         self, history: Sequence[int | str], k: int | None = None, exclude_seen: bool = False, model: str = ""

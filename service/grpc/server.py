@@ -17,6 +17,7 @@ from seqserve.oip import grpc_service_pb2_grpc
 from seqserve.v1 import (
     admin_pb2_grpc,
     models_pb2_grpc,
+    ner_pb2_grpc,
     recommendation_pb2_grpc,
     sentiment_pb2_grpc,
     translation_pb2_grpc,
@@ -26,6 +27,7 @@ from service.config import Settings
 from service.grpc import (
     admin_servicer,
     models_servicer,
+    ner_servicer,
     recommendation_servicer,
     sentiment_servicer,
     translation_servicer,
@@ -33,6 +35,7 @@ from service.grpc import (
 from service.grpc.admin_servicer import AdminServicer
 from service.grpc.decoding import DecodeErrorInterceptor
 from service.grpc.models_servicer import ModelsServicer
+from service.grpc.ner_servicer import NerServicer
 from service.grpc.readiness import Readiness
 from service.grpc.recommendation_servicer import RecommendationServicer
 from service.grpc.sentiment_servicer import SentimentServicer
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 # Services answering for a task or for the models; each has a health name of its own.
 SEQSERVE_SERVICES = (
     sentiment_servicer.SERVICE_NAME, translation_servicer.SERVICE_NAME, models_servicer.SERVICE_NAME,
+    ner_servicer.SERVICE_NAME,
     admin_servicer.SERVICE_NAME, v2_servicer.SERVICE_NAME, recommendation_servicer.SERVICE_NAME,
 )
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -99,6 +103,7 @@ def add_task_servicers(server: grpc.aio.Server, manager: ModelManager, settings:
     limits = TextLimits(max_texts=settings.max_texts, max_text_chars=settings.max_text_chars)
     sentiment_pb2_grpc.add_SentimentServicer_to_server(SentimentServicer(manager, limits, metrics), server)
     translation_pb2_grpc.add_TranslationServicer_to_server(TranslationServicer(manager, limits, metrics), server)
+    ner_pb2_grpc.add_NerServicer_to_server(NerServicer(manager, limits, metrics), server)
     recommendation_pb2_grpc.add_RecommendationServicer_to_server(RecommendationServicer(manager, metrics), server)
 
 

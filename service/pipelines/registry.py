@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from service.pipelines.ner import TASK as NER_TASK
+from service.pipelines.ner import NerPipeline
 from service.pipelines.recommendation import TASK as RECOMMENDATION_TASK
 from service.pipelines.recommendation import RecommendationPipeline
 from service.pipelines.sentiment import TASK as SENTIMENT_TASK
@@ -31,7 +33,7 @@ class Pipeline(Protocol):
 PipelineFactory = Callable[[LoadedModel], Pipeline]
 
 _FACTORIES: dict[str, PipelineFactory] = {SENTIMENT_TASK: SentimentPipeline, TRANSLATION_TASK: TranslationPipeline,
-                                           RECOMMENDATION_TASK: RecommendationPipeline}
+                                           RECOMMENDATION_TASK: RecommendationPipeline, NER_TASK: NerPipeline}
 
 
 def register_pipeline(task: str, factory: PipelineFactory) -> None:

@@ -126,7 +126,7 @@ def _export_minilm(recipe: Any, version_dir: pathlib.Path, example: Any, work_di
 def _fp32_served_quality(version_dir: pathlib.Path, manifest_data: dict[str, Any], work_dir: pathlib.Path,
                          parts: dict[str, list[Tweet]]) -> float:
     """Test F1 of the unpublished fp32 graph through the same pipeline, to state what int8 cost."""
-    fp32_dir = work_dir / "fp32-version"
+    fp32_dir = work_dir / "fp32-version" / version_dir.name  # a version folder must carry the version's name
     if fp32_dir.exists():
         shutil.rmtree(fp32_dir)
     shutil.copytree(version_dir, fp32_dir)

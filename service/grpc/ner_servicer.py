@@ -1,0 +1,56 @@
+"""seqserve.v1.Ner: validate, pick the model, run the texts through the model's batcher, answer."""
+
+from __future__ import annotations
+
+import grpc
+from seqserve.v1 import models_pb2, ner_pb2, ner_pb2_grpc
+
+from service.grpc.batched import run_batched
+from service.grpc.calls import Call, CallRunner
+from service.grpc.validation import TextLimits, resolve_model, validate_texts
+from service.metrics.registry import ServingMetrics
+from service.pipelines.ner import TASK, NerPrediction
+from service.repository.manager import ModelManager
+
+SERVICE_NAME = ner_pb2.DESCRIPTOR.services_by_name["Ner"].full_name
+
+
+def to_result(prediction: NerPrediction, include_tokens: bool) -> ner_pb2.NerResult:
+    return ner_pb2.NerResult(
+        entities=[
+            ner_pb2.Entity(type=e.type, text=e.text, start=e.start, end=e.end, confidence=e.confidence)
+            for e in prediction.entities
+        ],
+        tokens=[
+            ner_pb2.TaggedToken(token=w.text, start=w.start, end=w.end, tag=w.tag, confidence=w.confidence)
+            for w in prediction.words
+        ] if include_tokens else [],
+        truncated=prediction.truncated,
+    )
+
+
+class NerServicer(ner_pb2_grpc.NerServicer):
+    def __init__(self, manager: ModelManager, limits: TextLimits, metrics: ServingMetrics) -> None:
+        self._manager = manager
+        self._limits = limits
+        self._calls = CallRunner(SERVICE_NAME, ("Recognize",), metrics)
+
+    async def Recognize(
+        self, request: ner_pb2.RecognizeEntitiesRequest, context: grpc.aio.ServicerContext
+    ) -> ner_pb2.RecognizeEntitiesResponse:
+        return await self._calls.run("Recognize", context, lambda call: self._recognize(request, call, context))
+
+    async def _recognize(
+        self, request: ner_pb2.RecognizeEntitiesRequest, call: Call, context: grpc.aio.ServicerContext
+    ) -> ner_pb2.RecognizeEntitiesResponse:
+        texts = list(request.texts)
+        validate_texts(texts, self._limits)
+        model = resolve_model(self._manager.repository, TASK, request.model)
+        call.model = model.name
+        # Batched with other calls' texts in a worker thread; the version reported is the one that ran.
+        result = await run_batched(self._manager, model, texts, context)
+        call.version = result.model.version
+        return ner_pb2.RecognizeEntitiesResponse(
+            results=[to_result(p, request.include_tokens) for p in result.outputs],
+            model=models_pb2.ModelRef(name=result.model.name, version=result.model.version),
+        )
