@@ -87,7 +87,7 @@ def test_minilm_fp32_export_matches_torch_and_int8_stays_close(parts, tmp_path) 
     torch.manual_seed(0)
     tiny = BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                                 vocab_size=30522), add_pooling_layer=False)
-    recipe = minilm_recipe(parts["train"][:50], model=MiniLMTagger(len(TAGS), encoder=tiny))
+    recipe = minilm_recipe(parts["train"][:50], model=MiniLMTagger(len(TAGS), shape_dim=8, encoder=tiny))
     recipe.model.eval()
     rows = recipe.encode(parts["dev"][:16])
     batches = [recipe.collate(rows[i : i + 8]) for i in (0, 8)]
@@ -95,6 +95,8 @@ def test_minilm_fp32_export_matches_torch_and_int8_stays_close(parts, tmp_path) 
     version_dir.mkdir()
     exported = _export_minilm(recipe, version_dir, batches[0], tmp_path, batches)
     quantization = exported["quantization"]
+    assert [i["name"] for i in exported["onnx"]["inputs"]] == ["input_ids", "attention_mask", "shape_ids"]
+    assert exported["ner"]["shape_features"]
     assert quantization["parity_fp32_vs_torch"]["max_abs_diff"] < 1e-4
     assert quantization["parity_int8_vs_torch"]["max_abs_diff"] < 0.05
     assert quantization["bytes"]["int8"] < quantization["bytes"]["fp32"] / 2  # the embeddings dominate

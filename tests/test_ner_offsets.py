@@ -22,6 +22,9 @@ TEXTS = st.one_of(
     st.lists(PIECES, min_size=1, max_size=25).map("".join),
     st.text(min_size=1, max_size=80),
 )
+# Python's str.isspace() counts these as whitespace; the word pattern's \s (Oniguruma) does not, so a
+# word may be one of them.
+NOT_SPACE_TO_WORDS = "\x1c\x1d\x1e\x1f\x85"
 TAGS = st.sampled_from(["O", "B-person", "I-person", "B-geo-loc", "I-geo-loc", "I-other"])
 
 
@@ -32,7 +35,7 @@ def test_words_slice_the_text_never_hold_whitespace_and_cover_every_other_charac
     covered = set()
     for word in words:
         assert text[word.start : word.end] == word.text
-        assert word.text and not any(c.isspace() for c in word.text if c not in "\x1c\x1d\x1e\x1f\x85")
+        assert word.text and not any(c.isspace() for c in word.text if c not in NOT_SPACE_TO_WORDS)
         covered.update(range(word.start, word.end))
     assert [w.start for w in words] == sorted(w.start for w in words)
     uncovered = "".join(text[i] for i in range(len(text)) if i not in covered)
@@ -45,7 +48,7 @@ def test_entities_built_from_any_tags_slice_the_text(text: str, tags: list[str])
     words = [TaggedWord(w.text, w.start, w.end, tag, 0.5) for w, tag in zip(split_words(text), tags, strict=False)]
     for entity in entities_from_tags(text, words):
         assert text[entity.start : entity.end] == entity.text
-        assert entity.text == entity.text.strip()
+        assert entity.text == entity.text.strip(" \t\n\r\v\f")
 
 
 def test_bio_is_read_the_conlleval_way() -> None:
@@ -64,7 +67,7 @@ def pipeline(request) -> NerPipeline:
     return NerPipeline(load_version(latest_version_dir(request.param)))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(texts=st.lists(TEXTS, min_size=1, max_size=4))
 def test_served_entities_and_tokens_slice_the_raw_text(pipeline, texts: list[str]) -> None:
     for text, prediction in zip(texts, pipeline(texts), strict=True):

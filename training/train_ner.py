@@ -50,6 +50,7 @@ def minilm_recipe(train_tweets: list[Tweet], model: nn.Module | None = None) -> 
     """`model`: a MiniLMTagger to use instead of the pre-trained one (tests pass a tiny one)."""
     from tokenizers import Tokenizer
 
+    from service.pipelines.ner_features import SHAPE_ID, word_shape
     from service.pipelines.ner_subwords import encode_words, prepare_tokenizer
     from training.models.minilm_tagger import MiniLMTagger, minilm_dir
 
@@ -62,28 +63,34 @@ def minilm_recipe(train_tweets: list[Tweet], model: nn.Module | None = None) -> 
         for tweet in tweets:
             words, tags = word_tags(tweet)
             row = encode_words(tokenizer, [w.text for w in words], cfg.MAX_SUBWORDS)
-            rows.append((row.ids, row.first_positions, [TAG_ID[t] for t in tags[: len(row.first_positions)]]))
+            shapes = [SHAPE_ID[word_shape(w.text)] for w in words[: len(row.first_positions)]]
+            rows.append((row.ids, row.first_positions, [TAG_ID[t] for t in tags[: len(row.first_positions)]], shapes))
         return rows
 
     def collate(rows: list[Any]) -> Any:
         width = max(len(r[0]) for r in rows)
         ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
+        shape_ids = torch.zeros((len(rows), width), dtype=torch.long)
         labels = torch.full((len(rows), width), -100, dtype=torch.long)  # only first subwords are scored
-        for i, (row_ids, firsts, tags) in enumerate(rows):
+        for i, (row_ids, firsts, tags, shapes) in enumerate(rows):
             ids[i, : len(row_ids)] = torch.tensor(row_ids)
             mask[i, : len(row_ids)] = 1
             labels[i, firsts] = torch.tensor(tags)
-        return ids, mask, labels, [r[1] for r in rows]
+            shape_ids[i, firsts] = torch.tensor(shapes)
+        inputs = {"input_ids": ids, "attention_mask": mask}
+        if model.shape_embedding is not None:
+            inputs["shape_ids"] = shape_ids
+        return inputs, labels, [r[1] for r in rows]
 
     def loss(module: nn.Module, batch: Any) -> torch.Tensor:
-        ids, mask, labels, _ = batch
-        logits = module(ids, mask)
+        inputs, labels, _ = batch
+        logits = module(**inputs)
         return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
 
     def predict(module: nn.Module, batch: Any) -> list[list[str]]:
-        ids, mask, _, firsts = batch
-        best = module(ids, mask).argmax(-1)
+        inputs, _, firsts = batch
+        best = module(**inputs).argmax(-1)
         return [[TAGS[int(best[i, p])] for p in positions] for i, positions in enumerate(firsts)]
 
     return Recipe(model, encode, collate, loss, predict, {"pad_id": pad_id})

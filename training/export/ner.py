@@ -46,8 +46,8 @@ def _bilstm_inputs(batch: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
 
 
 def _minilm_inputs(batch: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    ids, mask, _, _ = batch
-    return {"input_ids": ids, "attention_mask": mask}, mask.bool()
+    inputs, _, _ = batch
+    return inputs, inputs["attention_mask"].bool()
 
 
 def parity(recipe: Any, onnx_path: pathlib.Path, batches: list[Any], tagger: str) -> dict[str, Any]:
@@ -93,11 +93,10 @@ def _export_minilm(recipe: Any, version_dir: pathlib.Path, example: Any, work_di
                    parity_batches: list[Any]) -> dict[str, Any]:
     from training.models.minilm_tagger import minilm_dir
 
-    ids, mask, _, _ = example
+    inputs, _, _ = example
     fp32 = work_dir / "fp32" / "model.onnx"
-    axes = {"input_ids": {0: "batch", 1: "subwords"}, "attention_mask": {0: "batch", 1: "subwords"},
-            "logits": {0: "batch", 1: "subwords"}}
-    export_onnx(recipe.model, (ids, mask), fp32, input_names=["input_ids", "attention_mask"],
+    axes = {name: {0: "batch", 1: "subwords"} for name in [*inputs, "logits"]}
+    export_onnx(recipe.model, tuple(inputs.values()), fp32, input_names=list(inputs),
                 output_names=["logits"], axes=axes)
     fp32_parity = parity(recipe, fp32, parity_batches, "minilm")
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,7 +114,8 @@ def _export_minilm(recipe: Any, version_dir: pathlib.Path, example: Any, work_di
     return {"onnx": {"file": "model.onnx", "opset": OPSET, "exporter": "torch.onnx dynamo",
                      **describe_io(onnx_model)},
             "tokenizer": "tokenizer.json",
-            "ner": {"tagger": "minilm", "word_pattern": WORD_PATTERN, "decoder": "argmax at first subwords"},
+            "ner": {"tagger": "minilm", "word_pattern": WORD_PATTERN, "decoder": "argmax at first subwords",
+                    "shape_features": "shape_ids" in inputs},
             "quantization": {"method": "quant_pre_process(skip_symbolic_shape=True) + quantize_dynamic QInt8",
                              "bytes": {"fp32": fp32.stat().st_size,
                                        "int8": (version_dir / "model.onnx").stat().st_size},
