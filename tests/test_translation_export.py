@@ -86,5 +86,13 @@ def committed_translation_dirs() -> list:
 @pytest.mark.parametrize("version_dir", committed_translation_dirs(), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_committed_translation_models_passed_parity_at_export(version_dir) -> None:
     # Their torch weights live outside the repository, so parity was measured at export and recorded.
-    parity = read_manifest(version_dir).data["export_parity"]
+    manifest = read_manifest(version_dir).data
+    if "quantization" in manifest:
+        # An int8 variant is not meant to match torch to 1e-4: it records the fp32 version it came
+        # from and its measured quality delta on the test chapters instead.
+        quantization = manifest["quantization"]
+        assert quantization["source"]["sha256"] and set(quantization["quality_delta_vs_fp32"]) == {"greedy", "beam4"}
+        assert all(abs(d["bleu"]) < 2.0 for d in quantization["quality_delta_vs_fp32"].values())
+        return
+    parity = manifest["export_parity"]
     assert parity["max_abs_log_prob_difference"] < LOG_PROB_TOLERANCE and parity["greedy_tokens_equal"]
