@@ -12,8 +12,9 @@ import signal
 import subprocess
 from collections.abc import Iterator
 
-# The jobs that share the machine (issue 7's brief); matched against full command lines.
-TRAINING_PATTERNS = ("training.train_translation", "training.train_seq2seq")
+# The jobs that share the machine (issue 7's brief); matched against full command lines: every
+# `python -m training.train_<task>` (and scripts importing one), and the NER repeated-splits runs.
+TRAINING_PATTERNS = ("training.train_", "training.ner_repeated_splits")
 
 
 def training_pids() -> list[int]:

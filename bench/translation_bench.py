@@ -7,8 +7,8 @@ variant when one is exported), onnxruntime's BeamSearch op on the same graphs (b
 without cache (the naive baseline) and with it, CTranslate2 fp32 and int8 on the same Transformer
 weights; for the GRU seq2seq model ONNX vs torch eager. Each
 (engine, intra-op threads) runs in a fresh process per round (OMP_NUM_THREADS set before it starts),
-the order rotated every round; every figure is the median over rounds. Texts: held-out test verses,
-spread over the test chapters (every n-th verse), batches of similar length.
+the order rotated every round, each case timed `repeats` times in it; every figure is the median.
+Texts: held-out test verses, spread over the test chapters (every n-th verse), batches of similar length.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ CANDIDATES = REPO / ".cache" / "int8-candidates"
 
 @dataclass(frozen=True)
 class DecodingPlan:
-    rounds: int
+    rounds: int                          # fresh processes per engine, in rotated order
+    repeats: int                         # timed passes of every case inside each process
     threads: tuple[int, ...]
     cases: tuple[tuple[int, int], ...]   # (batch size, beam size); beam 1 = greedy
     texts: dict[int, int]                # batch size -> how many test verses
@@ -42,9 +43,11 @@ class DecodingPlan:
     one_process: bool                    # quick: every engine in one process
 
 
-FULL_DECODING = DecodingPlan(rounds=3, threads=(1, 2), cases=((1, 1), (1, 4), (32, 1), (32, 4)),
-                             texts={1: 10, 32: 32}, shortest=False, one_process=False)
-QUICK_DECODING = DecodingPlan(rounds=1, threads=(1,), cases=((1, 1), (2, 4)), texts={1: 2, 2: 2},
+# Sized to run in about six minutes on 2 free cores (the whole `bench run` must fit in the ~10 minutes
+# other jobs may be paused for): one process per engine and thread count, two timed passes in it.
+FULL_DECODING = DecodingPlan(rounds=1, repeats=2, threads=(1, 2), cases=((1, 1), (1, 4), (32, 1), (32, 4)),
+                             texts={1: 8, 32: 32}, shortest=False, one_process=False)
+QUICK_DECODING = DecodingPlan(rounds=1, repeats=1, threads=(1,), cases=((1, 1), (2, 4)), texts={1: 2, 2: 2},
                               shortest=True, one_process=True)
 
 
@@ -141,6 +144,7 @@ def _run_worker(specs: Sequence[Engine], plan: DecodingPlan, texts: dict[int, li
     keys = ("model", "engine", "version_dir", "threads", "precision")
     job = {"engines": [{k: getattr(s, k) for k in keys} for s in specs],
            "cases": [list(c) for c in plan.cases], "texts": {str(k): v for k, v in texts.items()},
+           "repeats": plan.repeats,
            "ct2_cache": str(CT2_CACHE)}
     threads = str(max(s.threads for s in specs))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
@@ -173,8 +177,8 @@ def run_decoding(plan: DecodingPlan) -> DecodingResults:
                 for case in report["cases"]:
                     row = results.setdefault((spec, case["batch"], case["beam"]),
                                              CaseResult(spec, case["batch"], case["beam"]))
-                    row.sentences_per_s.append(case["sentences"] / case["seconds"])
-                    row.tokens_per_s.append(case["target_tokens"] / case["seconds"])
+                    row.sentences_per_s += [case["sentences"] / seconds for seconds in case["seconds"]]
+                    row.tokens_per_s += [case["target_tokens"] / seconds for seconds in case["seconds"]]
                     row.outputs = row.outputs or case["outputs"]
     rows = list(results.values())
     for row in rows:  # agreement with the served fp32 pipeline on the same case (first thread setting)

@@ -107,7 +107,8 @@ def section_lines(results: DecodingResults, images: pathlib.Path, rel: str) -> l
         + ", ".join(f"{count} at batch {batch}" for batch, count in plan.texts.items())
         + "; spread over the test chapters; batches group verses of similar length, as the batcher does), "
         "one process per engine and thread count per round, "
-        f"{plan.rounds} round(s) in rotated order, medians (min-max) over rounds. Every engine gets the same "
+        f"{plan.rounds} round(s) in rotated order, {plan.repeats} timed pass(es) of every case in each process, "
+        "medians (min-max) over all passes. Every engine gets the same "
         "subword tokens and the same output budget (1.5 x source + 10); beam search uses length penalty 0.6 "
         "(GNMT's in ours, length ** 0.6 in CTranslate2). torch rows run the service's own pipeline and search "
         "code with only the step engine swapped (bench/translation_engines.py). \"same\" = outputs identical to "

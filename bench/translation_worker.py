@@ -24,14 +24,17 @@ def batches(texts: list[str], size: int) -> list[list[str]]:
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
-def time_case(translator: Translator, texts: list[str], batch: int, beam: int) -> dict[str, Any]:
+def time_case(translator: Translator, texts: list[str], batch: int, beam: int, repeats: int = 1) -> dict[str, Any]:
+    """Every text translated `repeats` times (seconds per pass); outputs of the first pass."""
     translator.translate(texts[:batch][:2], beam)  # warm-up: first shapes, allocator, lazy inits
     outputs: dict[str, list[str]] = {}
-    began = time.perf_counter()
-    for chunk in batches(texts, batch):
-        for text, tokens in zip(chunk, translator.translate(chunk, beam), strict=True):
-            outputs[text] = tokens
-    seconds = time.perf_counter() - began
+    seconds = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        for chunk in batches(texts, batch):
+            for text, tokens in zip(chunk, translator.translate(chunk, beam), strict=True):
+                outputs.setdefault(text, tokens)
+        seconds.append(time.perf_counter() - began)
     return {"batch": batch, "beam": beam, "seconds": seconds, "sentences": len(texts),
             "target_tokens": sum(len(t) for t in outputs.values()),
             "outputs": [outputs[t] for t in texts]}
@@ -44,8 +47,8 @@ def run(job: dict[str, Any]) -> list[dict[str, Any]]:
         translator = Translator(spec["engine"], pathlib.Path(spec["version_dir"]), int(spec["threads"]),
                                 spec["precision"], pathlib.Path(job["ct2_cache"]))
         load_seconds = time.perf_counter() - began
-        cases = [time_case(translator, job["texts"][str(batch)], batch, beam) for batch, beam in job["cases"]
-                 if translator.supports(beam)]
+        cases = [time_case(translator, job["texts"][str(batch)], batch, beam, int(job.get("repeats", 1)))
+                 for batch, beam in job["cases"] if translator.supports(beam)]
         results.append({**spec, "load_seconds": load_seconds, "cases": cases})
     return results
 
