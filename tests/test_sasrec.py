@@ -15,9 +15,10 @@ from training.train_recommendation import right_pad, training_windows
 torch.set_num_threads(1)
 
 
-def small_model(seed: int = 0) -> SASRec:
+def small_model(seed: int = 0, positions: str = "from_start") -> SASRec:
     torch.manual_seed(seed)
-    return SASRec(SASRecConfig(num_items=30, max_length=12, hidden_dim=8, num_blocks=2, num_heads=2)).eval()
+    return SASRec(SASRecConfig(num_items=30, max_length=12, hidden_dim=8, num_blocks=2, num_heads=2,
+                               positions=positions)).eval()
 
 
 def test_a_position_never_sees_later_items() -> None:
@@ -29,8 +30,9 @@ def test_a_position_never_sees_later_items() -> None:
     assert not torch.allclose(one[0, 3:], other[0, 3:], atol=1e-3)
 
 
-def test_right_padding_changes_nothing_and_attention_covers_only_the_history() -> None:
-    model = small_model()
+@pytest.mark.parametrize("positions", ["from_start", "from_end"])
+def test_right_padding_changes_nothing_and_attention_covers_only_the_history(positions: str) -> None:
+    model = small_model(positions=positions)
     histories = [[3, 4, 5, 6, 7], [9, 2], [1]]
     lengths = torch.tensor([len(h) for h in histories])
     with torch.no_grad():

@@ -103,12 +103,16 @@ class Trained:
 
 
 def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: LoopConfig, all_windows: bool,
-                 batch_size: int, loss: str = "ce") -> Trained:
-    """Train on `dataset`'s leave-one-out split; the model returned holds the best dev weights."""
+                 batch_size: int, loss: str = "ce", init_from: pathlib.Path | None = None) -> Trained:
+    """Train on `dataset`'s leave-one-out split; the model returned holds the best dev weights.
+
+    `init_from`: start from another run's weights (a best.pt), e.g. a second phase at a lower rate."""
     data, splits, data_info = load_splits(dataset)
     model_config = SASRecConfig(num_items=data.num_items, **model_settings)
     torch.manual_seed(loop_config.seed)
     model = SASRec(model_config)
+    if init_from is not None:
+        model.load_state_dict(torch.load(init_from, weights_only=False)["model"])
     windows = training_windows(splits.train, model_config.max_length, all_windows)
     log.info("%d training windows, %d targets", len(windows), sum(len(w) - 1 for w in windows))
 
@@ -117,9 +121,7 @@ def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: Loop
 
     def loss_fn(module: nn.Module, rows: list[int]) -> tuple[torch.Tensor, int]:
         padded = right_pad([windows[i] for i in rows])
-        if loss == "bce":
-            return module.sampled_bce_loss(padded[:, :-1], padded[:, 1:])  # type: ignore[operator]
-        return module.next_item_loss(padded[:, :-1], padded[:, 1:])  # type: ignore[operator]
+        return module.next_item_loss(padded[:, :-1], padded[:, 1:], loss)  # type: ignore[operator]
 
     user_index = {user: i for i, user in enumerate(data.histories)}
     interacted = {user: set(history) for user, history in data.histories.items()}
@@ -201,7 +203,7 @@ def main() -> None:
     parser.add_argument("--last-window-only", action="store_true", help="the paper's data use (experiment)")
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--dataset", default=cfg.DATASET, help="ml-100k for quick experiments")
-    parser.add_argument("--loss", default=cfg.LOSS, choices=["ce", "bce"],
+    parser.add_argument("--loss", default=cfg.LOSS, choices=["ce", "bce", "ce+bce"],
                         help="full softmax cross-entropy, or the paper's BCE with one negative (experiment)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

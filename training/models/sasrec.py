@@ -31,6 +31,9 @@ class SASRecConfig:
     num_blocks: int = 2
     num_heads: int = 1
     dropout: float = 0.2
+    # "from_start": position t is the t-th item of the (truncated) history; "from_end": the distance
+    # from the history's last item (the recency view of the paper's left-padded window). Experiment.
+    positions: str = "from_start"
 
 
 class CausalSelfAttention(nn.Module):
@@ -93,6 +96,9 @@ class SASRec(nn.Module):
         """history [B, T] right-padded ids -> (states [B, T, d], last block's weights [B, H, T, T])."""
         length = history.shape[1]
         positions = torch.arange(length, device=history.device)
+        if self.config.positions == "from_end":
+            lengths = (history > 0).sum(dim=1, keepdim=True)
+            positions = (lengths - 1 - positions[None, :]).clamp(min=0)
         x = self.item_embedding(history) * math.sqrt(self.config.hidden_dim) + self.position_embedding(positions)
         x = self.embedding_dropout(x)
         causal = torch.ones(length, length, dtype=torch.bool, device=history.device).tril()
@@ -105,27 +111,27 @@ class SASRec(nn.Module):
         """states [..., d] -> scores [..., num_items]; column j is item id j + 1."""
         return states @ self.item_embedding.weight[1:].T
 
-    def next_item_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Mean cross-entropy of predicting targets[b, t] (0 = padding, skipped) from inputs[b, :t+1]."""
-        states, _ = self.encode(inputs)
-        real = targets > 0
-        logits = self.item_scores(states[real])  # only real positions: half the rows of a padded batch
-        return nn.functional.cross_entropy(logits, targets[real] - 1), int(real.sum())
+    def next_item_loss(self, inputs: torch.Tensor, targets: torch.Tensor, loss: str = "ce") -> tuple[torch.Tensor, int]:
+        """Mean loss of predicting targets[b, t] (0 = padding, skipped) from inputs[b, :t+1].
 
-    def sampled_bce_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """The paper's loss, kept for the comparison in docs/recommendation.md: binary cross-entropy of
+        "ce": softmax cross-entropy over the whole catalogue. "bce": the paper's binary cross-entropy of
         the target against one uniformly drawn item per position (a draw equal to the target is rare
-        among thousands of items and left in)."""
+        among thousands of items and left in). "ce+bce": their sum."""
         states, _ = self.encode(inputs)
         real = targets > 0
-        states, positives = states[real], targets[real]
-        negatives = torch.randint(1, self.config.num_items + 1, positives.shape)
-        positive_logits = (states * self.item_embedding(positives)).sum(-1)
-        negative_logits = (states * self.item_embedding(negatives)).sum(-1)
-        loss = nn.functional.binary_cross_entropy_with_logits(
-            torch.cat([positive_logits, negative_logits]),
-            torch.cat([torch.ones_like(positive_logits), torch.zeros_like(negative_logits)]))
-        return loss, int(real.sum())
+        states, positives = states[real], targets[real]  # only real positions: half the rows of a padded batch
+        parts = loss.split("+")
+        total = torch.zeros(())
+        if "ce" in parts:
+            total = total + nn.functional.cross_entropy(self.item_scores(states), positives - 1)
+        if "bce" in parts:
+            negatives = torch.randint(1, self.config.num_items + 1, positives.shape)
+            positive_logits = (states * self.item_embedding(positives)).sum(-1)
+            negative_logits = (states * self.item_embedding(negatives)).sum(-1)
+            total = total + nn.functional.binary_cross_entropy_with_logits(
+                torch.cat([positive_logits, negative_logits]),
+                torch.cat([torch.ones_like(positive_logits), torch.zeros_like(negative_logits)]))
+        return total, int(real.sum())
 
 
 class SASRecForExport(nn.Module):
