@@ -41,3 +41,13 @@ def test_published_int8_variant_records_its_quality_delta() -> None:
     delta = manifest["quantization"]["quality_delta_vs_fp32"]["macro_f1"]
     assert abs(delta) < 0.02
     assert manifest["metrics"]["served"]["pooled"]["n"] == 2371
+
+
+@pytest.mark.slow
+def test_the_lstm_tagger_gets_integer_lstms_where_the_gru_cannot(tmp_path: pathlib.Path) -> None:
+    """onnxruntime has DynamicQuantizeLSTM (no GRU counterpart): the NER BiLSTM-CRF's recurrent weights
+    do go int8. Its graph also trips quant_pre_process's symbolic shape inference, which must fall back."""
+    report = quantize(latest_version_dir("ner-bilstm-crf"), tmp_path / "1")
+    assert report["ops_int8"].get("DynamicQuantizeLSTM", 0) == report["ops_fp32"]["LSTM"] >= 1
+    assert "LSTM" not in report["ops_int8"]
+    assert report["bytes"]["int8"] < report["bytes"]["fp32"] / 2
