@@ -33,6 +33,8 @@ def print_recommendations(response: recommendation_pb2.RecommendResponse, reques
     width = max((len(_label(r.item)) for r in response.items), default=0)
     for rank, recommended in enumerate(response.items, start=1):
         genres = "|".join(recommended.item.genres)
-        print(f"  {rank:>3}. {_label(recommended.item):<{width}}  {genres:<30} score {recommended.score:.3f}  "
-              f"#{recommended.item.id}", file=out)
+        # A fallback's score is the item's share of the training interactions, not a model score.
+        score = (f"{recommended.score:.2%} of ratings" if response.fallback else f"score {recommended.score:.3f}")
+        print(f"  {rank:>3}. {_label(recommended.item):<{width}}  {genres:<30} {score}  #{recommended.item.id}",
+              file=out)
     print(f"model {response.model.name} version {response.model.version}", file=out)
