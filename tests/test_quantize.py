@@ -51,3 +51,29 @@ def test_the_lstm_tagger_gets_integer_lstms_where_the_gru_cannot(tmp_path: pathl
     assert report["ops_int8"].get("DynamicQuantizeLSTM", 0) == report["ops_fp32"]["LSTM"] >= 1
     assert "LSTM" not in report["ops_int8"]
     assert report["bytes"]["int8"] < report["bytes"]["fp32"] / 2
+
+
+def int8_variants() -> list[pathlib.Path]:
+    return sorted(p.parent for p in EXPORTED.glob("*/*/manifest.json")
+                  if read_manifest(p.parent).data.get("variant") == "int8")
+
+
+def numeric_leaves(tree: object, path: str = "") -> list[tuple[str, float]]:
+    if isinstance(tree, dict):
+        return [leaf for key, value in tree.items() for leaf in numeric_leaves(value, f"{path}.{key}")]
+    return [(path, float(tree))] if isinstance(tree, int | float) else []
+
+
+@pytest.mark.parametrize("variant", int8_variants(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_int8_variant_names_its_source_and_records_a_small_quality_delta(variant: pathlib.Path) -> None:
+    manifest = read_manifest(variant).data
+    quantization = manifest["quantization"]
+    assert not manifest["default_for_task"]  # fp32 stays the default; int8 is chosen by name or config
+    source_dir = EXPORTED / quantization["source"]["name"] / quantization["source"]["version"]
+    if source_dir.is_dir():  # a superseded source lives on in git history only
+        assert read_manifest(source_dir).task == manifest["task"]
+    deltas = numeric_leaves(quantization["quality_delta_vs_fp32"])
+    assert deltas
+    for name, delta in deltas:  # BLEU/chrF in points, F1/HR/NDCG/accuracy as fractions
+        assert abs(delta) < (2.0 if "bleu" in name or "chrf" in name else 0.02), (name, delta)
+    assert quantization["bytes"]["int8"] < quantization["bytes"]["fp32"]

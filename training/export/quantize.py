@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import pathlib
 import shutil
@@ -63,13 +64,16 @@ def prepare(source: pathlib.Path, prepared: pathlib.Path) -> bool:
     The NER BiLSTM-CRF graph fails inside it differently (a TypeError on a Shape node with no inferred
     input shape), so any failure of the symbolic step falls back the same way; a failure of the
     fallback itself is raised."""
-    try:
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
-        return True
-    except Exception:  # onnxruntime raises a bare Exception or whatever its inference tripped on
-        pass
-    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-    return False
+    # quant_pre_process writes scratch files (sym_shape_infer_temp.onnx, <uuid>.data) into the working
+    # directory and leaves some behind: run it inside the scratch folder of `prepared`.
+    with contextlib.chdir(prepared.parent):
+        try:
+            quant_pre_process(str(source.resolve()), str(prepared.resolve()), skip_symbolic_shape=False)
+            return True
+        except Exception:  # onnxruntime raises a bare Exception or whatever its inference tripped on
+            pass
+        quant_pre_process(str(source.resolve()), str(prepared.resolve()), skip_symbolic_shape=True)
+        return False
 
 
 def quantize(source_dir: pathlib.Path, out_dir: pathlib.Path) -> dict[str, Any]:
