@@ -19,7 +19,7 @@ MINILM_LOOP = LoopConfig(
     metric="entity_f1",
     seed=13,
     threads=1,
-    checkpoint_dir="/work/checkpoints/ner-minilm",
+    checkpoint_dir="checkpoints/ner-minilm",
 )
 
 # BiLSTM-CRF from scratch: lowercased word embeddings + char-CNN + word-shape embedding.
@@ -37,5 +37,5 @@ BILSTM_LOOP = LoopConfig(
     metric="entity_f1",
     seed=13,
     threads=1,
-    checkpoint_dir="/work/checkpoints/ner-bilstm-crf",
+    checkpoint_dir="checkpoints/ner-bilstm-crf",
 )
