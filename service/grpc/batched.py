@@ -13,7 +13,8 @@ import grpc
 
 from service.batching.batcher import BatchResult, DynamicBatcher
 from service.batching.errors import BatcherClosedError, DeadlineExpiredError, QueueFullError
-from service.grpc.validation import RequestError
+from service.grpc.calls import Call
+from service.grpc.validation import RequestError, TextLimits, resolve_model, validate_texts
 from service.repository.manager import ModelManager
 from service.repository.repository import LoadedModel
 
@@ -39,3 +40,18 @@ async def submit_batched(
         raise RequestError(grpc.StatusCode.UNAVAILABLE, f"{exc}; retry") from None
     except DeadlineExpiredError as exc:
         raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)) from None
+
+
+async def run_text_task(
+    manager: ModelManager, limits: TextLimits, task: str, texts: Sequence[str], model_name: str, call: Call,
+    context: grpc.aio.ServicerContext,
+) -> BatchResult:
+    """The whole path of a call of plain texts (sentiment, NER): check the texts against the limits,
+    resolve the task's model (named, or its default), run them batched with other calls' texts in a
+    worker thread, and record on the call the model and the version that actually ran them."""
+    validate_texts(list(texts), limits)
+    model = resolve_model(manager.repository, task, model_name)
+    call.model = model.name
+    result = await run_batched(manager, model, texts, context)
+    call.version = result.model.version
+    return result

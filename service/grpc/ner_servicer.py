@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 from seqserve.v1 import models_pb2, ner_pb2, ner_pb2_grpc
 
-from service.grpc.batched import run_batched
+from service.grpc.batched import run_text_task
 from service.grpc.calls import Call, CallRunner
-from service.grpc.validation import TextLimits, resolve_model, validate_texts
+from service.grpc.validation import TextLimits
 from service.metrics.registry import ServingMetrics
 from service.pipelines.ner import TASK, NerPrediction
 from service.repository.manager import ModelManager
@@ -43,13 +43,8 @@ class NerServicer(ner_pb2_grpc.NerServicer):
     async def _recognize(
         self, request: ner_pb2.RecognizeEntitiesRequest, call: Call, context: grpc.aio.ServicerContext
     ) -> ner_pb2.RecognizeEntitiesResponse:
-        texts = list(request.texts)
-        validate_texts(texts, self._limits)
-        model = resolve_model(self._manager.repository, TASK, request.model)
-        call.model = model.name
-        # Batched with other calls' texts in a worker thread; the version reported is the one that ran.
-        result = await run_batched(self._manager, model, texts, context)
-        call.version = result.model.version
+        result = await run_text_task(self._manager, self._limits, TASK, list(request.texts), request.model,
+                                     call, context)
         return ner_pb2.RecognizeEntitiesResponse(
             results=[to_result(p, request.include_tokens) for p in result.outputs],
             model=models_pb2.ModelRef(name=result.model.name, version=result.model.version),

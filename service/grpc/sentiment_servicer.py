@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 from seqserve.v1 import models_pb2, sentiment_pb2, sentiment_pb2_grpc
 
-from service.grpc.batched import run_batched
+from service.grpc.batched import run_text_task
 from service.grpc.calls import Call, CallRunner
-from service.grpc.validation import TextLimits, resolve_model, validate_texts
+from service.grpc.validation import TextLimits
 from service.metrics.registry import ServingMetrics
 from service.pipelines.sentiment import TASK, SentimentPrediction
 from service.repository.manager import ModelManager
@@ -45,14 +45,9 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServicer):
     async def _analyze(
         self, request: sentiment_pb2.AnalyzeSentimentRequest, call: Call, context: grpc.aio.ServicerContext
     ) -> sentiment_pb2.AnalyzeSentimentResponse:
-        texts = list(request.texts)
-        validate_texts(texts, self._limits)
-        model = resolve_model(self._manager.repository, TASK, request.model)
-        call.model = model.name
-        # The batcher runs the pipeline in a worker thread (tokenizing and onnxruntime release the
-        # GIL), merged with other calls' texts; the version reported is the one that ran them.
-        result = await run_batched(self._manager, model, texts, context)
-        call.version = result.model.version
+        # Tokenizing and onnxruntime release the GIL: the worker thread runs while the loop serves others.
+        result = await run_text_task(self._manager, self._limits, TASK, list(request.texts), request.model,
+                                     call, context)
         return sentiment_pb2.AnalyzeSentimentResponse(
             results=[to_result(p) for p in result.outputs],
             model=models_pb2.ModelRef(name=result.model.name, version=result.model.version),
