@@ -101,9 +101,9 @@ def sentiment_v2(version_dir: pathlib.Path, texts: Sequence[str], model: str, la
     return Endpoint(name=f"{label} ({model})", method=V2_INFER_METHOD, requests=requests, raw=raw, check=check)
 
 
-def _newest_of_task(exported: pathlib.Path, task: str, default_only: bool = False) -> pathlib.Path | None:
-    """The newest version folder of the first exported model whose manifest has this task (with
-    `default_only`, of the model the manifest marks as the task's default, if one is)."""
+def _task_pipeline(exported: pathlib.Path, task: str) -> Any | None:
+    """The pipeline of the newest version of the task's default model (the manifest's
+    `default_for_task`; else the first model of the task by name), or None if the task has no model."""
     candidates = []
     for model_root in sorted(p for p in exported.iterdir() if p.is_dir()):
         versions = sorted((v for v in model_root.iterdir() if v.name.isdigit()), key=lambda v: int(v.name))
@@ -111,8 +111,8 @@ def _newest_of_task(exported: pathlib.Path, task: str, default_only: bool = Fals
             continue
         manifest = json.loads((versions[-1] / "manifest.json").read_text("utf-8"))
         if manifest.get("task") == task:
-            candidates.append((not (default_only and manifest.get("default_for_task")), versions[-1]))
-    return min(candidates, key=lambda c: c[0])[1] if candidates else None
+            candidates.append((not manifest.get("default_for_task"), versions[-1]))
+    return _load_pipeline(min(candidates, key=lambda c: c[0])[1]) if candidates else None
 
 
 def translation_endpoint(exported: pathlib.Path, texts: Sequence[str]) -> Endpoint | None:
@@ -128,10 +128,9 @@ def translation_endpoint(exported: pathlib.Path, texts: Sequence[str]) -> Endpoi
         from service.pipelines.translation import TranslationRequest
     except ImportError:
         return None
-    version_dir = _newest_of_task(exported, "translation", default_only=True)
-    if version_dir is None:
+    pipeline = _task_pipeline(exported, "translation")
+    if pipeline is None:
         return None
-    pipeline = _load_pipeline(version_dir)
     model = pipeline.model.name
     options = translation_pb2.DecodingOptions(beam_size=1)
     requests = [translation_pb2.TranslateRequest(texts=[t], model=model, options=options).SerializeToString()
@@ -157,10 +156,9 @@ def ner_endpoint(exported: pathlib.Path, texts: Sequence[str]) -> Endpoint | Non
         from seqserve.v1 import ner_pb2
     except ImportError:
         return None
-    version_dir = _newest_of_task(exported, "ner", default_only=True)
-    if version_dir is None:
+    pipeline = _task_pipeline(exported, "ner")
+    if pipeline is None:
         return None
-    pipeline = _load_pipeline(version_dir)
     model = pipeline.model.name
     requests = [ner_pb2.RecognizeEntitiesRequest(texts=[t], model=model).SerializeToString() for t in texts]
 
@@ -181,10 +179,9 @@ def recommendation_endpoint(exported: pathlib.Path, texts: Sequence[str]) -> End
         from service.pipelines.recommendation import RecommendationRequest
     except ImportError:
         return None
-    version_dir = _newest_of_task(exported, "recommendation", default_only=True)
-    if version_dir is None:
+    pipeline = _task_pipeline(exported, "recommendation")
+    if pipeline is None:
         return None
-    pipeline = _load_pipeline(version_dir)
     model = pipeline.model.name
     rng = np.random.default_rng(0)
     ids = [item_id for item_id, _ in pipeline.catalogue.popular[:500]]
