@@ -8,9 +8,10 @@ import pytest
 import torch
 from recommendation_support import MAX_HISTORY, NAME
 
+from training.data.movielens import Case, Splits
 from training.export.recommendation import parity
 from training.models.sasrec import SASRec, SASRecConfig, SASRecForExport
-from training.train_recommendation import right_pad, training_windows
+from training.train_recommendation import epochs_trained_evaluator, refit_sequences, right_pad, training_windows
 
 torch.set_num_threads(1)
 
@@ -92,3 +93,12 @@ def test_manifest_records_catalogue_limits_and_split_hashes(tiny_recommendation)
                         "genres": ["Animation", "Children's", "Comedy"]}
     counts = json.loads((version / "popularity.json").read_text("utf-8"))["interaction_counts"]
     assert counts[0] == 0 and sum(counts) == sum(len(s) for s in trained.splits.train.values())
+
+
+def test_a_refit_learns_the_dev_item_but_never_the_test_item() -> None:
+    splits = Splits(train={"a": [1, 2, 3], "b": [4, 5]},
+                    dev=[Case("a", (1, 2, 3), 7), Case("b", (4, 5), 8)],
+                    test=[Case("a", (1, 2, 3, 7), 9), Case("b", (4, 5, 8), 6)])
+    assert refit_sequences(splits) == {"a": [1, 2, 3, 7], "b": [4, 5, 8]}
+    count = epochs_trained_evaluator()  # no held-out data: the loop keeps the last epoch
+    assert [count(torch.nn.Linear(1, 1))["epochs_trained"] for _ in range(3)] == [1, 2, 3]

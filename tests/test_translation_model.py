@@ -145,3 +145,6 @@ def test_loop_lr_schedules(tmp_path: pathlib.Path) -> None:
     assert default == pytest.approx(warmup + [0.1] * 5, rel=1e-5)
     inverse_sqrt = learning_rates_seen("inverse_sqrt", tmp_path / "inverse_sqrt")
     assert inverse_sqrt == pytest.approx(warmup + [0.1 * math.sqrt(4 / s) for s in range(5, 10)], rel=1e-5)
+    # 10 planned steps: after the warmup the rate falls linearly and would reach 0 at step 10.
+    linear = learning_rates_seen("warmup_linear", tmp_path / "warmup_linear")
+    assert linear == pytest.approx(warmup + [0.1 * (10 - s) / 6 for s in range(4, 9)], rel=1e-5)

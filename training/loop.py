@@ -44,7 +44,9 @@ class LoopConfig:
     max_steps: int = 0  # stop after this many optimiser steps (0: no limit); used by smoke tests
     evaluate_every_steps: int = 0  # also evaluate mid-epoch (0: once per epoch)
     # "warmup_constant": linear warmup over warmup_steps, then constant; "inverse_sqrt": the same warmup,
-    # then lr * sqrt(warmup_steps / step) (Vaswani et al.), which needs no planned number of steps.
+    # then lr * sqrt(warmup_steps / step) (Vaswani et al.), which needs no planned number of steps;
+    # "warmup_linear": the same warmup, then linear decay to 0 at the end of max_epochs (the BERT
+    # fine-tuning schedule: a constant rate keeps a fine-tuned encoder's dev score oscillating).
     lr_schedule: str = "warmup_constant"
 
 
@@ -119,12 +121,15 @@ def train(
     trainable = DistributedDataParallel(model, find_unused_parameters=True) if world_size > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
 
-    if config.lr_schedule not in ("warmup_constant", "inverse_sqrt"):
+    if config.lr_schedule not in ("warmup_constant", "inverse_sqrt", "warmup_linear"):
         raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}")
+    planned_steps = config.max_epochs * (len(batches_for_epoch(0)) // world_size)
 
     def lr_factor(step: int) -> float:
         if config.lr_schedule == "inverse_sqrt" and config.warmup_steps and step + 1 > config.warmup_steps:
             return math.sqrt(config.warmup_steps / (step + 1))
+        if config.lr_schedule == "warmup_linear" and step + 1 > config.warmup_steps:
+            return max(0.0, (planned_steps - step) / max(1, planned_steps - config.warmup_steps))
         return min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)

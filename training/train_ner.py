@@ -152,6 +152,8 @@ def main() -> None:
     parser.add_argument("--smoke-steps", type=int, default=0, help="train only this many steps (tests)")
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--patience", type=int, default=None)
+    parser.add_argument("--lr-schedule", default=None, choices=["warmup_constant", "inverse_sqrt", "warmup_linear"])
+    parser.add_argument("--warmup-steps", type=int, default=None)
     parser.add_argument("--model", type=json.loads, default=None, metavar="JSON",
                         help='overrides of the model config, e.g. \'{"dropout": 0.3}\' (for experiments)')
     args = parser.parse_args()
@@ -161,7 +163,7 @@ def main() -> None:
     _, loop_config, batch_size = RECIPES[args.tagger]
     overrides = {"checkpoint_dir": args.checkpoint_dir, "max_epochs": args.max_epochs,
                  "max_steps": args.smoke_steps or None, "learning_rate": args.learning_rate,
-                 "patience": args.patience}
+                 "patience": args.patience, "lr_schedule": args.lr_schedule, "warmup_steps": args.warmup_steps}
     if args.model:
         model_config = cfg.BILSTM if args.tagger == "bilstm-crf" else cfg.MINILM
         unknown = set(args.model) - set(model_config)

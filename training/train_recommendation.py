@@ -100,20 +100,43 @@ class Trained:
     all_windows: bool
     batch_size: int
     loss: str
+    refit: bool = False
+
+
+def refit_sequences(splits: Splits) -> dict[str, list[int]]:
+    """Each user's training sequence followed by their dev target: everything but the test item."""
+    dev_targets = {case.user: case.target for case in splits.dev}
+    return {user: [*sequence, dev_targets[user]] for user, sequence in splits.train.items()}
+
+
+def epochs_trained_evaluator() -> Callable[[nn.Module], dict[str, float]]:
+    """evaluate_fn for a refit, which has no held-out data left: it only counts epochs, so the loop
+    keeps the last epoch's weights (the epoch count was chosen on dev by an earlier run)."""
+    calls = [0]
+
+    def evaluate_fn(module: nn.Module) -> dict[str, float]:
+        calls[0] += 1
+        return {"epochs_trained": calls[0]}
+
+    return evaluate_fn
 
 
 def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: LoopConfig, all_windows: bool,
-                 batch_size: int, loss: str = "ce", init_from: pathlib.Path | None = None) -> Trained:
+                 batch_size: int, loss: str = "ce", init_from: pathlib.Path | None = None,
+                 refit: bool = False) -> Trained:
     """Train on `dataset`'s leave-one-out split; the model returned holds the best dev weights.
 
-    `init_from`: start from another run's weights (a best.pt), e.g. a second phase at a lower rate."""
+    `init_from`: start from another run's weights (a best.pt), e.g. a second phase at a lower rate.
+    `refit`: train on train + dev targets for exactly loop_config.max_epochs (no dev selection; the test
+    items stay unseen); the model returned holds the last epoch's weights."""
     data, splits, data_info = load_splits(dataset)
     model_config = SASRecConfig(num_items=data.num_items, **model_settings)
     torch.manual_seed(loop_config.seed)
     model = SASRec(model_config)
     if init_from is not None:
         model.load_state_dict(torch.load(init_from, weights_only=False)["model"])
-    windows = training_windows(splits.train, model_config.max_length, all_windows)
+    sequences = refit_sequences(splits) if refit else splits.train
+    windows = training_windows(sequences, model_config.max_length, all_windows)
     log.info("%d training windows, %d targets", len(windows), sum(len(w) - 1 for w in windows))
 
     def batches_for_epoch(epoch: int) -> list[list[int]]:
@@ -125,15 +148,19 @@ def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: Loop
 
     user_index = {user: i for i, user in enumerate(data.histories)}
     interacted = {user: set(history) for user, history in data.histories.items()}
-    evaluate_fn = dev_evaluator(splits.dev, interacted, user_index, data.num_items, model_config.max_length)
+    if refit:
+        evaluate_fn = epochs_trained_evaluator()
+        loop_config = dataclasses.replace(loop_config, metric="epochs_trained", patience=loop_config.max_epochs + 1)
+    else:
+        evaluate_fn = dev_evaluator(splits.dev, interacted, user_index, data.num_items, model_config.max_length)
     result = train(model, batches_for_epoch, loss_fn, evaluate_fn, loop_config,
                    extra_state={"model_config": dataclasses.asdict(model_config)})
-    log.info("best dev full NDCG@10 %.4f at epoch %d after %d steps, %.0f s",
-             result.best_metric, result.best_epoch, result.steps, result.seconds)
+    log.info("best %s %.4f at epoch %d after %d steps, %.0f s",
+             loop_config.metric, result.best_metric, result.best_epoch, result.steps, result.seconds)
     best = torch.load(pathlib.Path(loop_config.checkpoint_dir) / "best.pt", weights_only=False)
     model.load_state_dict(best["model"])
     model.eval()
-    return Trained(model, data, splits, data_info, result, loop_config, all_windows, batch_size, loss)
+    return Trained(model, data, splits, data_info, result, loop_config, all_windows, batch_size, loss, refit)
 
 
 def write_catalogue(trained: Trained, version_dir: pathlib.Path) -> None:
@@ -181,6 +208,9 @@ def export_version(trained: Trained, version_dir: pathlib.Path, name: str, max_k
         "parity": {"batches": batches, **measured},
         "training": {**config_dict(config, trained.loop_config), "batch_size": trained.batch_size,
                      "all_windows": trained.all_windows, "loss": trained.loss,
+                     "data": ("refit: train + dev targets (everything but the test item), a fixed number of "
+                              "epochs chosen on dev by an earlier run; the last epoch's weights")
+                             if trained.refit else "train; the best dev epoch's weights",
                      "best_dev": next((h for h in history if h["epoch"] == trained.result.best_epoch), {}),
                      "best_epoch": trained.result.best_epoch, "steps": trained.result.steps,
                      "train_seconds": round(trained.result.seconds),
@@ -202,6 +232,8 @@ def main() -> None:
     parser.add_argument("--checkpoint-dir", default=None, help="overrides the config's (for experiments)")
     parser.add_argument("--last-window-only", action="store_true", help="the paper's data use (experiment)")
     parser.add_argument("--train-only", action="store_true")
+    parser.add_argument("--refit", action="store_true",
+                        help="train on train + dev targets for exactly --max-epochs (chosen on dev by an earlier run)")
     parser.add_argument("--dataset", default=cfg.DATASET, help="ml-100k for quick experiments")
     parser.add_argument("--loss", default=cfg.LOSS, choices=["ce", "bce", "ce+bce"],
                         help="full softmax cross-entropy, or the paper's BCE with one negative (experiment)")
@@ -210,7 +242,7 @@ def main() -> None:
     overrides = {"max_epochs": args.max_epochs, "checkpoint_dir": args.checkpoint_dir}
     loop_config = dataclasses.replace(cfg.LOOP, **{k: v for k, v in overrides.items() if v is not None})
     trained = train_sasrec(args.dataset, cfg.MODEL, loop_config, cfg.ALL_WINDOWS and not args.last_window_only,
-                           cfg.BATCH_SIZE, args.loss)
+                           cfg.BATCH_SIZE, args.loss, refit=args.refit)
     if args.train_only:
         return
     version_dir = pathlib.Path(args.out) / cfg.MODEL_NAME / args.version
