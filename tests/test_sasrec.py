@@ -10,8 +10,9 @@ from recommendation_support import MAX_HISTORY, NAME
 
 from training.data.movielens import Case, Splits
 from training.export.recommendation import parity
+from training.loop import epochs_trained_evaluator
 from training.models.sasrec import SASRec, SASRecConfig, SASRecForExport
-from training.train_recommendation import epochs_trained_evaluator, refit_sequences, right_pad, training_windows
+from training.train_recommendation import refit_sequences, right_pad, training_windows
 
 torch.set_num_threads(1)
 

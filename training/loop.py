@@ -16,7 +16,7 @@ import pathlib
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -211,6 +211,24 @@ def train(
         best_metric=state["best_metric"], best_epoch=state["best_epoch"], steps=state["step"],
         seconds=state["seconds"], history=state["history"],
     )
+
+
+def epochs_trained_evaluator() -> Callable[[nn.Module], dict[str, float]]:
+    """evaluate_fn for a refit (training on train + dev), which has no held-out data left: it only counts
+    epochs, so with refit_loop_config the loop keeps the last epoch's weights. The epoch count itself
+    must come from an earlier run that was selected on dev."""
+    calls = [0]
+
+    def evaluate_fn(module: nn.Module) -> dict[str, float]:
+        calls[0] += 1
+        return {"epochs_trained": calls[0]}
+
+    return evaluate_fn
+
+
+def refit_loop_config(config: LoopConfig) -> LoopConfig:
+    """The same config, trained for exactly max_epochs and keeping the last epoch (see above)."""
+    return replace(config, metric="epochs_trained", patience=config.max_epochs + 1)
 
 
 def config_dict(*configs: object) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from torch import nn
 from training.batching import bucketed_batches
 from training.configs import ner as cfg
 from training.data.ner import TAGS, Tweet, load_splits, word_tags
-from training.loop import LoopConfig, train
+from training.loop import LoopConfig, epochs_trained_evaluator, refit_loop_config, train
 
 log = logging.getLogger("train_ner")
 TAG_ID = {tag: i for i, tag in enumerate(TAGS)}
@@ -111,11 +111,14 @@ def gold_word_tags(tweets: list[Tweet]) -> list[list[str]]:
 
 
 def run_training(tagger: str, parts: dict[str, list[Tweet]], loop_config: LoopConfig,
-                 batch_size: int) -> tuple[Recipe, Any]:
+                 batch_size: int, refit: bool = False) -> tuple[Recipe, Any]:
+    """Train on parts["train"], early-stopping on parts["dev"]; with `refit`, train on train + dev for
+    exactly loop_config.max_epochs (a count chosen on dev by an earlier run) and keep the last epoch."""
     make_recipe = RECIPES[tagger][0]
     torch.manual_seed(loop_config.seed)
-    recipe = make_recipe(parts["train"])
-    train_rows = recipe.encode(parts["train"])
+    training_tweets = parts["train"] + parts["dev"] if refit else parts["train"]
+    recipe = make_recipe(training_tweets)
+    train_rows = recipe.encode(training_tweets)
     dev_rows = recipe.encode(parts["dev"])
     dev_gold = gold_word_tags(parts["dev"])
     lengths = [len(r[0]) for r in train_rows]
@@ -133,9 +136,11 @@ def run_training(tagger: str, parts: dict[str, list[Tweet]], loop_config: LoopCo
         gold = [g[: len(p)] for g, p in zip(dev_gold, predicted, strict=True)]
         return {"entity_f1": round(float(f1_score(gold, predicted)), 4)}
 
+    if refit:
+        evaluate_fn, loop_config = epochs_trained_evaluator(), refit_loop_config(loop_config)
     result = train(recipe.model, batches_for_epoch, loss_fn, evaluate_fn, loop_config, extra_state=recipe.extra)
-    log.info("best dev entity F1 %.4f at epoch %d after %d steps, %.0f s",
-             result.best_metric, result.best_epoch, result.steps, result.seconds)
+    log.info("best %s %.4f at epoch %d after %d steps, %.0f s",
+             loop_config.metric, result.best_metric, result.best_epoch, result.steps, result.seconds)
     best = torch.load(pathlib.Path(loop_config.checkpoint_dir) / "best.pt", weights_only=False)
     recipe.model.load_state_dict(best["model"])
     recipe.model.eval()
@@ -154,6 +159,8 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=None)
     parser.add_argument("--lr-schedule", default=None, choices=["warmup_constant", "inverse_sqrt", "warmup_linear"])
     parser.add_argument("--warmup-steps", type=int, default=None)
+    parser.add_argument("--refit", action="store_true",
+                        help="train on train + dev for exactly --max-epochs (chosen on dev by an earlier run)")
     parser.add_argument("--model", type=json.loads, default=None, metavar="JSON",
                         help='overrides of the model config, e.g. \'{"dropout": 0.3}\' (for experiments)')
     args = parser.parse_args()
@@ -171,12 +178,14 @@ def main() -> None:
             parser.error(f"--model: unknown keys {sorted(unknown)}")
         model_config.update(args.model)  # the recipes read the config module; recorded in the manifest
     loop_config = dataclasses.replace(loop_config, **{k: v for k, v in overrides.items() if v is not None})
-    recipe, result = run_training(args.tagger, parts, loop_config, batch_size)
+    recipe, result = run_training(args.tagger, parts, loop_config, batch_size, refit=args.refit)
+    if args.refit:
+        loop_config = refit_loop_config(loop_config)
 
     from training.export.ner import publish  # export needs onnx/onnxruntime, imported once training is done
 
     report = publish(args.tagger, recipe, result, parts, data_info, loop_config, batch_size,
-                     pathlib.Path(args.out), args.version)
+                     pathlib.Path(args.out), args.version, refit=args.refit)
     print(json.dumps(report, indent=1))
 
 

