@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.pipelines.crf_decoding import CRFParameters, marginals, viterbi
+from service.pipelines.crf_decoding import CRFParameters, bio_constraints, marginals, viterbi
 from training.models.crf import CRF
 
 
@@ -78,3 +78,38 @@ def test_torch_negative_log_likelihood_matches_brute_force_and_ignores_padding()
     padded_differently = emissions.clone()
     padded_differently[0, 3:] = 99.0
     assert crf.neg_log_likelihood(padded_differently, tags, mask).item() == pytest.approx(expected, abs=1e-4)
+
+
+LABELS = ["O", "B-person", "I-person", "B-geo-loc", "I-geo-loc"]
+
+
+def valid_bio(tags: list[str]) -> bool:
+    previous = "O"
+    for tag in tags:
+        if tag.startswith("I-") and previous[2:] != tag[2:]:
+            return False
+        previous = tag
+    return True
+
+
+@settings(max_examples=60, deadline=None)
+@given(length=st.integers(1, 5), seed=st.integers(0, 10_000))
+def test_bio_viterbi_is_the_most_probable_valid_bio_sequence(length: int, seed: int) -> None:
+    logits = np.random.default_rng(seed).normal(0, 3, (length, len(LABELS)))
+    log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    chain = bio_constraints(LABELS)
+    path = viterbi(log_probabilities, chain)
+    assert valid_bio([LABELS[k] for k in path])
+    valid = [p for p in itertools.product(range(len(LABELS)), repeat=length) if valid_bio([LABELS[k] for k in p])]
+    best = max(valid, key=lambda p: sum(log_probabilities[t, k] for t, k in enumerate(p)))
+    assert tuple(path) == best
+    probabilities = marginals(log_probabilities, chain)
+    assert np.allclose(probabilities.sum(axis=1), 1.0)
+    assert probabilities[0, [LABELS.index("I-person"), LABELS.index("I-geo-loc")]].max() < 1e-12  # no I- first
+
+
+def test_bio_viterbi_turns_a_stray_inside_tag_into_a_whole_entity() -> None:
+    # argmax would say O, I-person: conlleval reads that as an entity starting with I-.
+    log_probabilities = np.log(np.array([[0.6, 0.3, 0.05, 0.03, 0.02], [0.1, 0.2, 0.6, 0.05, 0.05]]))
+    assert [LABELS[k] for k in log_probabilities.argmax(axis=1)] == ["O", "I-person"]
+    assert [LABELS[k] for k in viterbi(log_probabilities, bio_constraints(LABELS))] == ["B-person", "I-person"]

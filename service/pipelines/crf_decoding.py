@@ -8,6 +8,7 @@ as its confidence.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,27 @@ class CRFParameters:
     @classmethod
     def from_json(cls, data: dict[str, list]) -> CRFParameters:
         return cls(*(np.asarray(data[key], dtype=np.float64) for key in ("start", "end", "transitions")))
+
+
+# A transition BIO forbids scores this much lower: finite, so forward-backward never computes
+# -inf - -inf, and far below any real path (log-probabilities of a sentence stay above -1e3).
+FORBIDDEN = -1e4
+
+
+def bio_constraints(labels: Sequence[str]) -> CRFParameters:
+    """A chain that allows exactly the valid BIO sequences and prefers none of them: I-x may only follow
+    B-x or I-x. Viterbi with it over a tagger's per-word log-probabilities gives the most probable tag
+    sequence that reads as whole entities (a tagger without a CRF, decoded by argmax, can emit an I-x
+    after O, which conlleval then counts as an entity of its own)."""
+    size = len(labels)
+    start, transitions = np.zeros(size), np.zeros((size, size))
+    for j, to in enumerate(labels):
+        if to.startswith("I-"):
+            start[j] = FORBIDDEN
+            for i, source in enumerate(labels):
+                if source[2:] != to[2:] or source == "O":
+                    transitions[i, j] = FORBIDDEN
+    return CRFParameters(start, np.zeros(size), transitions)
 
 
 def viterbi(emissions: np.ndarray, crf: CRFParameters) -> list[int]:

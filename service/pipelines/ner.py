@@ -3,8 +3,9 @@
 Two taggers sit behind the same pipeline, told apart by the manifest's `ner.tagger`:
 - "bilstm-crf": word/char/shape ids -> emissions graph -> numpy Viterbi with the saved CRF parameters;
   a word's confidence is its CRF marginal probability (forward-backward) of the decoded tag.
-- "minilm": BERT subwords -> tag logits graph, read at each word's first subword -> argmax; a word's
-  confidence is the softmax probability of its tag.
+- "minilm": BERT subwords -> tag logits graph, read at each word's first subword -> log-softmax ->
+  Viterbi under BIO constraints (`ner.decoder` = "bio-viterbi"; models published before it use argmax);
+  a word's confidence is its marginal probability under those constraints (the softmax with argmax).
 
 Entities follow the conlleval reading of BIO (as seqeval does by default): B-x starts an entity, I-x
 continues an x entity or else starts one, O ends it. An entity's offsets run from its first word's
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.pipelines.crf_decoding import CRFParameters, marginals, viterbi
+from service.pipelines.crf_decoding import CRFParameters, bio_constraints, marginals, viterbi
 from service.pipelines.ner_features import SHAPE_ID, WordFeaturizer, word_shape
 from service.pipelines.ner_subwords import encode_words, prepare_tokenizer
 from service.pipelines.ner_words import WORD_PATTERN, Word, split_words
@@ -29,6 +30,8 @@ from service.pipelines.timing import StageTimings
 from service.repository.repository import LoadedModel
 
 TASK = "ner"
+BIO_VITERBI = "bio-viterbi"  # the MiniLM decoder that only emits valid BIO sequences
+ARGMAX = "argmax at first subwords"
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,10 @@ class NerPipeline:
             self.tokenizer = prepare_tokenizer(model.tokenizer)
             self.max_subwords = int(model.manifest.limits.get("max_subwords", 256))
             self.shape_features = bool(settings.get("shape_features", False))
+            decoder = settings.get("decoder", ARGMAX)
+            if decoder not in (ARGMAX, BIO_VITERBI):
+                raise ValueError(f"model {model.name}: unknown decoder {decoder!r}")
+            self.bio = bio_constraints(self.labels) if decoder == BIO_VITERBI else None
         else:
             raise ValueError(f"model {model.name}: unknown tagger {self.tagger!r}")
 
@@ -169,9 +176,14 @@ class NerPipeline:
             tagged = []
             for i, row in enumerate(encoded):
                 scores = logits[i, row.first_positions].astype(np.float64)  # [words, tags]
-                probabilities = np.exp(scores - scores.max(axis=1, keepdims=True))
-                probabilities /= probabilities.sum(axis=1, keepdims=True)
-                best = probabilities.argmax(axis=1)
+                shifted = scores - scores.max(axis=1, keepdims=True)
+                log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+                if self.bio is not None:
+                    best = viterbi(log_probabilities, self.bio)
+                    probabilities = marginals(log_probabilities, self.bio)
+                else:
+                    probabilities = np.exp(log_probabilities)
+                    best = probabilities.argmax(axis=1).tolist()
                 tagged.append([(self.labels[int(k)], float(probabilities[t, k])) for t, k in enumerate(best)])
         return tagged, [row.truncated for row in encoded]
 

@@ -22,6 +22,7 @@ import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from service.pipelines.ner import BIO_VITERBI
 from service.pipelines.ner_words import WORD_PATTERN
 from service.repository.manifest import write_manifest
 from training.configs import ner as cfg
@@ -114,7 +115,7 @@ def _export_minilm(recipe: Any, version_dir: pathlib.Path, example: Any, work_di
     return {"onnx": {"file": "model.onnx", "opset": OPSET, "exporter": "torch.onnx dynamo",
                      **describe_io(onnx_model)},
             "tokenizer": "tokenizer.json",
-            "ner": {"tagger": "minilm", "word_pattern": WORD_PATTERN, "decoder": "argmax at first subwords",
+            "ner": {"tagger": "minilm", "word_pattern": WORD_PATTERN, "decoder": BIO_VITERBI,
                     "shape_features": "shape_ids" in inputs},
             "quantization": {"method": "quant_pre_process(skip_symbolic_shape=True) + quantize_dynamic QInt8",
                              "bytes": {"fp32": fp32.stat().st_size,
