@@ -9,9 +9,9 @@ import torch
 from recommendation_support import MAX_HISTORY, NAME
 
 from training.data.movielens import Case, Splits
-from training.export.recommendation import parity
+from training.export.recommendation import export_sasrec, parity
 from training.loop import epochs_trained_evaluator
-from training.models.sasrec import SASRec, SASRecConfig, SASRecForExport
+from training.models.sasrec import SASRec, SASRecConfig, SASRecEnsemble, SASRecForExport
 from training.train_recommendation import refit_sequences, right_pad, training_windows
 
 torch.set_num_threads(1)
@@ -103,3 +103,21 @@ def test_a_refit_learns_the_dev_item_but_never_the_test_item() -> None:
     assert refit_sequences(splits) == {"a": [1, 2, 3, 7], "b": [4, 5, 8]}
     count = epochs_trained_evaluator()  # no held-out data: the loop keeps the last epoch
     assert [count(torch.nn.Linear(1, 1))["epochs_trained"] for _ in range(3)] == [1, 2, 3]
+
+
+def test_an_ensemble_serves_the_mean_of_its_members_through_one_graph(tmp_path) -> None:
+    members = [small_model(seed) for seed in (1, 2, 3)]
+    ensemble = SASRecEnsemble(members).eval()
+    histories = [[3, 4, 5, 6, 7], [9, 2], [1]]
+    padded, lengths = right_pad(histories), torch.tensor([len(h) for h in histories])
+    with torch.no_grad():
+        scores, attention = SASRecForExport(ensemble)(padded, lengths)
+        alone = [SASRecForExport(m)(padded, lengths) for m in members]
+    assert torch.allclose(scores, sum(a[0] for a in alone) / 3, atol=1e-6)
+    assert torch.allclose(attention, sum(a[1] for a in alone) / 3, atol=1e-6)
+    assert not torch.allclose(scores, alone[0][0], atol=1e-3)  # the members really differ
+    export_sasrec(ensemble, tmp_path / "model.onnx")
+    measured = parity(ensemble, tmp_path / "model.onnx", [[1], [12, 5, 3], [7, 7]])
+    assert measured["max_abs_score_diff"] < 1e-4 and measured["top10_equal"] == 1.0
+    with pytest.raises(ValueError, match="one config"):
+        SASRecEnsemble([small_model(), SASRec(SASRecConfig(num_items=30, max_length=12, hidden_dim=16))])

@@ -29,7 +29,7 @@ from training.evaluate.recommendation import evaluate_version
 from training.export.onnx_export import OPSET, describe_io
 from training.export.recommendation import export_sasrec, parity
 from training.loop import LoopConfig, TrainResult, config_dict, epochs_trained_evaluator, refit_loop_config, train
-from training.models.sasrec import SASRec, SASRecConfig, SASRecForExport
+from training.models.sasrec import SASRec, SASRecConfig, SASRecEnsemble, SASRecForExport
 
 log = logging.getLogger("train_recommendation")
 
@@ -59,7 +59,7 @@ def right_pad(sequences: Sequence[Sequence[int]]) -> torch.Tensor:
     return padded
 
 
-def torch_scores(model: SASRec, histories: Sequence[Sequence[int]]) -> np.ndarray:
+def torch_scores(model: SASRec | SASRecEnsemble, histories: Sequence[Sequence[int]]) -> np.ndarray:
     """Next-item scores [B, num_items] for histories already cut to max_length (eval mode)."""
     lengths = torch.tensor([len(h) for h in histories])
     scores, _ = SASRecForExport(model)(right_pad(histories), lengths)
@@ -165,9 +165,11 @@ PARITY_BATCHES = ([1], [200, 37, 5], [50] * 4, [2, 199, 64, 1, 120, 8, 33])
 
 
 def export_version(trained: Trained, version_dir: pathlib.Path, name: str, max_k: int = 100,
-                   evaluate: bool = True) -> dict[str, Any]:
+                   evaluate: bool = True, description: str | None = None,
+                   training_record: dict[str, Any] | None = None) -> dict[str, Any]:
     """model.onnx + items.json + popularity.json + manifest.json (with parity and, if asked, test metrics
-    measured through the served pipeline) in version_dir; returns the manifest data."""
+    measured through the served pipeline) in version_dir; returns the manifest data. `description` and
+    `training_record` replace the single run's (an ensemble describes its members itself)."""
     model, config = trained.model, trained.model.config
     if version_dir.exists():
         shutil.rmtree(version_dir)
@@ -182,8 +184,9 @@ def export_version(trained: Trained, version_dir: pathlib.Path, name: str, max_k
         "version": version_dir.name,
         "task": "recommendation",
         "default_for_task": True,
-        "description": "SASRec (causal self-attention over the item history) trained with full softmax "
-                       f"cross-entropy on MovieLens ({trained.data_info['dataset']}), leave-one-out.",
+        "description": description or ("SASRec (causal self-attention over the item history) trained with "
+                                       "full softmax cross-entropy on MovieLens "
+                                       f"({trained.data_info['dataset']}), leave-one-out."),
         "onnx": {"file": "model.onnx", "opset": OPSET, **describe_io(onnx_model),
                  "notes": "scores[:, j] is item id j + 1; history right-padded with 0, 1 <= lengths <= "
                           "history_length <= max_history; attention = last block, last position, mean over heads"},
@@ -204,6 +207,8 @@ def export_version(trained: Trained, version_dir: pathlib.Path, name: str, max_k
                      "train_seconds": round(trained.result.seconds),
                      "parameters": sum(p.numel() for p in model.parameters()), "history": history},
     }
+    if training_record is not None:
+        manifest_data["training"] = training_record
     write_manifest(version_dir, manifest_data)
     if evaluate:
         report = {"split": "test", **evaluate_version(version_dir, trained.data, trained.splits.test)}
@@ -218,6 +223,7 @@ def main() -> None:
     parser.add_argument("--out", default="exported")
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--checkpoint-dir", default=None, help="overrides the config's (for experiments)")
+    parser.add_argument("--seed", type=int, default=None, help="init and batch order")
     parser.add_argument("--last-window-only", action="store_true", help="the paper's data use (experiment)")
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--refit", action="store_true",
@@ -227,7 +233,7 @@ def main() -> None:
                         help="full softmax cross-entropy, or the paper's BCE with one negative (experiment)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    overrides = {"max_epochs": args.max_epochs, "checkpoint_dir": args.checkpoint_dir}
+    overrides = {"max_epochs": args.max_epochs, "checkpoint_dir": args.checkpoint_dir, "seed": args.seed}
     loop_config = dataclasses.replace(cfg.LOOP, **{k: v for k, v in overrides.items() if v is not None})
     trained = train_sasrec(args.dataset, cfg.MODEL, loop_config, cfg.ALL_WINDOWS and not args.last_window_only,
                            cfg.BATCH_SIZE, args.loss, refit=args.refit)

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import torch
 
 from training.export.onnx_export import export_onnx
-from training.models.sasrec import SASRec, SASRecForExport
+from training.models.sasrec import SASRec, SASRecEnsemble, SASRecForExport
 
 INPUT_NAMES = ("history", "lengths")
 OUTPUT_NAMES = ("scores", "attention")
@@ -30,7 +30,7 @@ def example_inputs(num_items: int, batch: int = 3, length: int = 7) -> tuple[tor
     return history, lengths
 
 
-def export_sasrec(model: SASRec, path: pathlib.Path) -> onnx.ModelProto:
+def export_sasrec(model: SASRec | SASRecEnsemble, path: pathlib.Path) -> onnx.ModelProto:
     model.eval()
     return export_onnx(SASRecForExport(model), example_inputs(model.config.num_items), path,
                        input_names=INPUT_NAMES, output_names=OUTPUT_NAMES, axes=AXES)
@@ -41,7 +41,8 @@ def random_histories(num_items: int, lengths: Sequence[int], seed: int) -> list[
     return [rng.integers(1, num_items + 1, size=n).tolist() for n in lengths]
 
 
-def parity(model: SASRec, onnx_path: pathlib.Path, batches: Sequence[Sequence[int]], seed: int = 0) -> dict[str, float]:
+def parity(model: SASRec | SASRecEnsemble, onnx_path: pathlib.Path, batches: Sequence[Sequence[int]],
+           seed: int = 0) -> dict[str, float]:
     """Largest |torch - onnxruntime| over random right-padded batches (each a list of history lengths)
     for the scores and the attention, and whether the top-10 items agree everywhere."""
     model.eval()

@@ -134,20 +134,42 @@ class SASRec(nn.Module):
         return total, int(real.sum())
 
 
+def next_item(model: SASRec, history: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores [B, num_items] of the next item after each history, the last block's attention of the
+    history's last position over the history [B, T], mean over heads, 0 on padding)."""
+    states, weights = model.encode(history)
+    rows = torch.arange(history.shape[0])
+    last = lengths - 1
+    return model.item_scores(states[rows, last]), weights[rows, :, last].mean(dim=1)
+
+
+class SASRecEnsemble(nn.Module):
+    """SASRecs of one config trained from different seeds, served as one model: the mean of their item
+    scores (each member's scores are logits of a softmax over the catalogue, so the mean ranks like the
+    mean log-probability) and the mean of their attention over the history."""
+
+    def __init__(self, members: list[SASRec]) -> None:
+        super().__init__()
+        if len({m.config for m in members}) != 1:
+            raise ValueError("ensemble members must share one config")
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config
+
+
 class SASRecForExport(nn.Module):
     """What the ONNX graph computes from (history [B, T], lengths [B]), 1 <= lengths <= T <= max_length:
     scores [B, num_items] of the next item after each history (column j = item id j + 1) and the last
     block's attention of the history's last position over the history [B, T] (mean over heads; 0 on
-    padding). Top-k stays in the service: it masks seen items and picks k per request with numpy."""
+    padding); for an ensemble, the means over its members. Top-k stays in the service: it masks seen
+    items and picks k per request with numpy."""
 
-    def __init__(self, model: SASRec) -> None:
+    def __init__(self, model: SASRec | SASRecEnsemble) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, history: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        states, weights = self.model.encode(history)
-        rows = torch.arange(history.shape[0])
-        last = lengths - 1
-        scores = self.model.item_scores(states[rows, last])
-        attention = weights[rows, :, last].mean(dim=1)
-        return scores, attention
+        members = self.model.members if isinstance(self.model, SASRecEnsemble) else [self.model]
+        outputs = [next_item(member, history, lengths) for member in members]
+        if len(outputs) == 1:
+            return outputs[0]
+        return (torch.stack([o[0] for o in outputs]).mean(dim=0), torch.stack([o[1] for o in outputs]).mean(dim=0))
