@@ -6,7 +6,8 @@ Two taggers sit behind the same pipeline, told apart by the manifest's `ner.tagg
 - "minilm": BERT subwords -> tag logits graph, read at each word's first subword -> log-softmax ->
   Viterbi under BIO constraints (`ner.decoder` = "bio-viterbi"; models published before it use argmax);
   a word's confidence is its marginal probability under those constraints (the softmax with argmax).
-  A dynamically quantized graph runs one text at a time, so batch-mates never change an answer.
+A dynamically quantized graph (either tagger) runs one text at a time, so batch-mates never change an
+answer.
 
 Entities follow the conlleval reading of BIO (as seqeval does by default): B-x starts an entity, I-x
 continues an x entity or else starts one, O ends it. An entity's offsets run from its first word's
