@@ -29,6 +29,7 @@ def test_a_tweet_gets_the_same_answer_alone_and_in_any_batch() -> None:
     batch-mates never change an answer (they did: 16 of 5,134 dev words changed tag in batches of 32;
     2 for the BiLSTM-CRF int8)."""
     from service.pipelines.ner import NerPipeline
+    from service.pipelines.timing import StageTimings
     from service.repository.repository import load_version
 
     texts = [t.text for t in load_splits()[0]["dev"][:96]]
@@ -39,3 +40,7 @@ def test_a_tweet_gets_the_same_answer_alone_and_in_any_batch() -> None:
         for one, many in zip(alone, batched, strict=True):
             assert [(w.tag, round(w.confidence, 5)) for w in one.words] == \
                 [(w.tag, round(w.confidence, 5)) for w in many.words], name
+        if name.endswith("int8"):  # run unpadded, so the padding metric must not count the batch's padding
+            timings = StageTimings()
+            pipeline(texts[:32], timings)
+            assert timings.padding_ratio == 0.0, name

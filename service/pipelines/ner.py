@@ -179,7 +179,9 @@ class NerPipeline:
                 attention_mask[i, : len(row.ids)] = 1
                 tagged_words = words[: len(row.first_positions)]
                 shape_ids[i, row.first_positions] = [SHAPE_ID[word_shape(w.text)] for w in tagged_words]
-            timings.padding_ratio = 1.0 - float(attention_mask.sum()) / attention_mask.size
+            # Run one text at a time, nothing padded is computed (the batch arrays are only sliced).
+            timings.padding_ratio = 0.0 if self.one_text_per_run else \
+                1.0 - float(attention_mask.sum()) / attention_mask.size
             feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
             if self.shape_features:
                 feeds["shape_ids"] = shape_ids
