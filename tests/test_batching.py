@@ -165,6 +165,33 @@ def test_a_cancelled_call_leaves_the_queue_without_running() -> None:
     assert metrics.registry.get_sample_value("seqserve_batch_rejects_total", {"model": "m", "reason": "cancelled"}) == 1
 
 
+def test_a_cancelled_call_frees_its_queue_room_while_the_worker_is_busy() -> None:
+    """Clients that cancel and resubmit in a loop must not fill the queue with dead calls: the room is
+    freed when the call is cancelled, not at the worker's next pass."""
+    pipeline = RecordingPipeline()
+    pipeline.release.clear()
+
+    async def scenario() -> None:
+        b, _ = batcher(pipeline, max_queue_delay_ms=0.0, max_queue_texts=4)
+        first = asyncio.ensure_future(b.submit(["blocking"]))  # the worker is stuck on this one
+        await asyncio.sleep(0.05)
+        for round_number in range(5):  # 5 x 4 texts through a queue of 4, all cancelled
+            gone = asyncio.ensure_future(b.submit(["a", "b", "c", str(round_number)]))
+            await asyncio.sleep(0.01)
+            assert b.queued_texts == 4
+            gone.cancel()
+            await asyncio.sleep(0)
+            assert b.queued_texts == 0
+        kept = asyncio.ensure_future(b.submit(["kept"]))  # not refused
+        pipeline.release.set()
+        await first
+        assert (await kept).outputs == ["1:kept"]
+        await b.close()
+
+    asyncio.run(scenario())
+    assert pipeline.batches == [["blocking"], ["kept"]]
+
+
 def test_a_full_queue_refuses_at_once() -> None:
     pipeline = RecordingPipeline()
     pipeline.release.clear()

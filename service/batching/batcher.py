@@ -41,7 +41,7 @@ class BatchResult:
     queue_seconds: float
 
 
-@dataclass
+@dataclass(eq=False)  # queued calls are removed by identity
 class _Queued:
     texts: Sequence[str]
     tokens: int
@@ -115,8 +115,24 @@ class DynamicBatcher:
         self._depth.set(self._queued_texts)
         self._wakeup.set()
         # If the client cancels (or grpc ends the call at its deadline), this await is cancelled and
-        # so is item.future; the worker sees that and never runs the call.
-        return await item.future
+        # so is item.future. A call still waiting leaves the queue at once: it must not hold queue room
+        # until the worker's next pass (clients that cancel and resubmit in a loop would otherwise fill
+        # the queue with dead calls and get live ones refused). A call already taken into a batch is
+        # no longer queued; its result is simply dropped.
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            self._forget_cancelled(item)
+            raise
+
+    def _forget_cancelled(self, item: _Queued) -> None:
+        try:
+            self._queue.remove(item)
+        except ValueError:  # already taken into a batch (or dropped)
+            return
+        self._metrics.batch_rejects.labels(self._name, "cancelled").inc()
+        self._queued_texts -= len(item.texts)
+        self._depth.set(self._queued_texts)
 
     def _drop_dead(self, now: float) -> None:
         kept: deque[_Queued] = deque()
