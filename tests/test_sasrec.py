@@ -56,6 +56,47 @@ def test_loss_skips_padding_targets() -> None:
     assert torch.isfinite(loss)
 
 
+def one_item_catalogue_model() -> SASRec:
+    """Every uniform negative drawn from a one-movie catalogue is the target itself."""
+    torch.manual_seed(0)
+    return SASRec(SASRecConfig(num_items=1, max_length=4, hidden_dim=8, num_blocks=1, num_heads=1)).eval()
+
+
+def test_sampled_softmax_ignores_negatives_that_are_the_target() -> None:
+    model = one_item_catalogue_model()
+    padded = right_pad([[1, 1, 1]])
+    loss, count = model.next_item_loss(padded[:, :-1], padded[:, 1:], "ssm", negatives=5)
+    assert count == 2 and loss.item() == 0.0  # only the target is left to choose: nothing to learn
+
+
+def test_bce_averages_the_target_and_its_k_negatives() -> None:
+    model = one_item_catalogue_model()
+    padded = right_pad([[1, 1, 1]])
+    with torch.no_grad():
+        states, _ = model.encode(padded[:, :-1])
+        logits = (states[0] * model.item_embedding.weight[1]).sum(-1)  # the target's logit, 2 positions
+        loss, _ = model.next_item_loss(padded[:, :-1], padded[:, 1:], "bce", negatives=3)
+    softplus = torch.nn.functional.softplus
+    # per position: the target labelled 1 once, the same item drawn as a negative labelled 0 three times
+    expected = ((softplus(-logits) + 3 * softplus(logits)) / 4).mean()
+    assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def test_loss_terms_add_up_and_unknown_terms_are_refused() -> None:
+    model = small_model()
+    padded = right_pad([[3, 4, 5, 9], [6, 7]])
+    inputs, targets = padded[:, :-1], padded[:, 1:]
+    torch.manual_seed(1)
+    ce, _ = model.next_item_loss(inputs, targets, "ce")
+    torch.manual_seed(1)
+    ssm, _ = model.next_item_loss(inputs, targets, "ssm", negatives=10)
+    torch.manual_seed(1)
+    both, _ = model.next_item_loss(inputs, targets, "ce+ssm", negatives=10)
+    assert torch.allclose(both, ce + ssm, atol=1e-6) and ssm.item() > 0
+    with pytest.raises(ValueError, match="unknown loss terms"):
+        model.next_item_loss(inputs, targets, "ce+hinge")
+
+
 def test_training_windows_predict_every_item_after_the_first_once() -> None:
     sequence = list(range(1, 12))  # 11 items, windows of at most 4 (max_length 3 + 1)
     windows = training_windows({"a": sequence}, max_length=3, all_windows=True)

@@ -101,6 +101,7 @@ class Trained:
     batch_size: int
     loss: str
     refit: bool = False
+    negatives: int = 1
 
 
 def refit_sequences(splits: Splits) -> dict[str, list[int]]:
@@ -111,7 +112,7 @@ def refit_sequences(splits: Splits) -> dict[str, list[int]]:
 
 def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: LoopConfig, all_windows: bool,
                  batch_size: int, loss: str = "ce", init_from: pathlib.Path | None = None,
-                 refit: bool = False) -> Trained:
+                 refit: bool = False, negatives: int = 1) -> Trained:
     """Train on `dataset`'s leave-one-out split; the model returned holds the best dev weights.
 
     `init_from`: start from another run's weights (a best.pt), e.g. a second phase at a lower rate.
@@ -132,7 +133,7 @@ def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: Loop
 
     def loss_fn(module: nn.Module, rows: list[int]) -> tuple[torch.Tensor, int]:
         padded = right_pad([windows[i] for i in rows])
-        return module.next_item_loss(padded[:, :-1], padded[:, 1:], loss)  # type: ignore[operator]
+        return module.next_item_loss(padded[:, :-1], padded[:, 1:], loss, negatives)  # type: ignore[operator]
 
     user_index = {user: i for i, user in enumerate(data.histories)}
     interacted = {user: set(history) for user, history in data.histories.items()}
@@ -148,7 +149,8 @@ def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: Loop
     best = torch.load(pathlib.Path(loop_config.checkpoint_dir) / "best.pt", weights_only=False)
     model.load_state_dict(best["model"])
     model.eval()
-    return Trained(model, data, splits, data_info, result, loop_config, all_windows, batch_size, loss, refit)
+    return Trained(model, data, splits, data_info, result, loop_config, all_windows, batch_size, loss, refit,
+                   negatives)
 
 
 def write_catalogue(trained: Trained, version_dir: pathlib.Path) -> None:
@@ -199,6 +201,7 @@ def export_version(trained: Trained, version_dir: pathlib.Path, name: str, max_k
         "parity": {"batches": batches, **measured},
         "training": {**config_dict(config, trained.loop_config), "batch_size": trained.batch_size,
                      "all_windows": trained.all_windows, "loss": trained.loss,
+                     **({"negatives": trained.negatives} if trained.loss != "ce" else {}),
                      "data": ("refit: train + dev targets (everything but the test item), a fixed number of "
                               "epochs chosen on dev by an earlier run; the last epoch's weights")
                              if trained.refit else "train; the best dev epoch's weights",
@@ -229,14 +232,26 @@ def main() -> None:
     parser.add_argument("--refit", action="store_true",
                         help="train on train + dev targets for exactly --max-epochs (chosen on dev by an earlier run)")
     parser.add_argument("--dataset", default=cfg.DATASET, help="ml-100k for quick experiments")
-    parser.add_argument("--loss", default=cfg.LOSS, choices=["ce", "bce", "ce+bce"],
-                        help="full softmax cross-entropy, or the paper's BCE with one negative (experiment)")
+    parser.add_argument("--loss", default=cfg.LOSS,
+                        help="terms joined by +: ce (full softmax), bce (the paper's), ssm (softmax against "
+                             "uniform negatives); see SASRec.next_item_loss")
+    parser.add_argument("--negatives", type=int, default=cfg.NEGATIVES,
+                        help="uniform negatives per position for bce / ssm")
+    parser.add_argument("--init-from", type=pathlib.Path, default=None,
+                        help="start from another run's best.pt (a second training phase)")
+    parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--hidden-dim", type=int, default=None, help="overrides the config's d (experiment)")
+    parser.add_argument("--dropout", type=float, default=None, help="overrides the config's (experiment)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    overrides = {"max_epochs": args.max_epochs, "checkpoint_dir": args.checkpoint_dir, "seed": args.seed}
+    overrides = {"max_epochs": args.max_epochs, "checkpoint_dir": args.checkpoint_dir, "seed": args.seed,
+                 "learning_rate": args.learning_rate}
     loop_config = dataclasses.replace(cfg.LOOP, **{k: v for k, v in overrides.items() if v is not None})
-    trained = train_sasrec(args.dataset, cfg.MODEL, loop_config, cfg.ALL_WINDOWS and not args.last_window_only,
-                           cfg.BATCH_SIZE, args.loss, refit=args.refit)
+    model_overrides = {"hidden_dim": args.hidden_dim, "dropout": args.dropout}
+    model_settings = {**cfg.MODEL, **{k: v for k, v in model_overrides.items() if v is not None}}
+    trained = train_sasrec(args.dataset, model_settings, loop_config, cfg.ALL_WINDOWS and not args.last_window_only,
+                           cfg.BATCH_SIZE, args.loss, init_from=args.init_from, refit=args.refit,
+                           negatives=args.negatives)
     if args.train_only:
         return
     version_dir = pathlib.Path(args.out) / cfg.MODEL_NAME / args.version

@@ -14,6 +14,7 @@ ALL_WINDOWS = True
 # "ce": softmax cross-entropy over all items at every position (Klenitskiy & Vasilev 2023); "bce": the
 # paper's binary cross-entropy against one sampled negative (kept for the comparison in the docs).
 LOSS = "ce"
+NEGATIVES = 1  # uniform negatives per position for the "bce" / "ssm" loss terms
 EVAL_BATCH_SIZE = 256
 LOOP = LoopConfig(
     max_epochs=30,

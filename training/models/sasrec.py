@@ -111,26 +111,40 @@ class SASRec(nn.Module):
         """states [..., d] -> scores [..., num_items]; column j is item id j + 1."""
         return states @ self.item_embedding.weight[1:].T
 
-    def next_item_loss(self, inputs: torch.Tensor, targets: torch.Tensor, loss: str = "ce") -> tuple[torch.Tensor, int]:
+    def next_item_loss(self, inputs: torch.Tensor, targets: torch.Tensor, loss: str = "ce",
+                       negatives: int = 1) -> tuple[torch.Tensor, int]:
         """Mean loss of predicting targets[b, t] (0 = padding, skipped) from inputs[b, :t+1].
 
-        "ce": softmax cross-entropy over the whole catalogue. "bce": the paper's binary cross-entropy of
-        the target against one uniformly drawn item per position (a draw equal to the target is rare
-        among thousands of items and left in). "ce+bce": their sum."""
+        Terms joined by "+", summed:
+        "ce": softmax cross-entropy over the whole catalogue (what the served top-k ranks by).
+        "bce": the paper's binary cross-entropy of the target against `negatives` uniformly drawn items
+        per position (mean over all positive and negative logits; a draw equal to the target is rare
+        among thousands of items and left in).
+        "ssm": softmax cross-entropy of the target against `negatives` uniformly drawn items (draws equal
+        to the target masked out): the sampled evaluation protocol's own question, "is the target above
+        these random movies?", which the full softmax barely asks once the target beats the popular ones."""
         states, _ = self.encode(inputs)
         real = targets > 0
         states, positives = states[real], targets[real]  # only real positions: half the rows of a padded batch
         parts = loss.split("+")
+        unknown = set(parts) - {"ce", "bce", "ssm"}
+        if unknown:
+            raise ValueError(f"unknown loss terms {sorted(unknown)}")
         total = torch.zeros(())
         if "ce" in parts:
             total = total + nn.functional.cross_entropy(self.item_scores(states), positives - 1)
+        if "bce" in parts or "ssm" in parts:
+            drawn = torch.randint(1, self.config.num_items + 1, (positives.shape[0], negatives))
+            positive_logits = (states * self.item_embedding(positives)).sum(-1)  # [N]
+            negative_logits = torch.einsum("nd,nkd->nk", states, self.item_embedding(drawn))  # [N, K]
         if "bce" in parts:
-            negatives = torch.randint(1, self.config.num_items + 1, positives.shape)
-            positive_logits = (states * self.item_embedding(positives)).sum(-1)
-            negative_logits = (states * self.item_embedding(negatives)).sum(-1)
-            total = total + nn.functional.binary_cross_entropy_with_logits(
-                torch.cat([positive_logits, negative_logits]),
-                torch.cat([torch.ones_like(positive_logits), torch.zeros_like(negative_logits)]))
+            logits = torch.cat([positive_logits, negative_logits.flatten()])
+            labels = torch.cat([torch.ones_like(positive_logits), torch.zeros(negative_logits.numel())])
+            total = total + nn.functional.binary_cross_entropy_with_logits(logits, labels)
+        if "ssm" in parts:
+            negative_logits = negative_logits.masked_fill(drawn == positives[:, None], float("-inf"))
+            logits = torch.cat([positive_logits[:, None], negative_logits], dim=1)
+            total = total + nn.functional.cross_entropy(logits, torch.zeros_like(positives))
         return total, int(real.sum())
 
 
