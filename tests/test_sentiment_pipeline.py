@@ -1,9 +1,10 @@
-"""The committed sentiment model through the serving pipeline (the code the server runs)."""
+"""The committed sentiment models (the default and its int8 variant) through the serving pipeline (the
+code the server runs)."""
 
 from __future__ import annotations
 
 import pytest
-from exported_models import SENTIMENT
+from exported_models import SENTIMENT, latest_version_dir
 
 from service.pipelines.sentiment import SentimentPipeline
 from service.pipelines.timing import StageTimings
@@ -12,9 +13,11 @@ from service.repository.repository import load_version
 VERSION_DIR = SENTIMENT
 
 
-@pytest.fixture(scope="module")
-def pipeline() -> SentimentPipeline:
-    return SentimentPipeline(load_version(VERSION_DIR))
+# The int8 variant quantizes activations per run, so it runs one text per run to keep answers independent
+# of batch-mates: every behaviour below holds for it too.
+@pytest.fixture(scope="module", params=[VERSION_DIR, latest_version_dir("sentiment-bigru-int8")], ids=["fp32", "int8"])
+def pipeline(request: pytest.FixtureRequest) -> SentimentPipeline:
+    return SentimentPipeline(load_version(request.param))
 
 
 def test_probabilities_and_attention_are_distributions(pipeline: SentimentPipeline) -> None:

@@ -163,6 +163,15 @@ def write_catalogue(trained: Trained, version_dir: pathlib.Path) -> None:
          "interaction_counts": counts}) + "\n", "utf-8")
 
 
+LOSS_WORDS = {"ce": "full softmax cross-entropy", "bce": "binary cross-entropy against {k} uniform negatives",
+              "ssm": "softmax cross-entropy against {k} uniform negatives"}
+
+
+def describe_loss(loss: str, negatives: int) -> str:
+    """'ce+bce', 16 -> 'full softmax cross-entropy plus binary cross-entropy against 16 uniform negatives'."""
+    return " plus ".join(LOSS_WORDS[term].format(k=negatives) for term in loss.split("+"))
+
+
 PARITY_BATCHES = ([1], [200, 37, 5], [50] * 4, [2, 199, 64, 1, 120, 8, 33])
 
 
@@ -186,9 +195,9 @@ def export_version(trained: Trained, version_dir: pathlib.Path, name: str, max_k
         "version": version_dir.name,
         "task": "recommendation",
         "default_for_task": True,
-        "description": description or ("SASRec (causal self-attention over the item history) trained with "
-                                       "full softmax cross-entropy on MovieLens "
-                                       f"({trained.data_info['dataset']}), leave-one-out."),
+        "description": description or (f"SASRec (causal self-attention over the item history, d = {config.hidden_dim}) "
+                                       f"trained with {describe_loss(trained.loss, trained.negatives)} on "
+                                       f"MovieLens ({trained.data_info['dataset']}), leave-one-out."),
         "onnx": {"file": "model.onnx", "opset": OPSET, **describe_io(onnx_model),
                  "notes": "scores[:, j] is item id j + 1; history right-padded with 0, 1 <= lengths <= "
                           "history_length <= max_history; attention = last block, last position, mean over heads"},
