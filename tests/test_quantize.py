@@ -11,7 +11,7 @@ from exported_models import EXPORTED, SENTIMENT, latest_version_dir
 from service.pipelines.sentiment import SentimentPipeline
 from service.repository.manifest import read_manifest
 from service.repository.repository import load_version
-from training.export.quantize import quantize
+from training.export.quantize import prepare, quantize
 
 TEXTS = ["What a wonderful, joyful day!", "The food was cold and the staff rude.", "The meeting is on Tuesday."]
 
@@ -22,6 +22,18 @@ def test_quantized_graph_uses_integer_matmuls_and_keeps_the_gru_fp32(tmp_path: p
     assert report["ops_int8"].get("MatMulInteger", 0) >= 3 and report["ops_int8"].get("MatMul", 0) < 3
     assert report["ops_int8"]["GRU"] == report["ops_fp32"]["GRU"]  # onnxruntime has no int8 GRU kernel
     assert report["bytes"]["int8"] < report["bytes"]["fp32"] / 2
+
+
+def test_a_source_given_relative_to_the_working_directory_is_found(tmp_path: pathlib.Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented command passes `exported/<model>/<version>`; quant_pre_process runs inside a scratch
+    folder, where that relative path used to point nowhere (FileNotFoundError)."""
+    (tmp_path / "exported").mkdir()
+    (tmp_path / "exported" / "model.onnx").write_bytes((SENTIMENT / "model.onnx").read_bytes())
+    (tmp_path / "scratch").mkdir()
+    monkeypatch.chdir(tmp_path)
+    prepare(pathlib.Path("exported/model.onnx"), pathlib.Path("scratch/prepared.onnx"))
+    assert (tmp_path / "scratch" / "prepared.onnx").stat().st_size > 0
 
 
 def test_published_int8_variant_answers_like_its_source() -> None:

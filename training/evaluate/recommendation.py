@@ -1,6 +1,6 @@
 """Recommendation quality through the served path, beside a popularity baseline.
 
-    python -m training.evaluate.recommendation exported/sasrec-ml1m/1 [--split test] [--write-manifest]
+    python -m training.evaluate.recommendation exported/sasrec-ml1m/2 [--split test] [--write-manifest]
 
 Our numbers come from service.pipelines.recommendation.RecommendationPipeline over the exported ONNX
 file, the code the server runs:

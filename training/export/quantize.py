@@ -65,14 +65,16 @@ def prepare(source: pathlib.Path, prepared: pathlib.Path) -> bool:
     input shape), so any failure of the symbolic step falls back the same way; a failure of the
     fallback itself is raised."""
     # quant_pre_process writes scratch files (sym_shape_infer_temp.onnx, <uuid>.data) into the working
-    # directory and leaves some behind: run it inside the scratch folder of `prepared`.
+    # directory and leaves some behind: run it inside the scratch folder of `prepared`. Paths are made
+    # absolute first: a relative source (the command line's `exported/...`) would resolve in there.
+    source, prepared = source.resolve(), prepared.resolve()
     with contextlib.chdir(prepared.parent):
         try:
-            quant_pre_process(str(source.resolve()), str(prepared.resolve()), skip_symbolic_shape=False)
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
             return True
         except Exception:  # onnxruntime raises a bare Exception or whatever its inference tripped on
             pass
-        quant_pre_process(str(source.resolve()), str(prepared.resolve()), skip_symbolic_shape=True)
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         return False
 
 
