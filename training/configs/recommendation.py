@@ -5,8 +5,8 @@ from training.loop import LoopConfig
 MODEL_NAME = "sasrec-ml1m"
 DATASET = "ml-1m"
 # The paper's ML-1M setup (histories of up to 200 items, 2 blocks, 1 head, dropout 0.2) at d = 128:
-# version 2. d = 64 (version 1) reached dev full NDCG@10 0.1745, d = 128 0.1845, d = 256 0.182
-# (docs/recommendation.md).
+# version 2. d = 64 (version 1) reached dev full NDCG@10 0.1745, d = 128 0.1845, d = 256 0.182 when
+# stopped at epoch 16 and 0.1888 at epoch 18 when resumed later (docs/recommendation.md: next version).
 MODEL = {"max_length": 200, "hidden_dim": 128, "num_blocks": 2, "num_heads": 1, "dropout": 0.2}
 BATCH_SIZE = 32  # training windows (of up to 200 next-item predictions each) per step
 # Users with more than max_length + 1 training items are cut into consecutive windows from the end
