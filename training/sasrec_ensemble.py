@@ -23,7 +23,7 @@ from training.configs import recommendation as cfg
 from training.data.movielens import load_splits
 from training.loop import TrainResult, config_dict
 from training.models.sasrec import SASRec, SASRecConfig, SASRecEnsemble
-from training.train_recommendation import Trained, dev_evaluator, export_version
+from training.train_recommendation import Trained, describe_loss, dev_evaluator, export_version
 
 log = logging.getLogger("sasrec_ensemble")
 
@@ -66,14 +66,15 @@ def main() -> None:
     loop_config = dataclasses.replace(cfg.LOOP, seed=args.seeds[0])
     trained = Trained(ensemble, data, splits, data_info,  # type: ignore[arg-type]
                       TrainResult(ensemble_dev[cfg.LOOP.metric], -1, 0, sum(m["train_seconds"] for m in members)),
-                      loop_config, cfg.ALL_WINDOWS, cfg.BATCH_SIZE, cfg.LOSS)
+                      loop_config, cfg.ALL_WINDOWS, cfg.BATCH_SIZE, cfg.LOSS, negatives=cfg.NEGATIVES)
     record = {**config_dict(ensemble.config, loop_config), "batch_size": cfg.BATCH_SIZE, "loss": cfg.LOSS,
+              "negatives": cfg.NEGATIVES,
               "all_windows": cfg.ALL_WINDOWS, "ensemble": {"members": members, "combine": "mean of item scores "
               "(softmax logits) and of the attention", "dev": ensemble_dev},
               "parameters": sum(p.numel() for p in ensemble.parameters())}
     description = (f"Ensemble of {len(members)} SASRecs (causal self-attention over the item history; seeds "
-                   f"{', '.join(map(str, args.seeds))}) trained with full softmax cross-entropy on MovieLens "
-                   f"({data_info['dataset']}), leave-one-out; mean of their item scores.")
+                   f"{', '.join(map(str, args.seeds))}) trained with {describe_loss(cfg.LOSS, cfg.NEGATIVES)} on "
+                   f"MovieLens ({data_info['dataset']}), leave-one-out; mean of their item scores.")
     version_dir = pathlib.Path(args.out) / cfg.MODEL_NAME / args.version
     manifest_data = export_version(trained, version_dir, cfg.MODEL_NAME, description=description,
                                    training_record=record)

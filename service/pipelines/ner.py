@@ -98,8 +98,7 @@ class NerPipeline:
         # runs one text at a time: every answer is the text's answer alone, and measured on the dev
         # tweets it is faster too, having no padding (MiniLM 4.6 vs 6.8 ms a tweet in batches of 32,
         # BiLSTM-CRF int8 1.16 ms alone vs 1.36 batched).
-        quantization = str(model.manifest.data.get("quantization", {}).get("method", ""))
-        self.one_text_per_run = "quantize_dynamic" in quantization
+        self.one_text_per_run = model.manifest.dynamically_quantized
         if self.tagger == "bilstm-crf":
             vocab = _read_json(model, settings["vocab"])
             self.featurizer = WordFeaturizer(vocab["words"], vocab["chars"], int(settings["max_word_chars"]))

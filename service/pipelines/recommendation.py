@@ -57,8 +57,7 @@ class RecommendationPipeline:
         # batch-mates would change a user's list (dev histories, sasrec-ml1m-int8 v1, alone vs batches
         # of 32: 1,291 of 2,014 top-10 lists differed, scores by up to 0.40). Such a graph scores one
         # history per run: every answer is the history's answer alone (fp32 graphs are exact either way).
-        quantization = str(model.manifest.data.get("quantization", {}).get("method", ""))
-        self.one_history_per_run = "quantize_dynamic" in quantization
+        self.one_history_per_run = model.manifest.dynamically_quantized
         # A tiny first run so the first served call does not pay onnxruntime's lazy initialisation.
         self.score([[1]])
 

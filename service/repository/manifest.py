@@ -63,6 +63,12 @@ class Manifest:
     def metrics(self) -> dict[str, Any]:
         return dict(self.data.get("metrics", {}))
 
+    @property
+    def dynamically_quantized(self) -> bool:
+        """True for an int8 variant made by quantize_dynamic: its activation scales are computed per run
+        over the whole batch tensor, so the pipelines run it one request per run."""
+        return "quantize_dynamic" in str(self.data.get("quantization", {}).get("method", ""))
+
     def path(self, file_name: str) -> pathlib.Path:
         return self.directory / file_name
 
