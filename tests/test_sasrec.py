@@ -11,7 +11,7 @@ from recommendation_support import MAX_HISTORY, NAME
 from training.data.movielens import Case, Splits
 from training.export.recommendation import export_sasrec, parity
 from training.loop import epochs_trained_evaluator
-from training.models.sasrec import SASRec, SASRecConfig, SASRecEnsemble, SASRecForExport
+from training.models.sasrec import SASRec, SASRecConfig, SASRecEnsemble, SASRecForExport, replace_items
 from training.train_recommendation import refit_sequences, right_pad, training_windows
 
 torch.set_num_threads(1)
@@ -95,6 +95,27 @@ def test_loss_terms_add_up_and_unknown_terms_are_refused() -> None:
     assert torch.allclose(both, ce + ssm, atol=1e-6) and ssm.item() > 0
     with pytest.raises(ValueError, match="unknown loss terms"):
         model.next_item_loss(inputs, targets, "ce+hinge")
+
+
+def test_item_noise_swaps_about_that_share_of_real_items_and_never_padding() -> None:
+    torch.manual_seed(3)
+    history = torch.cat([torch.randint(1, 1001, (200, 150)), torch.zeros(200, 50, dtype=torch.long)], dim=1)
+    noisy = replace_items(history, 0.1, num_items=1000)
+    swapped = (noisy != history)[:, :150].float().mean().item()
+    assert 0.09 < swapped < 0.11  # 30,000 real items; a swap to the same id (1 in 1,000) is not counted
+    assert (noisy[:, 150:] == 0).all() and ((noisy[:, :150] >= 1) & (noisy[:, :150] <= 1000)).all()
+    assert torch.equal(replace_items(history, 0.0, num_items=1000), history)
+
+
+def test_item_noise_changes_the_inputs_the_loss_sees_but_not_its_targets() -> None:
+    model = small_model()
+    padded = right_pad([[3, 4, 5, 9], [6, 7]])
+    inputs, targets = padded[:, :-1], padded[:, 1:]
+    clean, clean_count = model.next_item_loss(inputs, targets, "ce")
+    torch.manual_seed(0)
+    noisy, noisy_count = model.next_item_loss(inputs, targets, "ce", item_noise=1.0)  # every input swapped
+    assert noisy_count == clean_count == 4 and not torch.allclose(noisy, clean)
+    assert torch.equal(inputs, padded[:, :-1])  # the caller's batch is not modified in place
 
 
 def test_training_windows_predict_every_item_after_the_first_once() -> None:

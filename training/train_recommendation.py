@@ -102,6 +102,7 @@ class Trained:
     loss: str
     refit: bool = False
     negatives: int = 1
+    item_noise: float = 0.0
 
 
 def refit_sequences(splits: Splits) -> dict[str, list[int]]:
@@ -112,7 +113,7 @@ def refit_sequences(splits: Splits) -> dict[str, list[int]]:
 
 def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: LoopConfig, all_windows: bool,
                  batch_size: int, loss: str = "ce", init_from: pathlib.Path | None = None,
-                 refit: bool = False, negatives: int = 1) -> Trained:
+                 refit: bool = False, negatives: int = 1, item_noise: float = 0.0) -> Trained:
     """Train on `dataset`'s leave-one-out split; the model returned holds the best dev weights.
 
     `init_from`: start from another run's weights (a best.pt), e.g. a second phase at a lower rate.
@@ -133,7 +134,7 @@ def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: Loop
 
     def loss_fn(module: nn.Module, rows: list[int]) -> tuple[torch.Tensor, int]:
         padded = right_pad([windows[i] for i in rows])
-        return module.next_item_loss(padded[:, :-1], padded[:, 1:], loss, negatives)  # type: ignore[operator]
+        return module.next_item_loss(padded[:, :-1], padded[:, 1:], loss, negatives, item_noise)  # type: ignore[operator]
 
     user_index = {user: i for i, user in enumerate(data.histories)}
     interacted = {user: set(history) for user, history in data.histories.items()}
@@ -150,7 +151,7 @@ def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: Loop
     model.load_state_dict(best["model"])
     model.eval()
     return Trained(model, data, splits, data_info, result, loop_config, all_windows, batch_size, loss, refit,
-                   negatives)
+                   negatives, item_noise)
 
 
 def write_catalogue(trained: Trained, version_dir: pathlib.Path) -> None:
@@ -211,6 +212,7 @@ def export_version(trained: Trained, version_dir: pathlib.Path, name: str, max_k
         "training": {**config_dict(config, trained.loop_config), "batch_size": trained.batch_size,
                      "all_windows": trained.all_windows, "loss": trained.loss,
                      **({"negatives": trained.negatives} if trained.loss != "ce" else {}),
+                     **({"item_noise": trained.item_noise} if trained.item_noise else {}),
                      "data": ("refit: train + dev targets (everything but the test item), a fixed number of "
                               "epochs chosen on dev by an earlier run; the last epoch's weights")
                              if trained.refit else "train; the best dev epoch's weights",
@@ -251,6 +253,8 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--hidden-dim", type=int, default=None, help="overrides the config's d (experiment)")
     parser.add_argument("--dropout", type=float, default=None, help="overrides the config's (experiment)")
+    parser.add_argument("--item-noise", type=float, default=cfg.ITEM_NOISE,
+                        help="probability of replacing each history item by a random one in training (SSE)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     overrides = {"max_epochs": args.max_epochs, "checkpoint_dir": args.checkpoint_dir, "seed": args.seed,
@@ -260,7 +264,7 @@ def main() -> None:
     model_settings = {**cfg.MODEL, **{k: v for k, v in model_overrides.items() if v is not None}}
     trained = train_sasrec(args.dataset, model_settings, loop_config, cfg.ALL_WINDOWS and not args.last_window_only,
                            cfg.BATCH_SIZE, args.loss, init_from=args.init_from, refit=args.refit,
-                           negatives=args.negatives)
+                           negatives=args.negatives, item_noise=args.item_noise)
     if args.train_only:
         return
     version_dir = pathlib.Path(args.out) / cfg.MODEL_NAME / args.version

@@ -18,6 +18,9 @@ ALL_WINDOWS = True
 # d = 64 the extra term changed neither dev metric, see docs). Terms: SASRec.next_item_loss.
 LOSS = "ce+bce"
 NEGATIVES = 16
+# Stochastic shared embeddings (SSE): each training history item is swapped for a random one with this
+# probability (SASRec.next_item_loss). 0 = off (versions 1 and 2).
+ITEM_NOISE = 0.0
 EVAL_BATCH_SIZE = 256
 LOOP = LoopConfig(
     max_epochs=60,  # version 2 stopped early (patience) after epoch 32

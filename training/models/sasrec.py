@@ -112,7 +112,7 @@ class SASRec(nn.Module):
         return states @ self.item_embedding.weight[1:].T
 
     def next_item_loss(self, inputs: torch.Tensor, targets: torch.Tensor, loss: str = "ce",
-                       negatives: int = 1) -> tuple[torch.Tensor, int]:
+                       negatives: int = 1, item_noise: float = 0.0) -> tuple[torch.Tensor, int]:
         """Mean loss of predicting targets[b, t] (0 = padding, skipped) from inputs[b, :t+1].
 
         Terms joined by "+", summed:
@@ -122,7 +122,12 @@ class SASRec(nn.Module):
         among thousands of items and left in).
         "ssm": softmax cross-entropy of the target against `negatives` uniformly drawn items (draws equal
         to the target masked out): the sampled evaluation protocol's own question, "is the target above
-        these random movies?", which the full softmax barely asks once the target beats the popular ones."""
+        these random movies?", which the full softmax barely asks once the target beats the popular ones.
+
+        `item_noise`: each history item is replaced by a uniformly drawn one with this probability before
+        encoding (stochastic shared embeddings, Wu et al. 2019; SSE-PT used 0.1 on ML-1M); targets stay."""
+        if item_noise > 0:
+            inputs = replace_items(inputs, item_noise, self.config.num_items)
         states, _ = self.encode(inputs)
         real = targets > 0
         states, positives = states[real], targets[real]  # only real positions: half the rows of a padded batch
@@ -146,6 +151,14 @@ class SASRec(nn.Module):
             logits = torch.cat([positive_logits[:, None], negative_logits], dim=1)
             total = total + nn.functional.cross_entropy(logits, torch.zeros_like(positives))
         return total, int(real.sum())
+
+
+def replace_items(history: torch.Tensor, probability: float, num_items: int) -> torch.Tensor:
+    """A copy of history [B, T] in which each real item (not padding 0) is, with `probability`, swapped
+    for an item drawn uniformly from 1..num_items: SSE's regulariser, the input-side analogue of dropout
+    for an embedding table whose rows are also the output layer."""
+    swap = (history > 0) & (torch.rand(history.shape) < probability)
+    return torch.where(swap, torch.randint(1, num_items + 1, history.shape), history)
 
 
 def next_item(model: SASRec, history: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
