@@ -88,6 +88,19 @@ def test_the_console_script_reads_its_target_from_the_environment(server) -> Non
     assert (done.returncode, done.stderr) == (2, "error: INVALID_ARGUMENT: texts[0]: is empty\n")
 
 
+def test_a_reader_that_closes_the_pipe_early_stops_the_command_quietly(server) -> None:
+    # `seqserve recommend ... | head -1`: the reader is gone before the output is written.
+    executable = shutil.which("seqserve", path=str(pathlib.Path(sys.executable).parent))
+    assert executable
+    env = {**os.environ, "SEQSERVE_TARGET": server.target}
+    with subprocess.Popen([executable, "models"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode()
+        code = proc.wait(timeout=60)
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+    assert code == 141
+
+
 def test_the_python_client_returns_messages(server) -> None:
     with SeqserveClient(server.target, timeout=10) as client:
         assert len(client.sentiment(["one", "two"]).results) == 2

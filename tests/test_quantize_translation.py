@@ -62,3 +62,39 @@ def test_variant_translates_like_its_source() -> None:
     same = sum(a.hypotheses[0].tokens == b.hypotheses[0].tokens for a, b in zip(fp32(requests), int8(requests),
                                                                                    strict=True))
     assert same >= 2, "int8 greedy output should mostly equal fp32 on short, frequent verses"
+
+
+# Eight consecutive dev verses (Genesis 11:1-8). Decoded as one batch by the int8 graphs, verses 3 and 6
+# came out different from decoding each alone (greedy; 3 of 8 with beam 4): quantize_dynamic computes
+# activation scales over the whole batch tensor.
+BABEL = [
+    "The whole earth was of one language and of one speech.",
+    "It happened, as they journeyed east, that they found a plain in the land of Shinar; and they lived there.",
+    'They said one to another, "Come, let\'s make brick, and burn them thoroughly." They had brick for stone, '
+    "and they used tar for mortar.",
+    'They said, "Come, let\'s build us a city, and a tower, whose top reaches to the sky, and let\'s make us a '
+    'name; lest we be scattered abroad on the surface of the whole earth."',
+    "Yahweh came down to see the city and the tower, which the children of men built.",
+    'Yahweh said, "Behold, they are one people, and they have all one language; and this is what they begin to '
+    'do. Now nothing will be withheld from them, which they intend to do.',
+    "Come, let's go down, and there confuse their language, that they may not understand one another's speech.\"",
+    "So Yahweh scattered them abroad from there on the surface of all the earth. They stopped building the city.",
+]
+
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_an_int8_translation_does_not_depend_on_the_texts_batched_with_it(beam_size: int) -> None:
+    int8 = TranslationPipeline(load_version(latest_version_dir(VARIANT), intra_op_threads=1))
+    assert int8.one_text_per_run
+    requests = [TranslationRequest(text, DecodeOptions(beam_size=beam_size)) for text in BABEL]
+    together = [t.hypotheses[0] for t in int8(requests)]
+    for request, batched in zip(requests, together, strict=True):
+        (alone,) = int8([request])
+        assert batched.tokens == alone.hypotheses[0].tokens
+        assert batched.log_prob == pytest.approx(alone.hypotheses[0].log_prob, abs=1e-5)
+
+
+def test_the_fp32_transformer_still_decodes_a_batch_in_one_run() -> None:
+    source = read_manifest(latest_version_dir(VARIANT)).data["quantization"]["source"]
+    fp32 = TranslationPipeline(load_version(EXPORTED / source["name"] / source["version"], intra_op_threads=1))
+    assert not fp32.one_text_per_run

@@ -242,10 +242,20 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a filter stopped by a closed pipe
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return run(args, sys.stdout)
+        code = run(args, sys.stdout)
+        sys.stdout.flush()  # inside the try: a reader that went away (`| head`) surfaces here, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader closed the pipe: stop quietly like any Unix filter. Point stdout at /dev/null so the
+        # interpreter's own flush at exit does not raise again (the recipe in Python's signal docs).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE_EXIT
     except (PlottingUnavailableError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

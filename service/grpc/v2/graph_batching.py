@@ -7,7 +7,8 @@ per-row shapes and datatypes, same requested outputs). Such rows stack without p
 and are split back: the same numbers as running each call alone, fewer model runs.
 
 Graphs qualify when every input and every output has the same symbolic first dimension (the batch
-axis); others (or calls of zero rows) run as sent.
+axis) and the graph is not dynamically quantized (its activation scales span the whole batch tensor, so
+stacking would change the numbers); others (or calls of zero rows) run as sent.
 """
 
 from __future__ import annotations

@@ -221,7 +221,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     f"outputs: {unknown[0][:100]!r} is not an output of {graph.name} ({', '.join(graph_outputs)})",
                 )
             rows = next(iter(feeds.values())).shape[0] if feeds else 0
-            if rows > 0 and batch_axis(graph.session) is not None:
+            # A dynamically quantized graph scales its activations over the whole batch tensor, so rows
+            # of other calls would change this call's numbers: it runs as sent (docs/serving.md).
+            if rows > 0 and batch_axis(graph.session) is not None and not graph.model.manifest.dynamically_quantized:
                 model, arrays = await self._infer_batched(graph, feeds, wanted, call, context)
             else:
                 model, arrays = graph.model, await self._infer_alone(graph, feeds, wanted, call)
