@@ -251,6 +251,8 @@ def main() -> None:
     parser.add_argument("--init-from", type=pathlib.Path, default=None,
                         help="start from another run's best.pt (a second training phase)")
     parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--lr-schedule", default=None, choices=["warmup_constant", "inverse_sqrt", "warmup_linear"],
+                        help="overrides the config's (warmup_linear: decay to 0 at --max-epochs, e.g. a final phase)")
     parser.add_argument("--hidden-dim", type=int, default=None, help="overrides the config's d (experiment)")
     parser.add_argument("--dropout", type=float, default=None, help="overrides the config's (experiment)")
     parser.add_argument("--item-noise", type=float, default=cfg.ITEM_NOISE,
@@ -258,7 +260,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     overrides = {"max_epochs": args.max_epochs, "checkpoint_dir": args.checkpoint_dir, "seed": args.seed,
-                 "learning_rate": args.learning_rate}
+                 "learning_rate": args.learning_rate, "lr_schedule": args.lr_schedule}
     loop_config = dataclasses.replace(cfg.LOOP, **{k: v for k, v in overrides.items() if v is not None})
     model_overrides = {"hidden_dim": args.hidden_dim, "dropout": args.dropout}
     model_settings = {**cfg.MODEL, **{k: v for k, v in model_overrides.items() if v is not None}}
