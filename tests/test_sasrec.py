@@ -12,7 +12,7 @@ from training.data.movielens import Case, Splits
 from training.export.recommendation import export_sasrec, parity
 from training.loop import epochs_trained_evaluator
 from training.models.sasrec import SASRec, SASRecConfig, SASRecEnsemble, SASRecForExport, replace_items
-from training.train_recommendation import refit_sequences, right_pad, training_windows
+from training.train_recommendation import initial_phase_record, refit_sequences, right_pad, training_windows
 
 torch.set_num_threads(1)
 
@@ -183,3 +183,14 @@ def test_an_ensemble_serves_the_mean_of_its_members_through_one_graph(tmp_path) 
     assert measured["max_abs_score_diff"] < 1e-4 and measured["top10_equal"] == 1.0
     with pytest.raises(ValueError, match="one config"):
         SASRecEnsemble([small_model(), SASRec(SASRecConfig(num_items=30, max_length=12, hidden_dim=16))])
+
+
+def test_a_second_phase_records_the_run_it_started_from(tmp_path) -> None:
+    run = tmp_path / "first-run"
+    run.mkdir()
+    history = [{"epoch": 1, "full_ndcg@10": 0.1}, {"epoch": 2, "full_ndcg@10": 0.2}]
+    (run / "history.json").write_text(json.dumps(history))
+    record = initial_phase_record(run / "best.pt", {"model": {}, "metrics": history[1]})
+    assert record == {"checkpoint": str(run / "best.pt"), "dev": history[1], "history": history}
+    copied = tmp_path / "elsewhere.pt"  # no history beside it: say so rather than guess
+    assert initial_phase_record(copied, {"model": {}, "metrics": history[1]})["history"] is None

@@ -103,12 +103,21 @@ class Trained:
     refit: bool = False
     negatives: int = 1
     item_noise: float = 0.0
+    init_record: dict[str, Any] | None = None
 
 
 def refit_sequences(splits: Splits) -> dict[str, list[int]]:
     """Each user's training sequence followed by their dev target: everything but the test item."""
     dev_targets = {case.user: case.target for case in splits.dev}
     return {user: [*sequence, dev_targets[user]] for user, sequence in splits.train.items()}
+
+
+def initial_phase_record(path: pathlib.Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """What a second phase started from, for its manifest: the checkpoint, its dev metrics, and the run
+    that produced it (the history.json the loop writes beside its best.pt, when it is there)."""
+    history_path = path.parent / "history.json"
+    return {"checkpoint": str(path), "dev": checkpoint.get("metrics", {}),
+            "history": json.loads(history_path.read_text()) if history_path.exists() else None}
 
 
 def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: LoopConfig, all_windows: bool,
@@ -123,8 +132,11 @@ def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: Loop
     model_config = SASRecConfig(num_items=data.num_items, **model_settings)
     torch.manual_seed(loop_config.seed)
     model = SASRec(model_config)
+    init_record = None
     if init_from is not None:
-        model.load_state_dict(torch.load(init_from, weights_only=False)["model"])
+        start = torch.load(init_from, weights_only=False)
+        model.load_state_dict(start["model"])
+        init_record = initial_phase_record(init_from, start)
     sequences = refit_sequences(splits) if refit else splits.train
     windows = training_windows(sequences, model_config.max_length, all_windows)
     log.info("%d training windows, %d targets", len(windows), sum(len(w) - 1 for w in windows))
@@ -151,7 +163,7 @@ def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: Loop
     model.load_state_dict(best["model"])
     model.eval()
     return Trained(model, data, splits, data_info, result, loop_config, all_windows, batch_size, loss, refit,
-                   negatives, item_noise)
+                   negatives, item_noise, init_record)
 
 
 def write_catalogue(trained: Trained, version_dir: pathlib.Path) -> None:
@@ -213,6 +225,7 @@ def export_version(trained: Trained, version_dir: pathlib.Path, name: str, max_k
                      "all_windows": trained.all_windows, "loss": trained.loss,
                      **({"negatives": trained.negatives} if trained.loss != "ce" else {}),
                      **({"item_noise": trained.item_noise} if trained.item_noise else {}),
+                     **({"started_from": trained.init_record} if trained.init_record else {}),
                      "data": ("refit: train + dev targets (everything but the test item), a fixed number of "
                               "epochs chosen on dev by an earlier run; the last epoch's weights")
                              if trained.refit else "train; the best dev epoch's weights",
