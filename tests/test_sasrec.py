@@ -10,9 +10,15 @@ from recommendation_support import MAX_HISTORY, NAME
 
 from training.data.movielens import Case, Splits
 from training.export.recommendation import export_sasrec, parity
-from training.loop import epochs_trained_evaluator
+from training.loop import LoopConfig, epochs_trained_evaluator
 from training.models.sasrec import SASRec, SASRecConfig, SASRecEnsemble, SASRecForExport, replace_items
-from training.train_recommendation import initial_phase_record, refit_sequences, right_pad, training_windows
+from training.train_recommendation import (
+    final_phase_config,
+    initial_phase_record,
+    refit_sequences,
+    right_pad,
+    training_windows,
+)
 
 torch.set_num_threads(1)
 
@@ -194,3 +200,11 @@ def test_a_second_phase_records_the_run_it_started_from(tmp_path) -> None:
     assert record == {"checkpoint": str(run / "best.pt"), "dev": history[1], "history": history}
     copied = tmp_path / "elsewhere.pt"  # no history beside it: say so rather than guess
     assert initial_phase_record(copied, {"model": {}, "metrics": history[1]})["history"] is None
+
+
+def test_the_final_phase_keeps_the_first_phases_settings_in_a_checkpoint_dir_of_its_own() -> None:
+    first = LoopConfig(max_epochs=22, learning_rate=1e-3, warmup_steps=100, patience=5, seed=13,
+                       checkpoint_dir="checkpoints/run")
+    final = final_phase_config(first, {"max_epochs": 6, "lr_schedule": "warmup_linear"})
+    assert (final.max_epochs, final.lr_schedule, final.checkpoint_dir) == (6, "warmup_linear", "checkpoints/run-decay")
+    assert (final.learning_rate, final.warmup_steps, final.seed, final.metric) == (1e-3, 100, 13, first.metric)

@@ -185,6 +185,17 @@ def describe_loss(loss: str, negatives: int) -> str:
     return " plus ".join(LOSS_WORDS[term].format(k=negatives) for term in loss.split("+"))
 
 
+def describe_phases(trained: Trained) -> str:
+    """'' for one run; for a second phase, what it started from and how its rate moved."""
+    if not trained.init_record:
+        return ""
+    start = trained.init_record.get("dev", {}).get("epoch", "?")
+    schedule = {"warmup_linear": "decaying linearly to 0"}.get(trained.loop_config.lr_schedule,
+                                                                trained.loop_config.lr_schedule)
+    return (f", in two phases: a first run's best epoch ({start}), then {trained.loop_config.max_epochs} epochs "
+            f"with the rate {schedule} (best dev epoch {trained.result.best_epoch} kept)")
+
+
 PARITY_BATCHES = ([1], [200, 37, 5], [50] * 4, [2, 199, 64, 1, 120, 8, 33])
 
 
@@ -210,7 +221,8 @@ def export_version(trained: Trained, version_dir: pathlib.Path, name: str, max_k
         "default_for_task": True,
         "description": description or (f"SASRec (causal self-attention over the item history, d = {config.hidden_dim}) "
                                        f"trained with {describe_loss(trained.loss, trained.negatives)} on "
-                                       f"MovieLens ({trained.data_info['dataset']}), leave-one-out."),
+                                       f"MovieLens ({trained.data_info['dataset']}), leave-one-out"
+                                       f"{describe_phases(trained)}."),
         "onnx": {"file": "model.onnx", "opset": OPSET, **describe_io(onnx_model),
                  "notes": "scores[:, j] is item id j + 1; history right-padded with 0, 1 <= lengths <= "
                           "history_length <= max_history; attention = last block, last position, mean over heads"},
@@ -244,6 +256,12 @@ def export_version(trained: Trained, version_dir: pathlib.Path, name: str, max_k
     return manifest_data
 
 
+def final_phase_config(first: LoopConfig, final: dict[str, Any]) -> LoopConfig:
+    """The second phase's loop: the first's settings, `final`'s epochs and schedule, and a checkpoint dir
+    of its own beside the first's (a resumed run must not mistake one phase's checkpoint for the other's)."""
+    return dataclasses.replace(first, **final, checkpoint_dir=f"{first.checkpoint_dir}-decay")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--version", default="1")
@@ -253,6 +271,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None, help="init and batch order")
     parser.add_argument("--last-window-only", action="store_true", help="the paper's data use (experiment)")
     parser.add_argument("--train-only", action="store_true")
+    parser.add_argument("--no-final-phase", action="store_true",
+                        help="stop after the first phase (experiments; the committed recipe has both)")
     parser.add_argument("--refit", action="store_true",
                         help="train on train + dev targets for exactly --max-epochs (chosen on dev by an earlier run)")
     parser.add_argument("--dataset", default=cfg.DATASET, help="ml-100k for quick experiments")
@@ -277,9 +297,16 @@ def main() -> None:
     loop_config = dataclasses.replace(cfg.LOOP, **{k: v for k, v in overrides.items() if v is not None})
     model_overrides = {"hidden_dim": args.hidden_dim, "dropout": args.dropout}
     model_settings = {**cfg.MODEL, **{k: v for k, v in model_overrides.items() if v is not None}}
-    trained = train_sasrec(args.dataset, model_settings, loop_config, cfg.ALL_WINDOWS and not args.last_window_only,
-                           cfg.BATCH_SIZE, args.loss, init_from=args.init_from, refit=args.refit,
-                           negatives=args.negatives, item_noise=args.item_noise)
+    all_windows = cfg.ALL_WINDOWS and not args.last_window_only
+    trained = train_sasrec(args.dataset, model_settings, loop_config, all_windows, cfg.BATCH_SIZE, args.loss,
+                           init_from=args.init_from, refit=args.refit, negatives=args.negatives,
+                           item_noise=args.item_noise)
+    # A run given --init-from is itself a later phase, and a refit has no dev set to choose epochs on.
+    if cfg.FINAL_PHASE and not (args.no_final_phase or args.init_from or args.refit):
+        trained = train_sasrec(args.dataset, model_settings, final_phase_config(loop_config, cfg.FINAL_PHASE),
+                               all_windows, cfg.BATCH_SIZE, args.loss,
+                               init_from=pathlib.Path(loop_config.checkpoint_dir) / "best.pt",
+                               negatives=args.negatives, item_noise=args.item_noise)
     if args.train_only:
         return
     version_dir = pathlib.Path(args.out) / cfg.MODEL_NAME / args.version
