@@ -1,8 +1,10 @@
 """Train, export and evaluate SASRec on MovieLens-1M:  python -m training.train_recommendation [--version N]
 
-Writes exported/sasrec-ml1m/<N>/ (model.onnx, items.json, popular.json, manifest.json with the test
-metrics measured through the service's own pipeline). Resumes from checkpoints/ if interrupted;
-`--train-only` stops after training (a later run without it resumes, sees training done, and exports).
+Two phases (training/configs/recommendation.py): LOOP, then FINAL_PHASE from its best weights with the
+rate decaying to 0. Writes exported/sasrec-ml1m/<N>/ (model.onnx, items.json, popularity.json,
+manifest.json with the test metrics measured through the service's own pipeline). Resumes from
+checkpoints/ if interrupted; `--train-only` stops after training (a later run without it resumes, sees
+both phases done, and exports).
 """
 
 from __future__ import annotations
