@@ -107,3 +107,26 @@ def test_the_python_client_returns_messages(server) -> None:
         assert "sentiment-bigru" in [m.name for m in client.list_models(task="sentiment").models]
         assert client.get_model("sentiment-bigru").task == "sentiment"
         assert client.health().status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_recommendation_scores_line_up_whatever_the_title_and_genre_lengths() -> None:
+    import io
+
+    from seqserve.v1 import models_pb2, recommendation_pb2
+
+    from service.client.recommend_output import print_recommendations
+
+    def recommended(item_id: int, name: str, genres: list[str], score: float) -> recommendation_pb2.RecommendedItem:
+        return recommendation_pb2.RecommendedItem(
+            item=recommendation_pb2.Item(id=item_id, name=name, genres=genres), score=score)
+
+    response = recommendation_pb2.RecommendResponse(
+        items=[recommended(3156, "Star Wars: Episode VI - Return of the Jedi (1983)",
+                           ["Action", "Adventure", "Romance", "Sci-Fi", "War"], 2.366),
+               recommended(259, "Back to the Future (1985)", ["Comedy", "Sci-Fi"], 2.08)],
+        model=models_pb2.ModelRef(name="sasrec-ml1m", version="3"))
+    out = io.StringIO()
+    print_recommendations(response, 1, out)
+    rows = [line for line in out.getvalue().splitlines() if " score " in line]
+    assert len(rows) == 2 and len({row.index(" score ") for row in rows}) == 1
+    assert rows[0].startswith("    1. Star Wars") and rows[1].endswith("score 2.080  #259")

@@ -30,11 +30,13 @@ def print_recommendations(response: recommendation_pb2.RecommendResponse, reques
             bar = "#" * round(weight.weight * BAR_WIDTH)
             print(f"  {weight.weight:5.2f} {bar:<{BAR_WIDTH}} {_label(weight.item)}", file=out)
     print("recommended:", file=out)
+    # Column widths from the rows themselves, so scores line up however long a title or genre list is.
     width = max((len(_label(r.item)) for r in response.items), default=0)
+    genre_width = max((len("|".join(r.item.genres)) for r in response.items), default=0)
     for rank, recommended in enumerate(response.items, start=1):
         genres = "|".join(recommended.item.genres)
         # A fallback's score is the item's share of the training interactions, not a model score.
         score = (f"{recommended.score:.2%} of ratings" if response.fallback else f"score {recommended.score:.3f}")
-        print(f"  {rank:>3}. {_label(recommended.item):<{width}}  {genres:<30} {score}  #{recommended.item.id}",
-              file=out)
+        print(f"  {rank:>3}. {_label(recommended.item):<{width}}  {genres:<{genre_width}}  {score}"
+              f"  #{recommended.item.id}", file=out)
     print(f"model {response.model.name} version {response.model.version}", file=out)
