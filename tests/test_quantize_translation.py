@@ -25,7 +25,11 @@ def manifests() -> tuple[dict, dict]:
 def test_variant_is_an_int8_copy_of_the_served_transformer(manifests: tuple[dict, dict]) -> None:
     variant, source = manifests
     assert variant["variant"] == "int8" and not variant["default_for_task"] and variant["task"] == "translation"
-    assert variant["quantization"]["source"]["sha256"] == {g: source["files"][g] for g in source["onnx"]["graphs"]}
+    # The source's graphs as they are, or as they were before their shared weights moved to one file
+    # (training/export/shared_weights.py: same weights, same outputs, new checksums).
+    source_graphs = {g: source["files"][g] for g in source["onnx"]["graphs"]}
+    before_repackaging = source["onnx"].get("external_data", {}).get("repackaged_from_sha256")
+    assert variant["quantization"]["source"]["sha256"] in (source_graphs, before_repackaging)
     assert variant["decoding"] == source["decoding"] and variant["data"]["test_sha256"] == source["data"]["test_sha256"]
 
 

@@ -36,6 +36,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from service.pipelines.sentiment import SentimentPipeline
 from service.repository.manifest import Manifest, read_manifest, write_manifest
 from service.repository.repository import load_version
+from training.export.shared_weights import share_initializers
 
 
 def op_counts(path: pathlib.Path) -> dict[str, int]:
@@ -87,16 +88,24 @@ def quantize(source_dir: pathlib.Path, out_dir: pathlib.Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         for onnx_file in files:
             prepared = pathlib.Path(tmp) / f"prepared-{onnx_file}"
-            symbolic = prepare(source.path(onnx_file), prepared)
+            # quant_pre_process copies the graph to a folder of its own, where a reference to the
+            # version's shared_weights.bin would not resolve: it gets the graph with its weights inline.
+            inline = pathlib.Path(tmp) / f"inline-{onnx_file}"
+            onnx.save_model(onnx.load(str(source.path(onnx_file))), str(inline))
+            symbolic = prepare(inline, prepared)
             quantize_dynamic(str(prepared), str(out_dir / onnx_file), weight_type=QuantType.QInt8)
             graphs[onnx_file] = {
-                "bytes": {"fp32": source.path(onnx_file).stat().st_size, "int8": (out_dir / onnx_file).stat().st_size},
+                "bytes": {"fp32": inline.stat().st_size, "int8": (out_dir / onnx_file).stat().st_size},
                 "ops_fp32": op_counts(source.path(onnx_file)), "ops_int8": op_counts(out_dir / onnx_file),
                 "symbolic_shape_inference": symbolic,
             }
+    # The source's shared fp32 weights (training/export/shared_weights.py) are not copied: the int8
+    # graphs were written whole, and what they have in common (the quantized embedding) is shared anew.
+    source_shared = (source.data["onnx"].get("external_data") or {}).get("file")
     for name in source.files:
-        if name not in files:
+        if name not in files and name != source_shared:
             shutil.copy2(source.path(name), out_dir / name)
+    shared = share_initializers(out_dir, files) if len(files) > 1 else {"file": None}
     return {
         "method": "onnxruntime.quantization.quantize_dynamic, weight_type QInt8, after quant_pre_process",
         "source": {"name": source.name, "version": source.version,
@@ -106,6 +115,7 @@ def quantize(source_dir: pathlib.Path, out_dir: pathlib.Path) -> dict[str, Any]:
         "bytes": {k: sum(g["bytes"][k] for g in graphs.values()) for k in ("fp32", "int8")},
         "ops_fp32": _summed([g["ops_fp32"] for g in graphs.values()]),
         "ops_int8": _summed([g["ops_int8"] for g in graphs.values()]),
+        **({"external_data": shared} if shared["file"] else {}),
     }
 
 
@@ -210,6 +220,10 @@ def publish(source_dir: pathlib.Path, out_dir: pathlib.Path) -> dict[str, Any]:
     report = quantize(source_dir, out_dir)
     source = read_manifest(source_dir)
     data = {k: v for k, v in source.data.items() if k not in ("files", "format_version", "metrics", "export_parity")}
+    # The variant's shared weights are its own (quantize), not the source's.
+    data["onnx"] = {k: v for k, v in data["onnx"].items() if k != "external_data"}
+    if "external_data" in report:
+        data["onnx"]["external_data"] = report["external_data"]
     data.update({
         "name": out_dir.parent.name, "version": out_dir.name, "variant": "int8", "default_for_task": False,
         "description": f"{source.data.get('description', '')} Dynamic int8 variant of {source.name} "

@@ -22,6 +22,7 @@ from torch import nn
 
 from service.repository.manifest import write_manifest
 from training.export.onnx_export import OPSET, describe_io
+from training.export.shared_weights import share_initializers
 from training.export.translation_parity import GreedyDecode, check_parity
 
 MAX_SOURCE_TOKENS = 256  # source ids incl. [EOS]; the train filter keeps <= 40 words (~70 tokens)
@@ -59,6 +60,8 @@ def write_version(
         shutil.rmtree(out_dir)  # a version folder is written whole; stale files would break its checksums
     out_dir.mkdir(parents=True)
     decoding, graphs = export_graphs(model, out_dir)
+    # Both graphs carry the token embedding (and the Transformer's position table): stored once.
+    shared = share_initializers(out_dir, sorted(graphs))
     shutil.copy(checkpoint_dir / "tokenizer.json", out_dir / "tokenizer.json")
     config = model.config
     manifest = {
@@ -68,7 +71,8 @@ def write_version(
         "default_for_task": default_for_task,
         "description": description,
         "onnx": {"file": "encoder.onnx", "opset": OPSET, **describe_io(graphs["encoder.onnx"]),
-                 "graphs": {file: describe_io(graph) for file, graph in graphs.items()}},
+                 "graphs": {file: describe_io(graph) for file, graph in graphs.items()},
+                 **({"external_data": shared} if shared["file"] else {})},
         "tokenizer": "tokenizer.json",
         "special_tokens": {"pad_id": config.pad_id, "unk_id": 1, "bos_id": config.bos_id, "eos_id": config.eos_id},
         "limits": {"max_source_tokens": MAX_SOURCE_TOKENS, "max_target_tokens": MAX_TARGET_TOKENS},
