@@ -147,8 +147,11 @@ def section_lines(results: DecodingResults, images: pathlib.Path, rel: str) -> l
     return lines
 
 
-def _graph_bytes(version_dir: pathlib.Path, manifest: dict) -> int:
-    return sum((version_dir / name).stat().st_size for name in manifest["onnx"].get("graphs", {}))
+def graph_bytes(version_dir: pathlib.Path, manifest: dict) -> int:
+    """The graphs plus the weights they share in an external-data file (training/export/shared_weights.py)."""
+    shared = (manifest["onnx"].get("external_data") or {}).get("file")
+    names = [*manifest["onnx"].get("graphs", {}), *([shared] if shared else [])]
+    return sum((version_dir / name).stat().st_size for name in names)
 
 
 def int8_lines(results: DecodingResults | None) -> list[str]:
@@ -168,7 +171,7 @@ def int8_lines(results: DecodingResults | None) -> list[str]:
             published = "" if root.parent == EXPORTED else " (not published)"
             delta = manifest.get("quantization", {}).get("quality_delta_vs_fp32", {})
             rows.append([f"{manifest['name']} v{manifest['version']}{published}",
-                         f"{_graph_bytes(version, manifest) / 1e6:.1f}",
+                         f"{graph_bytes(version, manifest) / 1e6:.1f}",
                          *(f"{metrics[s]['bleu']:.2f} / {metrics[s]['chrf']:.2f}"
                            + (f" ({delta[s]['bleu']:+.2f} / {delta[s]['chrf']:+.2f})" if s in delta else "")
                            for s in ("greedy", "beam4"))])

@@ -131,3 +131,12 @@ def test_no_committed_version_carries_a_weight_twice(version_dir: pathlib.Path) 
     shared = manifest.data["onnx"].get("external_data")
     if shared:
         assert sha256_file(version_dir / shared["file"]) == manifest.files[shared["file"]]
+
+
+def test_the_benchmark_reports_a_models_size_with_its_shared_weights(tiny_translation_models: pathlib.Path) -> None:
+    from bench.translation_report import graph_bytes
+
+    version_dir = tiny_translation_models / "transformer" / "1"
+    files = ("encoder.onnx", "decoder_step.onnx", SHARED_FILE)
+    assert graph_bytes(version_dir, read_manifest(version_dir).data) == sum(
+        (version_dir / name).stat().st_size for name in files)
