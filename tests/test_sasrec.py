@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 from recommendation_support import MAX_HISTORY, NAME
+from torch import nn
 
-from training.data.movielens import Case, Splits
+from training.data.movielens import Case, Item, Splits, item_features
 from training.export.recommendation import export_sasrec, parity
 from training.loop import LoopConfig, epochs_trained_evaluator
-from training.models.sasrec import SASRec, SASRecConfig, SASRecEnsemble, SASRecForExport, replace_items
+from training.models.sasrec import (
+    SASRec,
+    SASRecConfig,
+    SASRecEnsemble,
+    SASRecForExport,
+    fold_item_features,
+    replace_items,
+)
 from training.train_recommendation import (
+    export_version,
     final_phase_config,
     initial_phase_record,
     refit_sequences,
     right_pad,
+    train_sasrec,
     training_windows,
 )
 
@@ -208,3 +219,83 @@ def test_the_final_phase_keeps_the_first_phases_settings_in_a_checkpoint_dir_of_
     final = final_phase_config(first, {"max_epochs": 6, "lr_schedule": "warmup_linear"})
     assert (final.max_epochs, final.lr_schedule, final.checkpoint_dir) == (6, "warmup_linear", "checkpoints/run-decay")
     assert (final.learning_rate, final.warmup_steps, final.seed, final.metric) == (1e-3, 100, 13, first.metric)
+
+
+def featured_model(seed: int = 0) -> SASRec:
+    """small_model's shape, reading 4 item features (a random 0/1 table, row 0 padding) with a random projection."""
+    torch.manual_seed(seed)
+    model = SASRec(SASRecConfig(num_items=30, max_length=12, hidden_dim=8, num_blocks=2, num_heads=2, item_features=4))
+    with torch.no_grad():
+        model.feature_table.copy_((torch.rand(31, 4) < 0.4).float())
+        model.feature_table[0] = 0
+        nn.init.normal_(model.feature_projection.weight)
+    return model.eval()
+
+
+def test_items_with_the_same_features_move_together() -> None:
+    model = featured_model()
+    with torch.no_grad():
+        model.feature_table[5] = model.feature_table[6] = torch.tensor([1.0, 0.0, 1.0, 0.0])
+        before = model.item_table().clone()
+        model.feature_projection.weight.add_(1.0)
+        moved = model.item_table() - before
+    assert torch.allclose(moved[5], moved[6]) and moved[5].abs().sum() > 0
+    assert torch.equal(moved[0], torch.zeros(8))  # padding has no features
+
+
+def test_features_start_at_zero_so_an_ids_only_start_is_unchanged() -> None:
+    ids_only = small_model(seed=3)
+    featured = SASRec(SASRecConfig(**{**dataclasses.asdict(ids_only.config), "item_features": 4})).eval()
+    missing, unexpected = featured.load_state_dict(ids_only.state_dict(), strict=False)
+    assert set(missing) == {"feature_table", "feature_projection.weight"} and not unexpected
+    with torch.no_grad():
+        featured.feature_table.copy_(torch.rand(31, 4))
+        histories = right_pad([[3, 4, 5], [9]])
+        lengths = torch.tensor([3, 1])
+        with_features = SASRecForExport(featured)(histories, lengths)[0]
+        assert torch.equal(with_features, SASRecForExport(ids_only)(histories, lengths)[0])
+
+
+def test_a_featured_model_exports_as_one_embedding_table_that_matches_torch(tmp_path) -> None:
+    model = featured_model()
+    folded = fold_item_features(model)
+    assert folded.config.item_features == 0 and not hasattr(folded, "feature_projection")
+    histories = right_pad([[3, 4, 5, 6, 7], [9, 2], [1]])
+    lengths = torch.tensor([5, 2, 1])
+    with torch.no_grad():
+        for want, got in zip(SASRecForExport(model)(histories, lengths), SASRecForExport(folded)(histories, lengths),
+                             strict=True):
+            assert torch.allclose(want, got, atol=1e-6)
+    graph = export_sasrec(model, tmp_path / "model.onnx")
+    assert [i.name for i in graph.graph.input] == ["history", "lengths"]
+    measured = parity(model, tmp_path / "model.onnx", [[1], [12, 5, 3], [7, 7]])  # torch with features vs the graph
+    assert measured["max_abs_score_diff"] < 1e-4 and measured["top10_equal"] == 1.0
+
+
+def test_the_catalogue_gives_every_item_its_genres_and_one_era() -> None:
+    items = [Item(1, "a", "A", 1955, ("Drama",)), Item(2, "b", "B", 1999, ("Comedy", "Drama")),
+             Item(3, "c", "C", 0, ("Comedy",)), Item(4, "d", "D", 2000, ())]
+    names, rows = item_features(items)
+    assert names[:2] == ["genre:Comedy", "genre:Drama"] and all(n.startswith("era") for n in names[2:])
+    assert len(rows) == 5 and rows[0] == [0.0] * len(names)
+    era = {names[j] for j in range(2, len(names)) if rows[1][j]}
+    assert era == {"era<1960"} and rows[1][:2] == [0.0, 1.0]
+    assert {names[j] for j in range(2, len(names)) if rows[2][j]} == {"era<2000"} and rows[2][:2] == [1.0, 1.0]
+    assert sum(rows[3][2:]) == 0  # year unknown: no era
+    assert {names[j] for j in range(2, len(names)) if rows[4][j]} == {"era>=2000"} and sum(rows[4][:2]) == 0
+
+
+def test_a_run_with_item_features_starts_from_an_ids_only_run_and_records_them(tmp_path) -> None:
+    from recommendation_support import MODEL, train_tiny
+
+    train_tiny(tmp_path / "ids-only", steps=3)
+    loop = LoopConfig(max_epochs=1, learning_rate=5e-3, max_steps=3, metric="full_ndcg@10",
+                      checkpoint_dir=str(tmp_path / "featured"), patience=1)
+    trained = train_sasrec("ml-100k", MODEL, loop, all_windows=True, batch_size=32,
+                           init_from=tmp_path / "ids-only" / "best.pt", item_features=True)
+    assert trained.item_features and trained.item_features[0].startswith("genre:")
+    assert trained.model.feature_table[1:].sum(dim=1).min() >= 1  # every ML-100K item has a genre or an era
+    assert trained.model.feature_projection.weight.abs().sum() > 0  # it learned from 0
+    manifest = export_version(trained, tmp_path / "models" / NAME / "1", NAME, max_k=50, evaluate=False)
+    assert manifest["training"]["item_features"] == trained.item_features
+    assert manifest["parity"]["max_abs_score_diff"] < 1e-4

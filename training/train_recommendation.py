@@ -26,6 +26,7 @@ from service.repository.manifest import write_manifest
 from training.batching import bucketed_batches
 from training.configs import recommendation as cfg
 from training.data.movielens import PAD_ID, Case, MovieLens, Splits, item_popularity, load_splits
+from training.data.movielens import item_features as movielens_item_features
 from training.evaluate.ranking import full_ranks, hit_rate_and_ndcg, sample_negatives, sampled_ranks
 from training.evaluate.recommendation import evaluate_version
 from training.export.onnx_export import OPSET, describe_io
@@ -106,6 +107,7 @@ class Trained:
     negatives: int = 1
     item_noise: float = 0.0
     init_record: dict[str, Any] | None = None
+    item_features: list[str] | None = None  # the feature columns the model reads, if any
 
 
 def refit_sequences(splits: Splits) -> dict[str, list[int]]:
@@ -124,20 +126,32 @@ def initial_phase_record(path: pathlib.Path, checkpoint: dict[str, Any]) -> dict
 
 def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: LoopConfig, all_windows: bool,
                  batch_size: int, loss: str = "ce", init_from: pathlib.Path | None = None,
-                 refit: bool = False, negatives: int = 1, item_noise: float = 0.0) -> Trained:
+                 refit: bool = False, negatives: int = 1, item_noise: float = 0.0,
+                 item_features: bool = False) -> Trained:
     """Train on `dataset`'s leave-one-out split; the model returned holds the best dev weights.
 
     `init_from`: start from another run's weights (a best.pt), e.g. a second phase at a lower rate.
     `refit`: train on train + dev targets for exactly loop_config.max_epochs (no dev selection; the test
-    items stay unseen); the model returned holds the last epoch's weights."""
+    items stay unseen); the model returned holds the last epoch's weights.
+    `item_features`: the model also reads each item's genres and era (SASRecConfig.item_features); from
+    an ids-only `init_from`, the feature projection starts at 0."""
     data, splits, data_info = load_splits(dataset)
-    model_config = SASRecConfig(num_items=data.num_items, **model_settings)
+    feature_names, feature_rows = movielens_item_features(data.items) if item_features else ([], [])
+    model_config = SASRecConfig(num_items=data.num_items, **model_settings, item_features=len(feature_names))
     torch.manual_seed(loop_config.seed)
     model = SASRec(model_config)
+    if feature_names:
+        with torch.no_grad():
+            model.feature_table.copy_(torch.tensor(feature_rows))
     init_record = None
     if init_from is not None:
         start = torch.load(init_from, weights_only=False)
-        model.load_state_dict(start["model"])
+        missing, unexpected = model.load_state_dict(start["model"], strict=False)
+        if unexpected or set(missing) - {"feature_table", "feature_projection.weight"}:
+            raise ValueError(f"{init_from} does not fit this model: missing {missing}, unexpected {unexpected}")
+        if "feature_table" in missing:  # an ids-only start: the features are this run's
+            with torch.no_grad():
+                model.feature_table.copy_(torch.tensor(feature_rows))
         init_record = initial_phase_record(init_from, start)
     sequences = refit_sequences(splits) if refit else splits.train
     windows = training_windows(sequences, model_config.max_length, all_windows)
@@ -165,7 +179,7 @@ def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: Loop
     model.load_state_dict(best["model"])
     model.eval()
     return Trained(model, data, splits, data_info, result, loop_config, all_windows, batch_size, loss, refit,
-                   negatives, item_noise, init_record)
+                   negatives, item_noise, init_record, feature_names or None)
 
 
 def write_catalogue(trained: Trained, version_dir: pathlib.Path) -> None:
@@ -239,6 +253,7 @@ def export_version(trained: Trained, version_dir: pathlib.Path, name: str, max_k
                      "all_windows": trained.all_windows, "loss": trained.loss,
                      **({"negatives": trained.negatives} if trained.loss != "ce" else {}),
                      **({"item_noise": trained.item_noise} if trained.item_noise else {}),
+                     **({"item_features": trained.item_features} if trained.item_features else {}),
                      **({"started_from": trained.init_record} if trained.init_record else {}),
                      "data": ("refit: train + dev targets (everything but the test item), a fixed number of "
                               "epochs chosen on dev by an earlier run; the last epoch's weights")
@@ -292,6 +307,8 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=None, help="overrides the config's (experiment)")
     parser.add_argument("--item-noise", type=float, default=cfg.ITEM_NOISE,
                         help="probability of replacing each history item by a random one in training (SSE)")
+    parser.add_argument("--item-features", action="store_true",
+                        help="items are also described by genre and era (SASRecConfig.item_features; experiment)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     overrides = {"max_epochs": args.max_epochs, "checkpoint_dir": args.checkpoint_dir, "seed": args.seed,
@@ -302,13 +319,14 @@ def main() -> None:
     all_windows = cfg.ALL_WINDOWS and not args.last_window_only
     trained = train_sasrec(args.dataset, model_settings, loop_config, all_windows, cfg.BATCH_SIZE, args.loss,
                            init_from=args.init_from, refit=args.refit, negatives=args.negatives,
-                           item_noise=args.item_noise)
+                           item_noise=args.item_noise, item_features=args.item_features)
     # A run given --init-from is itself a later phase, and a refit has no dev set to choose epochs on.
     if cfg.FINAL_PHASE and not (args.no_final_phase or args.init_from or args.refit):
         trained = train_sasrec(args.dataset, model_settings, final_phase_config(loop_config, cfg.FINAL_PHASE),
                                all_windows, cfg.BATCH_SIZE, args.loss,
                                init_from=pathlib.Path(loop_config.checkpoint_dir) / "best.pt",
-                               negatives=args.negatives, item_noise=args.item_noise)
+                               negatives=args.negatives, item_noise=args.item_noise,
+                               item_features=args.item_features)
     if args.train_only:
         return
     version_dir = pathlib.Path(args.out) / cfg.MODEL_NAME / args.version

@@ -125,6 +125,26 @@ def load_files(stem: pathlib.Path) -> MovieLens:
     return MovieLens(items, histories, digest.hexdigest())
 
 
+# Release-era bins (upper edges): ML-1M's films span 1919-2000, most from the 1990s, so those are finer.
+ERA_EDGES = (1960, 1970, 1980, 1990, 1995, 1998, 2000)
+
+
+def item_features(items: list[Item]) -> tuple[list[str], list[list[float]]]:
+    """(column names, one row per item id with row 0 for padding, all zero): an indicator per genre
+    (sorted names) and one for the release era (years unknown: no era). What SASRec's item_features read."""
+    genres = sorted({genre for item in items for genre in item.genres})
+    eras = [f"era<{edge}" for edge in ERA_EDGES] + [f"era>={ERA_EDGES[-1]}"]
+    names = [f"genre:{genre}" for genre in genres] + eras
+    rows = [[0.0] * len(names)]
+    for item in items:
+        row = [1.0 if genre in item.genres else 0.0 for genre in genres] + [0.0] * len(eras)
+        if item.year:
+            era = next((i for i, edge in enumerate(ERA_EDGES) if item.year < edge), len(ERA_EDGES))
+            row[len(genres) + era] = 1.0
+        rows.append(row)
+    return names, rows
+
+
 def leave_one_out(histories: dict[str, list[int]]) -> Splits:
     train, dev, test = {}, [], []
     for user, history in histories.items():

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import torch
 
 from training.export.onnx_export import export_onnx
-from training.models.sasrec import SASRec, SASRecEnsemble, SASRecForExport
+from training.models.sasrec import SASRec, SASRecEnsemble, SASRecForExport, fold_item_features
 
 INPUT_NAMES = ("history", "lengths")
 OUTPUT_NAMES = ("scores", "attention")
@@ -31,8 +31,10 @@ def example_inputs(num_items: int, batch: int = 3, length: int = 7) -> tuple[tor
 
 
 def export_sasrec(model: SASRec | SASRecEnsemble, path: pathlib.Path) -> onnx.ModelProto:
+    """The graph of `model` (item features folded into the embedding); `parity` checks it against `model`."""
     model.eval()
-    return export_onnx(SASRecForExport(model), example_inputs(model.config.num_items), path,
+    served = fold_item_features(model) if isinstance(model, SASRec) else model
+    return export_onnx(SASRecForExport(served), example_inputs(model.config.num_items), path,
                        input_names=INPUT_NAMES, output_names=OUTPUT_NAMES, axes=AXES)
 
 

@@ -16,6 +16,7 @@ paper's binary cross-entropy against one sampled negative; with 3,706 items it i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -34,6 +35,11 @@ class SASRecConfig:
     # "from_start": position t is the t-th item of the (truncated) history; "from_end": the distance
     # from the history's last item (the recency view of the paper's left-padded window). Experiment.
     positions: str = "from_start"
+    # Item side features (genre indicators, release era: training/data/movielens.py item_features): each
+    # item's vector is its id embedding plus a learned projection of its features, so items with few
+    # interactions borrow from the others of their genre and era. 0 = ids only (versions 1-3). Export
+    # folds the projection into one embedding table (fold_item_features): the graph does not change.
+    item_features: int = 0
 
 
 class CausalSelfAttention(nn.Module):
@@ -91,6 +97,23 @@ class SASRec(nn.Module):
                 nn.init.zeros_(parameter)
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
+        if config.item_features:
+            # Filled from the catalogue by the trainer; a buffer, so it travels in the checkpoint.
+            self.register_buffer("feature_table", torch.zeros(config.num_items + 1, config.item_features))
+            # Starts at 0: a model given features starts as its ids-only self (e.g. a final phase from one).
+            self.feature_projection = nn.Linear(config.item_features, config.hidden_dim, bias=False)
+            nn.init.zeros_(self.feature_projection.weight)
+
+    def item_table(self) -> torch.Tensor:
+        """[num_items + 1, d]: every item's vector, the id embedding plus its projected features."""
+        if not self.config.item_features:
+            return self.item_embedding.weight
+        return self.item_embedding.weight + self.feature_projection(self.feature_table)
+
+    def embed_items(self, ids: torch.Tensor) -> torch.Tensor:
+        if not self.config.item_features:
+            return self.item_embedding(ids)
+        return nn.functional.embedding(ids, self.item_table())
 
     def encode(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """history [B, T] right-padded ids -> (states [B, T, d], last block's weights [B, H, T, T])."""
@@ -99,7 +122,7 @@ class SASRec(nn.Module):
         if self.config.positions == "from_end":
             lengths = (history > 0).sum(dim=1, keepdim=True)
             positions = (lengths - 1 - positions[None, :]).clamp(min=0)
-        x = self.item_embedding(history) * math.sqrt(self.config.hidden_dim) + self.position_embedding(positions)
+        x = self.embed_items(history) * math.sqrt(self.config.hidden_dim) + self.position_embedding(positions)
         x = self.embedding_dropout(x)
         causal = torch.ones(length, length, dtype=torch.bool, device=history.device).tril()
         weights = torch.empty(0)
@@ -109,7 +132,7 @@ class SASRec(nn.Module):
 
     def item_scores(self, states: torch.Tensor) -> torch.Tensor:
         """states [..., d] -> scores [..., num_items]; column j is item id j + 1."""
-        return states @ self.item_embedding.weight[1:].T
+        return states @ self.item_table()[1:].T
 
     def next_item_loss(self, inputs: torch.Tensor, targets: torch.Tensor, loss: str = "ce",
                        negatives: int = 1, item_noise: float = 0.0) -> tuple[torch.Tensor, int]:
@@ -140,8 +163,8 @@ class SASRec(nn.Module):
             total = total + nn.functional.cross_entropy(self.item_scores(states), positives - 1)
         if "bce" in parts or "ssm" in parts:
             drawn = torch.randint(1, self.config.num_items + 1, (positives.shape[0], negatives))
-            positive_logits = (states * self.item_embedding(positives)).sum(-1)  # [N]
-            negative_logits = torch.einsum("nd,nkd->nk", states, self.item_embedding(drawn))  # [N, K]
+            positive_logits = (states * self.embed_items(positives)).sum(-1)  # [N]
+            negative_logits = torch.einsum("nd,nkd->nk", states, self.embed_items(drawn))  # [N, K]
         if "bce" in parts:
             logits = torch.cat([positive_logits, negative_logits.flatten()])
             labels = torch.cat([torch.ones_like(positive_logits), torch.zeros(negative_logits.numel())])
@@ -159,6 +182,19 @@ def replace_items(history: torch.Tensor, probability: float, num_items: int) -> 
     for an embedding table whose rows are also the output layer."""
     swap = (history > 0) & (torch.rand(history.shape) < probability)
     return torch.where(swap, torch.randint(1, num_items + 1, history.shape), history)
+
+
+def fold_item_features(model: SASRec) -> SASRec:
+    """The same function as an ids-only SASRec: the item table (id embedding + projected features) becomes
+    the embedding, so the exported graph has the shape of every other version's."""
+    if not model.config.item_features:
+        return model
+    folded = SASRec(dataclasses.replace(model.config, item_features=0))
+    state = {k: v for k, v in model.state_dict().items() if k not in ("feature_table", "feature_projection.weight")}
+    with torch.no_grad():
+        state["item_embedding.weight"] = model.item_table().detach().clone()
+    folded.load_state_dict(state)
+    return folded.train(model.training)
 
 
 def next_item(model: SASRec, history: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
