@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 
 from bench.goals import Goal
 from bench.translation_bench import CANDIDATES, EXPORTED, CaseResult, DecodingResults
+from training.export.shared_weights import graph_bytes
 
 CACHE_SPEEDUP = 3.0  # issue 3: ONNX with cache >= 3x torch eager
 
@@ -145,13 +146,6 @@ def section_lines(results: DecodingResults, images: pathlib.Path, rel: str) -> l
     lines += ["", f"![decoding]({rel}/decoding.png)", ""]
     lines += [f"- {error}" for error in results.errors]
     return lines
-
-
-def graph_bytes(version_dir: pathlib.Path, manifest: dict) -> int:
-    """The graphs plus the weights they share in an external-data file (training/export/shared_weights.py)."""
-    shared = (manifest["onnx"].get("external_data") or {}).get("file")
-    names = [*manifest["onnx"].get("graphs", {}), *([shared] if shared else [])]
-    return sum((version_dir / name).stat().st_size for name in names)
 
 
 def int8_lines(results: DecodingResults | None) -> list[str]:

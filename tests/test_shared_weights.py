@@ -17,7 +17,7 @@ from service.pipelines.seq2seq_runtime import StepRunner
 from service.repository.manifest import ManifestError, read_manifest, sha256_file, write_manifest
 from service.repository.repository import load_version
 from training.export.quantize import quantize
-from training.export.shared_weights import SHARED_FILE, repackage_version
+from training.export.shared_weights import SHARED_FILE, graph_bytes, repackage_version
 
 
 def inline_copy(version_dir: pathlib.Path, out_dir: pathlib.Path) -> pathlib.Path:
@@ -133,9 +133,7 @@ def test_no_committed_version_carries_a_weight_twice(version_dir: pathlib.Path) 
         assert sha256_file(version_dir / shared["file"]) == manifest.files[shared["file"]]
 
 
-def test_the_benchmark_reports_a_models_size_with_its_shared_weights(tiny_translation_models: pathlib.Path) -> None:
-    from bench.translation_report import graph_bytes
-
+def test_a_models_size_counts_the_weights_its_graphs_share(tiny_translation_models: pathlib.Path) -> None:
     version_dir = tiny_translation_models / "transformer" / "1"
     files = ("encoder.onnx", "decoder_step.onnx", SHARED_FILE)
     assert graph_bytes(version_dir, read_manifest(version_dir).data) == sum(

@@ -73,6 +73,13 @@ def share_initializers(version_dir: pathlib.Path, graph_files: list[str]) -> dic
     return {"file": SHARED_FILE, "tensors": [key[0] for key in shared], "bytes": total, "bytes_saved": saved}
 
 
+def graph_bytes(version_dir: pathlib.Path, manifest: dict[str, Any]) -> int:
+    """A multi-graph version's model size: its graphs plus the weights they share in SHARED_FILE."""
+    shared = (manifest["onnx"].get("external_data") or {}).get("file")
+    names = [*manifest["onnx"].get("graphs", {}), *([shared] if shared else [])]
+    return sum((version_dir / name).stat().st_size for name in names)
+
+
 def repackage_version(version_dir: pathlib.Path) -> dict[str, Any]:
     """Share the common weights of a committed multi-graph version in place and rewrite its manifest's
     checksums; the manifest records the packaging (`onnx.external_data`)."""
