@@ -146,12 +146,10 @@ def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: Loop
     init_record = None
     if init_from is not None:
         start = torch.load(init_from, weights_only=False)
+        # An ids-only start leaves the feature table filled above and the projection at 0.
         missing, unexpected = model.load_state_dict(start["model"], strict=False)
         if unexpected or set(missing) - {"feature_table", "feature_projection.weight"}:
             raise ValueError(f"{init_from} does not fit this model: missing {missing}, unexpected {unexpected}")
-        if "feature_table" in missing:  # an ids-only start: the features are this run's
-            with torch.no_grad():
-                model.feature_table.copy_(torch.tensor(feature_rows))
         init_record = initial_phase_record(init_from, start)
     sequences = refit_sequences(splits) if refit else splits.train
     windows = training_windows(sequences, model_config.max_length, all_windows)

@@ -42,10 +42,13 @@ def share_initializers(version_dir: pathlib.Path, graph_files: list[str]) -> dic
     "tensors" list (and no file) when the graphs have nothing in common."""
     graphs = {name: onnx.load(str(version_dir / name)) for name in graph_files}
     holders: dict[tuple[str, int, tuple[int, ...], str], list[str]] = defaultdict(list)
+    data_of: dict[tuple[str, int, tuple[int, ...], str], bytes] = {}
     for file_name, graph in graphs.items():
         for tensor in graph.graph.initializer:
             if tensor.HasField("raw_data") and len(tensor.raw_data) >= MIN_BYTES:
-                holders[_key(tensor)].append(file_name)
+                key = _key(tensor)
+                holders[key].append(file_name)
+                data_of[key] = tensor.raw_data
     shared = sorted(key for key, files in holders.items() if len(files) > 1)
     if not shared:
         return {"file": None, "tensors": [], "bytes": 0, "bytes_saved": 0}
@@ -57,7 +60,7 @@ def share_initializers(version_dir: pathlib.Path, graph_files: list[str]) -> dic
             padding = -out.tell() % ALIGNMENT
             out.write(b"\0" * padding)
             offset = out.tell()
-            data = next(t.raw_data for t in graphs[holders[key][0]].graph.initializer if _key(t) == key)
+            data = data_of[key]
             out.write(data)
             placements[key] = (offset, len(data))
             saved += len(data) * (len(holders[key]) - 1)
