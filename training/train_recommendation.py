@@ -32,6 +32,7 @@ from training.evaluate.recommendation import evaluate_version
 from training.export.onnx_export import OPSET, describe_io
 from training.export.recommendation import export_sasrec, parity
 from training.loop import LoopConfig, TrainResult, config_dict, epochs_trained_evaluator, refit_loop_config, train
+from training.models.cooccurrence import CooccurrenceConfig, cooccurrence_scores
 from training.models.sasrec import SASRec, SASRecConfig, SASRecEnsemble, SASRecForExport
 
 log = logging.getLogger("train_recommendation")
@@ -215,18 +216,22 @@ PARITY_BATCHES = ([1], [200, 37, 5], [50] * 4, [2, 199, 64, 1, 120, 8, 33])
 
 def export_version(trained: Trained, version_dir: pathlib.Path, name: str, max_k: int = 100,
                    evaluate: bool = True, description: str | None = None,
-                   training_record: dict[str, Any] | None = None) -> dict[str, Any]:
-    """model.onnx + items.json + popularity.json + manifest.json (with parity and, if asked, test metrics
-    measured through the served pipeline) in version_dir; returns the manifest data. `description` and
-    `training_record` replace the single run's (an ensemble describes its members itself)."""
+                   training_record: dict[str, Any] | None = None,
+                   cooccurrence: CooccurrenceConfig | None = None) -> dict[str, Any]:
+    """model.onnx + items.json + popularity.json + manifest.json (with parity and, if asked, dev and test
+    metrics measured through the served pipeline) in version_dir; returns the manifest data. `description`
+    and `training_record` replace the single run's (an ensemble describes its members itself).
+    `cooccurrence`: add EASE scores over the whole history, fit on the sequences the model was trained on."""
     model, config = trained.model, trained.model.config
     if version_dir.exists():
         shutil.rmtree(version_dir)
     version_dir.mkdir(parents=True)
-    onnx_model = export_sasrec(model, version_dir / "model.onnx")
+    sequences = refit_sequences(trained.splits) if trained.refit else trained.splits.train
+    term = cooccurrence_scores(sequences.values(), config.num_items, cooccurrence) if cooccurrence else None
+    onnx_model = export_sasrec(model, version_dir / "model.onnx", term)
     write_catalogue(trained, version_dir)
     batches = [[min(n, config.max_length) for n in lengths] for lengths in PARITY_BATCHES]
-    measured = parity(model, version_dir / "model.onnx", batches)
+    measured = parity(model, version_dir / "model.onnx", batches, cooccurrence=term)
     history = trained.result.history
     manifest_data: dict[str, Any] = {
         "name": name,
@@ -263,8 +268,23 @@ def export_version(trained: Trained, version_dir: pathlib.Path, name: str, max_k
     }
     if training_record is not None:
         manifest_data["training"] = training_record
+    if cooccurrence is not None:
+        manifest_data["description"] += (
+            f" Plus EASE item co-occurrence scores over the whole history (l2 = {cooccurrence.l2:g}, rank "
+            f"{cooccurrence.rank}, weight {cooccurrence.weight:g}, fit on the same training interactions).")
+        manifest_data["cooccurrence"] = {
+            **dataclasses.asdict(cooccurrence),
+            "method": "EASE (Steck 2019) in low rank: training/models/cooccurrence.py",
+            "fit_on": "the training sequences of the SASRec model (dev and test targets held out)"
+                      if not trained.refit else "train + dev targets",
+            "input": "whole_history: the request's distinct items, not cut to max_history",
+            "chosen": cfg.COOCCURRENCE_CHOICE}
+        manifest_data["onnx"]["notes"] += "; whole_history = the history's distinct items, right-padded with 0"
     write_manifest(version_dir, manifest_data)
     if evaluate:
+        if cooccurrence is not None:
+            manifest_data["dev_metrics"] = {"split": "dev", **evaluate_version(version_dir, trained.data,
+                                                                               trained.splits.dev)}
         report = {"split": "test", **evaluate_version(version_dir, trained.data, trained.splits.test)}
         manifest_data["metrics"] = report
         write_manifest(version_dir, manifest_data)
@@ -305,6 +325,8 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=None, help="overrides the config's (experiment)")
     parser.add_argument("--item-noise", type=float, default=cfg.ITEM_NOISE,
                         help="probability of replacing each history item by a random one in training (SSE)")
+    parser.add_argument("--no-cooccurrence", action="store_true",
+                        help="export SASRec alone, without the EASE term of cfg.COOCCURRENCE")
     parser.add_argument("--item-features", action="store_true",
                         help="items are also described by genre and era (SASRecConfig.item_features; experiment)")
     args = parser.parse_args()
@@ -328,7 +350,8 @@ def main() -> None:
     if args.train_only:
         return
     version_dir = pathlib.Path(args.out) / cfg.MODEL_NAME / args.version
-    manifest_data = export_version(trained, version_dir, cfg.MODEL_NAME)
+    cooccurrence = None if args.no_cooccurrence or not cfg.COOCCURRENCE else CooccurrenceConfig(**cfg.COOCCURRENCE)
+    manifest_data = export_version(trained, version_dir, cfg.MODEL_NAME, cooccurrence=cooccurrence)
     print(json.dumps({"parity": manifest_data["parity"], "metrics": manifest_data["metrics"]}, indent=1))
 
 

@@ -18,6 +18,19 @@ from service.pipelines.timing import StageTimings
 from service.repository.repository import LoadedModel
 
 TASK = "recommendation"
+# A graph with a co-occurrence term (EASE over the whole history, beside SASRec over its last max_history
+# items) has this third input: every distinct item of the request's history, not cut.
+WHOLE_HISTORY = "whole_history"
+
+
+def pad_whole_histories(histories: Sequence[Sequence[int]]) -> np.ndarray:
+    """[B, M] int64: each history's distinct items in first-seen order, right-padded with 0 (the
+    co-occurrence term counts an item once however often the history repeats it)."""
+    distinct = [list(dict.fromkeys(h)) for h in histories]
+    padded = np.zeros((len(distinct), max(1, max(len(d) for d in distinct))), dtype=np.int64)
+    for row, items in enumerate(distinct):
+        padded[row, : len(items)] = items
+    return padded
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,7 @@ class RecommendationPipeline:
         # of 32: 1,291 of 2,014 top-10 lists differed, scores by up to 0.40). Such a graph scores one
         # history per run: every answer is the history's answer alone (fp32 graphs are exact either way).
         self.one_history_per_run = model.manifest.dynamically_quantized
+        self.reads_whole_history = WHOLE_HISTORY in {i.name for i in model.session.get_inputs()}
         # A tiny first run so the first served call does not pay onnxruntime's lazy initialisation.
         self.score([[1]])
 
@@ -67,8 +81,9 @@ class RecommendationPipeline:
 
     def score(self, histories: Sequence[Sequence[int]],
               timings: StageTimings | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Scores [B, N] (column j = item id j + 1) and attention [B, T] for non-empty histories,
-        each cut to its most recent max_history items; attention rows are 0 past each history's end."""
+        """Scores [B, N] (column j = item id j + 1) and attention [B, T] for non-empty histories. SASRec
+        reads each history cut to its most recent max_history items (attention rows are 0 past each
+        history's end); a co-occurrence term, when the graph has one, reads the whole history."""
         timings = timings or StageTimings()
         used = [list(h[-self.max_history:]) for h in histories]
         lengths = np.array([len(h) for h in used], dtype=np.int64)
@@ -76,10 +91,12 @@ class RecommendationPipeline:
         for row, history in enumerate(used):
             padded[row, : len(history)] = history
         timings.padding_ratio = 0.0 if self.one_history_per_run else 1.0 - float(lengths.sum()) / padded.size
+        whole = pad_whole_histories(histories) if self.reads_whole_history else None
         with timings.stage("inference"):
             if self.one_history_per_run:
-                runs = [self.model.session.run(["scores", "attention"], {"history": padded[row : row + 1, :length],
-                                                                          "lengths": lengths[row : row + 1]})
+                runs = [self.model.session.run(["scores", "attention"], self._feeds(
+                            padded[row : row + 1, :length], lengths[row : row + 1],
+                            None if whole is None else whole[row : row + 1, : len(set(histories[row]))]))
                         for row, length in enumerate(lengths)]
                 scores = np.concatenate([run[0] for run in runs])
                 attention = np.zeros(padded.shape, dtype=np.float32)
@@ -87,8 +104,15 @@ class RecommendationPipeline:
                     attention[row, :length] = run[1][0]
             else:
                 scores, attention = self.model.session.run(["scores", "attention"],
-                                                            {"history": padded, "lengths": lengths})
+                                                            self._feeds(padded, lengths, whole))
         return scores, attention
+
+    @staticmethod
+    def _feeds(history: np.ndarray, lengths: np.ndarray, whole: np.ndarray | None) -> dict[str, np.ndarray]:
+        feeds = {"history": history, "lengths": lengths}
+        if whole is not None:
+            feeds[WHOLE_HISTORY] = whole
+        return feeds
 
     def fallback(self, k: int) -> Recommendation:
         items = [ScoredItem(self.catalogue.get(i), share) for i, share in self.catalogue.popular[:k]]

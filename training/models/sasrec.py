@@ -224,15 +224,25 @@ class SASRecForExport(nn.Module):
     scores [B, num_items] of the next item after each history (column j = item id j + 1) and the last
     block's attention of the history's last position over the history [B, T] (mean over heads; 0 on
     padding); for an ensemble, the means over its members. Top-k stays in the service: it masks seen
-    items and picks k per request with numpy."""
+    items and picks k per request with numpy.
 
-    def __init__(self, model: SASRec | SASRecEnsemble) -> None:
+    With a `cooccurrence` term (training/models/cooccurrence.py) the graph has a third input,
+    whole_history [B, M]: the request's whole history (not cut to max_length, each item once,
+    right-padded with 0), and the term's scores are added to SASRec's."""
+
+    def __init__(self, model: SASRec | SASRecEnsemble, cooccurrence: nn.Module | None = None) -> None:
         super().__init__()
         self.model = model
+        self.cooccurrence = cooccurrence
 
-    def forward(self, history: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, history: torch.Tensor, lengths: torch.Tensor,
+                whole_history: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         members = self.model.members if isinstance(self.model, SASRecEnsemble) else [self.model]
         outputs = [next_item(member, history, lengths) for member in members]
-        if len(outputs) == 1:
-            return outputs[0]
-        return (torch.stack([o[0] for o in outputs]).mean(dim=0), torch.stack([o[1] for o in outputs]).mean(dim=0))
+        scores = torch.stack([o[0] for o in outputs]).mean(dim=0) if len(outputs) > 1 else outputs[0][0]
+        attention = torch.stack([o[1] for o in outputs]).mean(dim=0) if len(outputs) > 1 else outputs[0][1]
+        if self.cooccurrence is not None:
+            if whole_history is None:
+                raise ValueError("a model with a co-occurrence term needs whole_history")
+            scores = scores + self.cooccurrence(whole_history)
+        return scores, attention

@@ -1,0 +1,85 @@
+"""Choose the co-occurrence term's settings on dev:  python -m training.evaluate.cooccurrence_grid [CHECKPOINT]
+
+Scores every dev user with a trained SASRec (default: the committed recipe's final phase, best.pt), then
+adds EASE scores over the whole history (training/models/cooccurrence.py, fit on the training
+sequences) for each (l2, rank, weight) of the grid, and prints dev full NDCG@10 / sampled HR@10 for each.
+The rule (configs/recommendation.py COOCCURRENCE): the best full NDCG@10 among settings whose sampled
+HR@10 is not below SASRec's alone. Dev only: test is for the exported model, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import pathlib
+
+import numpy as np
+import torch
+
+from training.configs import recommendation as cfg
+from training.data.movielens import Case, load_splits
+from training.evaluate.ranking import full_ranks, hit_rate_and_ndcg, sample_negatives, sampled_ranks
+from training.models.cooccurrence import CooccurrenceScores, ease_low_rank, eigen, gram_matrix
+from training.models.sasrec import SASRec, SASRecConfig, next_item
+from training.train_recommendation import right_pad
+
+GRID = {"l2": (1000.0, 2000.0, 3000.0), "rank": (128, 256), "weight": (2.5, 3.0, 3.4, 4.0)}
+DEFAULT_CHECKPOINT = pathlib.Path(f"{cfg.LOOP.checkpoint_dir}-decay/best.pt")
+
+
+def sasrec_scores(model: SASRec, cases: list[Case], batch_size: int = 128) -> np.ndarray:
+    """[len(cases), N] scores of the SASRec alone, each history cut to its last max_length items."""
+    scores = np.zeros((len(cases), model.config.num_items), dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, len(cases), batch_size):
+            rows = [list(c.history[-model.config.max_length :]) for c in cases[start : start + batch_size]]
+            lengths = torch.tensor([len(r) for r in rows])
+            scores[start : start + len(rows)] = next_item(model, right_pad(rows), lengths)[0].numpy()
+    return scores
+
+
+def metrics(scores: np.ndarray, targets: np.ndarray, negatives: np.ndarray, cases: list[Case]) -> dict[str, float]:
+    full_hr, full_ndcg = hit_rate_and_ndcg(full_ranks(scores, targets, [c.history for c in cases]))
+    sampled_hr, sampled_ndcg = hit_rate_and_ndcg(sampled_ranks(scores, targets, negatives))
+    return {"full_ndcg@10": round(full_ndcg, 4), "sampled_hr@10": round(sampled_hr, 4),
+            "full_hr@10": round(full_hr, 4), "sampled_ndcg@10": round(sampled_ndcg, 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=pathlib.Path, nargs="?", default=DEFAULT_CHECKPOINT)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    data, splits, _ = load_splits(cfg.DATASET)
+    saved = torch.load(args.checkpoint, weights_only=False)
+    model = SASRec(SASRecConfig(**saved["extra"]["model_config"]))
+    model.load_state_dict(saved["model"])
+    model.eval()
+    cases = splits.dev
+    user_index = {user: i for i, user in enumerate(data.histories)}
+    negatives = np.stack([sample_negatives(user_index[c.user], set(data.histories[c.user]), data.num_items)
+                          for c in cases])
+    targets = np.array([c.target for c in cases])
+    base = sasrec_scores(model, cases)
+    alone = metrics(base, targets, negatives, cases)
+    print(json.dumps({"sasrec_alone": alone}))
+    gram_eigen = eigen(gram_matrix(splits.train.values(), data.num_items))
+    whole = [torch.tensor([list(dict.fromkeys(c.history))]) for c in cases]
+    results = []
+    for l2, rank in itertools.product(GRID["l2"], GRID["rank"]):
+        history_factors, item_factors = ease_low_rank(gram_eigen, l2, rank)
+        with torch.no_grad():
+            term = CooccurrenceScores(history_factors, item_factors, 1.0)
+            ease = np.concatenate([term(w).numpy() for w in whole])
+        for weight in GRID["weight"]:
+            row = {"l2": l2, "rank": rank, "weight": weight, **metrics(base + weight * ease, targets, negatives, cases)}
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    allowed = [r for r in results if r["sampled_hr@10"] >= alone["sampled_hr@10"]]
+    if allowed:
+        print("chosen", json.dumps(max(allowed, key=lambda r: r["full_ndcg@10"])))
+
+
+if __name__ == "__main__":
+    main()
