@@ -86,6 +86,7 @@ def test_a_history_longer_than_the_maximum_uses_the_most_recent_items_and_says_s
     history = list(range(1, MAX_HISTORY + 6))
     response = recommend(stub, by_ids(*history), k=5)
     assert response.truncated and response.history_used == MAX_HISTORY
+    assert not response.whole_history_scored  # the tiny model is self-attention only
     assert [w.index for w in response.attention] == list(range(5, MAX_HISTORY + 5))
     assert [w.item.id for w in response.attention] == history[5:]
     recent = recommend(stub, by_ids(*history[5:]), k=5)

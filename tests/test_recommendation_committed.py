@@ -3,6 +3,7 @@ popularity and meets the issue's target, and the shared real server answers with
 
 from __future__ import annotations
 
+import io
 import json
 
 import grpc
@@ -10,6 +11,7 @@ import pytest
 from exported_models import latest_version_dir
 from seqserve.v1 import models_pb2, recommendation_pb2, recommendation_pb2_grpc
 
+from service.client.recommend_output import print_recommendations
 from training.data.movielens import item_popularity, load_splits
 from training.evaluate.recommendation import evaluate_version
 
@@ -125,6 +127,12 @@ def test_the_shared_server_reads_items_older_than_max_history(channel) -> None:
 
     whole, recent = recommend(history), recommend(history[-200:])
     assert whole.truncated and whole.history_used == 200 and not recent.truncated
+    assert whole.whole_history_scored and recent.whole_history_scored
+    out = io.StringIO()
+    print_recommendations(whole, len(history), out)
+    assert out.getvalue().splitlines()[0] == ("history: 260 items, all scored through item co-occurrence, the most "
+                                              "recent 200 also by self-attention (max 200); attention of the last "
+                                              "item over it:")
     assert [w.index for w in whole.attention] == list(range(60, 260))
     assert [r.score for r in whole.items] != [r.score for r in recent.items]
 

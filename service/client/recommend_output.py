@@ -23,8 +23,12 @@ def print_recommendations(response: recommendation_pb2.RecommendResponse, reques
     if response.fallback:
         print(f"history empty: the {len(response.items)} most popular items (fallback, no model ran)", file=out)
     else:
-        note = (f", only the most recent {response.history_used} were used (max {response.max_history})"
-                if response.truncated else "")
+        note = ""
+        if response.truncated and response.whole_history_scored:
+            note = (f", all scored through item co-occurrence, the most recent {response.history_used} also by "
+                    f"self-attention (max {response.max_history})")
+        elif response.truncated:
+            note = f", only the most recent {response.history_used} were used (max {response.max_history})"
         print(f"history: {requested} items{note}; attention of the last item over it:", file=out)
         for weight in response.attention:
             bar = "#" * round(weight.weight * BAR_WIDTH)

@@ -36,6 +36,7 @@ def to_response(result: Recommendation, history: tuple[int, ...], pipeline: Reco
         history_used=len(result.attention),
         max_history=pipeline.max_history,
         model=models_pb2.ModelRef(name=model.name, version=model.version),
+        whole_history_scored=pipeline.reads_whole_history and not result.fallback,
     )
 
 
