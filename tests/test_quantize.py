@@ -89,3 +89,5 @@ def test_every_int8_variant_names_its_source_and_records_a_small_quality_delta(v
     for name, delta in deltas:  # BLEU/chrF in points, F1/HR/NDCG/accuracy as fractions
         assert abs(delta) < (2.0 if "bleu" in name or "chrf" in name else 0.02), (name, delta)
     assert quantization["bytes"]["int8"] < quantization["bytes"]["fp32"]
+    # Quality numbers in a variant's manifest are its own: the source's dev or test metrics never ride along.
+    assert "dev_metrics" not in manifest

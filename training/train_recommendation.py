@@ -278,11 +278,11 @@ def export_version(trained: Trained, version_dir: pathlib.Path, name: str, max_k
             "fit_on": "the training sequences of the SASRec model (dev and test targets held out)"
                       if not trained.refit else "train + dev targets",
             "input": "whole_history: the request's distinct items, not cut to max_history",
-            "chosen": cfg.COOCCURRENCE_CHOICE}
+            "chosen_by": "dev: python -m training.evaluate.cooccurrence_grid (docs/recommendation.md)"}
         manifest_data["onnx"]["notes"] += "; whole_history = the history's distinct items, right-padded with 0"
     write_manifest(version_dir, manifest_data)
     if evaluate:
-        if cooccurrence is not None:
+        if cooccurrence is not None:  # beside training.best_dev: the same SASRec without the term
             manifest_data["dev_metrics"] = {"split": "dev", **evaluate_version(version_dir, trained.data,
                                                                                trained.splits.dev)}
         report = {"split": "test", **evaluate_version(version_dir, trained.data, trained.splits.test)}

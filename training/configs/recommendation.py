@@ -25,10 +25,9 @@ EVAL_BATCH_SIZE = 256
 # Version 4: SASRec's scores plus EASE item co-occurrence scores over the whole history (Steck 2019; low
 # rank, training/models/cooccurrence.py), fit on the same training interactions. Chosen on dev with
 # version 3's SASRec by `python -m training.evaluate.cooccurrence_grid`: the best full NDCG@10 among
-# settings whose sampled HR@10 is not below SASRec's alone (docs/recommendation.md). None = SASRec alone.
+# settings whose sampled HR@10 is not below SASRec's alone (docs/recommendation.md): SASRec alone 0.1986
+# full NDCG@10 / 0.8545 sampled HR@10, with this term 0.2099 / 0.8690. None = SASRec alone.
 COOCCURRENCE = {"l2": 1000.0, "rank": 256, "weight": 3.0}
-COOCCURRENCE_CHOICE = ("dev, version 3's SASRec: alone 0.1986 full NDCG@10 / 0.8545 sampled HR@10; with this term "
-                       "0.2099 / 0.8690 (grid over l2 1000-3000, rank 128-256, weight 2.5-4)")
 # Version 3 is two phases, both run by `python -m training.train_recommendation`. 1: LOOP below, a
 # constant rate for 22 epochs (the version 3 run was stopped there by hand; its best dev epoch was 21).
 # 2: FINAL_PHASE, from phase 1's best weights with a fresh optimizer, the rate decaying linearly to 0

@@ -219,7 +219,9 @@ def publish(source_dir: pathlib.Path, out_dir: pathlib.Path) -> dict[str, Any]:
     measure, and write the measured manifest."""
     report = quantize(source_dir, out_dir)
     source = read_manifest(source_dir)
-    data = {k: v for k, v in source.data.items() if k not in ("files", "format_version", "metrics", "export_parity")}
+    # Measured quality is the variant's own (below): the source's test and dev numbers are not carried over.
+    data = {k: v for k, v in source.data.items()
+            if k not in ("files", "format_version", "metrics", "dev_metrics", "export_parity")}
     # The variant's shared weights are its own (quantize), not the source's.
     data["onnx"] = {k: v for k, v in data["onnx"].items() if k != "external_data"}
     if "external_data" in report:
