@@ -9,10 +9,12 @@ either (docs/recommendation.md): SASRec alone 0.1986 full NDCG@10 / 0.8545 sampl
 0.05 / 0.72, the sum 0.2099 / 0.8690.
 
 Low rank, why it is exact enough: with X^T X = V diag(s) V^T, P = I / l2 + V diag(1/(s + l2) - 1/l2) V^T.
-The I / l2 part only reaches B's diagonal (forced to 0, and a history's own items are never candidates),
-so off the diagonal B = V f(s) V^T diag(-1 / diag(P)) with f(s) = 1/(s + l2) - 1/l2, whose terms vanish
-for s << l2: keep the `rank` largest eigenvalues. Then x_u B = (x_u A) C with A = V_r f_r [N, r] and
-C = V_r^T diag(-1 / diag(P)) [r, N]: a sum of history rows of A, one small matrix product.
+The I / l2 part only reaches B's diagonal, so off the diagonal B = V f(s) V^T diag(-1 / diag(P)) with
+f(s) = 1/(s + l2) - 1/l2, whose terms vanish for s << l2: keep the `rank` largest eigenvalues. Then
+x_u B = (x_u A) C with A = V_r f_r [N, r] and C = V_r^T diag(-1 / diag(P)) [r, N]: a sum of history
+rows of A, one small matrix product. The product has a diagonal where EASE has 0 (an item's
+co-occurrence with itself, larger for popular items); CooccurrenceScores subtracts it, so an item of
+the history (recommended again when a client turns exclude_seen off) is scored by the others only.
 """
 
 from __future__ import annotations
@@ -72,18 +74,24 @@ def ease_exact(gram: np.ndarray, l2: float) -> np.ndarray:
 
 
 class CooccurrenceScores(nn.Module):
-    """whole_history [B, M] (item ids, right-padded with 0) -> weight * EASE scores [B, N] (column j = item
-    j + 1). The factors are stored in float16 (half the file; the computation is float32), the weight
-    folded into the item factors."""
+    """whole_history [B, M] (distinct item ids, right-padded with 0) -> weight * EASE scores [B, N]
+    (column j = item j + 1). The factors are stored in float16 (half the file; the computation is
+    float32), the weight folded into the item factors."""
 
     def __init__(self, history_factors: np.ndarray, item_factors: np.ndarray, weight: float) -> None:
         super().__init__()
         self.register_buffer("history_factors", torch.from_numpy(history_factors).half())
         self.register_buffer("item_factors", torch.from_numpy(item_factors * weight).half())
+        # The low-rank product's diagonal, from the stored (rounded) factors: index = item id, 0 = padding.
+        diagonal = (self.history_factors[1:].float() * self.item_factors.float().T).sum(dim=1)
+        self.register_buffer("self_scores", torch.cat([torch.zeros(1), diagonal]))
 
     def forward(self, whole_history: torch.Tensor) -> torch.Tensor:
         summed = self.history_factors[whole_history].float().sum(dim=1)
-        return summed @ self.item_factors.float()
+        scores = summed @ self.item_factors.float()
+        own = torch.zeros(whole_history.shape[0], self.self_scores.shape[0]).scatter_add(
+            1, whole_history, self.self_scores[whole_history])
+        return scores - own[:, 1:]
 
 
 def cooccurrence_scores(sequences: Iterable[Sequence[int]], num_items: int,
