@@ -91,3 +91,5 @@ def test_every_int8_variant_names_its_source_and_records_a_small_quality_delta(v
     assert quantization["bytes"]["int8"] < quantization["bytes"]["fp32"]
     # Quality numbers in a variant's manifest are its own: the source's dev or test metrics never ride along.
     assert "dev_metrics" not in manifest
+    # The fp32 graph's parity with torch is recorded as the source's, not as if the int8 graph had it.
+    assert not {"parity", "parity_vs_torch"} & set(manifest)

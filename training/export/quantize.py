@@ -214,14 +214,18 @@ MEASURES: dict[str, Callable[[pathlib.Path, pathlib.Path], dict[str, Any]]] = {
 }
 
 
+SOURCE_PARITY = ("parity", "parity_vs_torch")  # manifest keys some exporters use for fp32 graph vs torch
+
+
 def publish(source_dir: pathlib.Path, out_dir: pathlib.Path) -> dict[str, Any]:
     """Quantize, write a checksummed manifest (the evaluation loads the variant as the server does),
     measure, and write the measured manifest."""
     report = quantize(source_dir, out_dir)
     source = read_manifest(source_dir)
-    # Measured quality is the variant's own (below): the source's test and dev numbers are not carried over.
+    # Measured quality is the variant's own (below): the source's test and dev numbers are not carried over,
+    # and its torch-vs-graph parity describes the fp32 graph, so it is kept as the source's, by name.
     data = {k: v for k, v in source.data.items()
-            if k not in ("files", "format_version", "metrics", "dev_metrics", "export_parity")}
+            if k not in ("files", "format_version", "metrics", "dev_metrics", "export_parity", *SOURCE_PARITY)}
     # The variant's shared weights are its own (quantize), not the source's.
     data["onnx"] = {k: v for k, v in data["onnx"].items() if k != "external_data"}
     if "external_data" in report:
@@ -234,6 +238,9 @@ def publish(source_dir: pathlib.Path, out_dir: pathlib.Path) -> dict[str, Any]:
     write_manifest(out_dir, data)
     measured = MEASURES[source.data["task"]](source_dir, out_dir)
     report.update({k: v for k, v in measured.items() if k != "metrics"})
+    source_parity = {k: source.data[k] for k in SOURCE_PARITY if k in source.data}
+    if source_parity:
+        report["source"] = {**report["source"], "parity": source_parity}
     data.update({"quantization": report, "metrics": measured["metrics"]})
     write_manifest(out_dir, data)
     return report
