@@ -13,6 +13,7 @@ from recommendation_support import MAX_HISTORY, NAME
 
 from service.pipelines.recommendation import RecommendationPipeline, RecommendationRequest, pad_whole_histories
 from service.repository.repository import load_version
+from training.evaluate.cooccurrence_grid import choose
 from training.export.recommendation import parity
 from training.models.cooccurrence import (
     CooccurrenceConfig,
@@ -149,3 +150,12 @@ def test_cooccurrence_scores_module_keeps_float16_factors() -> None:
     assert module.history_factors.dtype == torch.float16 and module.item_factors.dtype == torch.float16
     with torch.no_grad():  # items 1 and 2 each lose their own 0.5 x 2 = 1.0; item 3 is not in the history
         assert module(torch.tensor([[1, 2, 0]])).tolist() == [[1.0, 1.0, 2.0]]
+
+
+def test_the_grid_keeps_the_best_full_ndcg_that_does_not_lose_sampled_hit_rate() -> None:
+    alone = {"full_ndcg@10": 0.19, "sampled_hr@10": 0.85}
+    rows = [{"weight": 1.0, "full_ndcg@10": 0.22, "sampled_hr@10": 0.84},  # best NDCG, but loses HR
+            {"weight": 2.0, "full_ndcg@10": 0.20, "sampled_hr@10": 0.85},
+            {"weight": 3.0, "full_ndcg@10": 0.21, "sampled_hr@10": 0.86}]
+    assert choose(rows, alone)["weight"] == 3.0
+    assert choose(rows[:1], alone) is None

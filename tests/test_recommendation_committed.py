@@ -108,7 +108,7 @@ def test_the_default_was_chosen_on_dev_and_reads_the_whole_history(manifest) -> 
     """Version 4's co-occurrence term: settings chosen on dev (recorded, and better there than SASRec
     alone, whose dev numbers the training record keeps), fed the whole history by the service."""
     term = manifest["cooccurrence"]
-    assert {term["l2"], term["rank"], term["weight"]} == {1000.0, 256, 3.0}
+    assert (term["l2"], term["rank"], term["weight"]) == (1000.0, 256, 3.0)  # configs/recommendation.py
     dev, alone = manifest["dev_metrics"]["served"], manifest["training"]["best_dev"]
     assert dev["full_ndcg@10"] > alone["full_ndcg@10"] and dev["sampled_hr@10"] >= alone["sampled_hr@10"]
     assert [spec["name"] for spec in manifest["onnx"]["inputs"]] == ["history", "lengths", "whole_history"]
