@@ -96,7 +96,7 @@ class RecommendationPipeline:
             if self.one_history_per_run:
                 runs = [self.model.session.run(["scores", "attention"], self._feeds(
                             padded[row : row + 1, :length], lengths[row : row + 1],
-                            None if whole is None else whole[row : row + 1, : len(set(histories[row]))]))
+                            None if whole is None else whole[row : row + 1, : int(np.count_nonzero(whole[row]))]))
                         for row, length in enumerate(lengths)]
                 scores = np.concatenate([run[0] for run in runs])
                 attention = np.zeros(padded.shape, dtype=np.float32)

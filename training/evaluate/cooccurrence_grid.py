@@ -19,10 +19,11 @@ import torch
 
 from training.configs import recommendation as cfg
 from training.data.movielens import Case, load_splits
-from training.evaluate.ranking import full_ranks, hit_rate_and_ndcg, sample_negatives, sampled_ranks
+from training.evaluate.ranking import full_ranks, sample_negatives, sampled_ranks
+from training.evaluate.recommendation import summary
 from training.models.cooccurrence import CooccurrenceScores, ease_low_rank, eigen, gram_matrix
-from training.models.sasrec import SASRec, SASRecConfig, next_item
-from training.train_recommendation import right_pad
+from training.models.sasrec import SASRec, SASRecConfig
+from training.train_recommendation import torch_scores
 
 GRID = {"l2": (1000.0, 2000.0, 3000.0), "rank": (128, 256), "weight": (2.5, 3.0, 3.4, 4.0)}
 DEFAULT_CHECKPOINT = pathlib.Path(f"{cfg.LOOP.checkpoint_dir}-decay/best.pt")
@@ -30,20 +31,14 @@ DEFAULT_CHECKPOINT = pathlib.Path(f"{cfg.LOOP.checkpoint_dir}-decay/best.pt")
 
 def sasrec_scores(model: SASRec, cases: list[Case], batch_size: int = 128) -> np.ndarray:
     """[len(cases), N] scores of the SASRec alone, each history cut to its last max_length items."""
-    scores = np.zeros((len(cases), model.config.num_items), dtype=np.float32)
     with torch.no_grad():
-        for start in range(0, len(cases), batch_size):
-            rows = [list(c.history[-model.config.max_length :]) for c in cases[start : start + batch_size]]
-            lengths = torch.tensor([len(r) for r in rows])
-            scores[start : start + len(rows)] = next_item(model, right_pad(rows), lengths)[0].numpy()
-    return scores
+        return np.concatenate([torch_scores(model, [c.history[-model.config.max_length :]
+                                                    for c in cases[start : start + batch_size]])
+                               for start in range(0, len(cases), batch_size)])
 
 
 def metrics(scores: np.ndarray, targets: np.ndarray, negatives: np.ndarray, cases: list[Case]) -> dict[str, float]:
-    full_hr, full_ndcg = hit_rate_and_ndcg(full_ranks(scores, targets, [c.history for c in cases]))
-    sampled_hr, sampled_ndcg = hit_rate_and_ndcg(sampled_ranks(scores, targets, negatives))
-    return {"full_ndcg@10": round(full_ndcg, 4), "sampled_hr@10": round(sampled_hr, 4),
-            "full_hr@10": round(full_hr, 4), "sampled_ndcg@10": round(sampled_ndcg, 4)}
+    return summary(full_ranks(scores, targets, [c.history for c in cases]), sampled_ranks(scores, targets, negatives))
 
 
 def choose(results: list[dict[str, float]], alone: dict[str, float]) -> dict[str, float] | None:

@@ -38,7 +38,8 @@ K = 10
 BATCH_SIZE = 128
 
 
-def _summary(full: np.ndarray, sampled: np.ndarray) -> dict[str, float]:
+def summary(full: np.ndarray, sampled: np.ndarray) -> dict[str, float]:
+    """HR@10 / NDCG@10 under both protocols from 0-based full-ranking and sampled ranks."""
     full_hr, full_ndcg = hit_rate_and_ndcg(full, K)
     sampled_hr, sampled_ndcg = hit_rate_and_ndcg(sampled, K)
     return {"sampled_hr@10": round(sampled_hr, 4), "sampled_ndcg@10": round(sampled_ndcg, 4),
@@ -68,8 +69,8 @@ def evaluate_pipeline(pipeline: RecommendationPipeline, data: MovieLens, cases: 
                                    for i in range(len(cases))])
     popular_sampled = sampled_ranks(np.repeat(popularity, len(cases), axis=0), targets, negatives)
     return {
-        "served": _summary(served_full, served_sampled),
-        "popularity_baseline": _summary(popular_full, popular_sampled),
+        "served": summary(served_full, served_sampled),
+        "popularity_baseline": summary(popular_full, popular_sampled),
         "n": len(cases),
         "protocol": {"k": K, "sampled_negatives": NUM_NEGATIVES, "negative_seed": NEGATIVE_SEED,
                      "negatives_from": "items the user never interacted with (whole history)",
