@@ -110,7 +110,17 @@ def ct2_available() -> bool:
     return True
 
 
-def engines(threads: int) -> list[Engine]:
+def torch_unavailable(version_dir: pathlib.Path) -> str:
+    """Why torch cannot run this version's weights here ("" if it can): a seq2seq version's torch weights
+    are its training checkpoint, which only the machine that trained it has."""
+    from training.export.version_weights import torch_weights_source
+
+    source = torch_weights_source(version_dir)
+    return "" if source.exists() else f"torch eager for {version_dir.parent.name}: its weights ({source}) are not here"
+
+
+def engines(threads: int, skipped: list[str] | None = None) -> list[Engine]:
+    """Every engine that can run here; the reasons for the others go to `skipped`."""
     found: list[Engine] = []
     for model, torch_engines, ct2 in (("transformer", ("torch-nocache", "torch-cache"), True),
                                       ("seq2seq-attention", ("torch",), False)):
@@ -124,7 +134,12 @@ def engines(threads: int) -> list[Engine]:
         if model == "transformer":  # the op's encoder-decoder contract is the Transformer's (T5's)
             found += [Engine(model, "ort-beamsearch", precision, str(path), threads)
                       for precision, path in (("fp32", fp32), ("int8", int8)) if path is not None]
-        found += [Engine(model, name, "fp32", str(fp32), threads) for name in torch_engines]
+        reason = torch_unavailable(fp32)
+        if reason:
+            if skipped is not None and reason not in skipped:
+                skipped.append(reason)
+        else:
+            found += [Engine(model, name, "fp32", str(fp32), threads) for name in torch_engines]
         if ct2 and ct2_available():
             found += [Engine(model, "ct2", precision, str(fp32), threads) for precision in ("fp32", "int8")]
     return found
@@ -156,11 +171,14 @@ def _run_worker(specs: Sequence[Engine], plan: DecodingPlan, texts: dict[int, li
 
 
 def run_decoding(plan: DecodingPlan) -> DecodingResults:
-    configs = [e for threads in plan.threads for e in engines(threads)]
+    skipped: list[str] = []
+    configs = [e for threads in plan.threads for e in engines(threads, skipped)]
     if not configs:
         return DecodingResults(plan, [], 0, note="no translation model is exported")
     texts = test_texts(plan)
-    note = "" if ct2_available() else "CTranslate2 is not installed (`pip install -e '.[test]'`): its rows are missing"
+    if not ct2_available():
+        skipped.append("CTranslate2 is not installed (`pip install -e '.[test]'`): its rows are missing")
+    note = "; ".join(skipped)
     results: dict[tuple[Engine, int, int], CaseResult] = {}
     errors: list[str] = []
     for round_index in range(plan.rounds):

@@ -7,6 +7,10 @@ import pathlib
 import subprocess
 import sys
 
+from exported_models import latest_version_dir
+
+from training.export.version_weights import torch_weights_source
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -31,8 +35,15 @@ def test_quick_benchmark_runs_every_scenario_and_writes_the_report(tmp_path: pat
     # Section 4: every decoding engine ran in the quick mode too, greedy and beam, with its goals evaluated.
     for row in ("| transformer | ONNX + cache (served pipeline) fp32 | 1 | 1 | greedy |",
                 "| transformer | torch eager, no cache fp32 | 1 | 2 | beam 4 |",
-                "| transformer | CTranslate2 int8 | 1 | 1 | greedy |",
-                "| seq2seq-attention | torch eager fp32 | 1 | 2 | beam 4 |"):
+                "| transformer | CTranslate2 int8 | 1 | 1 | greedy |"):
         assert row in report, row
+    # The GRU model's torch weights are its training checkpoint: measured where it exists, else the
+    # report says why the row is missing (a fresh clone, CI) instead of failing the whole section.
+    seq2seq_torch = torch_weights_source(latest_version_dir("seq2seq-attention"))
+    if seq2seq_torch.exists():
+        assert "| seq2seq-attention | torch eager fp32 | 1 | 2 | beam 4 |" in report
+    else:
+        assert f"torch eager for seq2seq-attention: its weights ({seq2seq_torch}) are not here" in report
+    assert "decoding worker failed" not in report + finished.stderr
     assert "ONNX with cache >= 3x torch eager without cache" in finished.stdout
     assert "served/raw <= 1.3x" in finished.stdout  # the goals are evaluated, met or not

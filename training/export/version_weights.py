@@ -77,13 +77,38 @@ def transformer_from_graphs(version_dir: pathlib.Path) -> Transformer:
     missing = expected - set(parameters)
     if missing:
         raise ValueError(f"{version_dir}: no weights for {sorted(missing)[:5]} in its graphs")
-    # The sinusoid table is a non-persistent buffer (derived from the config): checked, not loaded.
+    # The sinusoid table is a non-persistent buffer (derived from the config): checked against the
+    # config, then taken from the graphs, so the torch model adds exactly what the served graphs add.
     table = parameters.pop("positions.table", None)
-    if table is not None and not np.allclose(table, model.positions.table.numpy(), atol=1e-6):
-        raise ValueError(f"{version_dir}: the graphs' sinusoid table is not the model's")
+    if table is not None:
+        check_sinusoid_table(table, version_dir)
+        model.positions.table.copy_(torch.from_numpy(np.array(table, dtype=np.float32, copy=True)))
     model.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32, copy=True)) for k, v in parameters.items()
                            if k in expected}, strict=True)
     return model.eval()
+
+
+def check_sinusoid_table(table: np.ndarray, version_dir: pathlib.Path) -> None:
+    """Refuse a graph whose position table is not the sinusoid table of its shape.
+
+    A table exported in float32 on one CPU differs from one computed on another by up to 3e-5 (float32
+    sin/cos of arguments up to max_positions, rounded differently by AVX-512 and AVX2 math kernels), so
+    it is compared with a float64 reference at a tolerance that covers float32 evaluation anywhere: the
+    argument pos * freq is rounded to float32 (relative error 2^-24, so absolute max_positions * 2^-24),
+    and sin/cos are within a few float32 ulps. A table from another config (other positions or width,
+    or cos and sin swapped) is off by order 1.
+    """
+    positions, width = table.shape
+    position = np.arange(positions, dtype=np.float64)[:, None]
+    frequency = np.exp(np.arange(0, width, 2, dtype=np.float64) * (-np.log(10000.0) / width))
+    reference = np.zeros((positions, width), dtype=np.float64)
+    reference[:, 0::2] = np.sin(position * frequency)
+    reference[:, 1::2] = np.cos(position * frequency)
+    tolerance = 4 * positions * 2.0**-24 + 1e-6
+    worst = float(np.abs(table.astype(np.float64) - reference).max())
+    if worst > tolerance:
+        raise ValueError(f"{version_dir}: the graphs' sinusoid table is not a sinusoid table "
+                         f"(off by {worst:.3g}, tolerance {tolerance:.3g})")
 
 
 def seq2seq_from_checkpoint(version_dir: pathlib.Path, checkpoint: pathlib.Path) -> Seq2SeqAttention:
@@ -104,10 +129,18 @@ def seq2seq_from_checkpoint(version_dir: pathlib.Path, checkpoint: pathlib.Path)
     return model.eval()
 
 
-def load_torch_model(version_dir: pathlib.Path, checkpoint_dir: pathlib.Path | None = None) -> torch.nn.Module:
-    """Transformer versions from their graphs; seq2seq versions from `checkpoint_dir`/best.pt (checked)."""
+def torch_weights_source(version_dir: pathlib.Path, checkpoint_dir: pathlib.Path | None = None) -> pathlib.Path:
+    """Where load_torch_model reads the version's weights: its own folder (Transformer) or the training
+    checkpoint (seq2seq), which a fresh clone does not have (it stays on the machine that trained it)."""
     training = _manifest(version_dir)["training"]
     if "TransformerConfig" in training:
+        return version_dir
+    return (checkpoint_dir or pathlib.Path(training["LoopConfig"]["checkpoint_dir"])) / "best.pt"
+
+
+def load_torch_model(version_dir: pathlib.Path, checkpoint_dir: pathlib.Path | None = None) -> torch.nn.Module:
+    """Transformer versions from their graphs; seq2seq versions from `checkpoint_dir`/best.pt (checked)."""
+    source = torch_weights_source(version_dir, checkpoint_dir)
+    if source == version_dir:
         return transformer_from_graphs(version_dir)
-    checkpoint_dir = checkpoint_dir or pathlib.Path(training["LoopConfig"]["checkpoint_dir"])
-    return seq2seq_from_checkpoint(version_dir, checkpoint_dir / "best.pt")
+    return seq2seq_from_checkpoint(version_dir, source)

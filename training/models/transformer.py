@@ -57,13 +57,18 @@ def causal_bias(length: int, device: torch.device | None = None) -> torch.Tensor
 
 
 def sinusoid_table(max_positions: int, d_model: int) -> torch.Tensor:
-    """[max_positions, d_model], sin on even and cos on odd dimensions (Vaswani et al. 3.5)."""
-    position = torch.arange(max_positions, dtype=torch.float32)[:, None]
-    frequency = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
-    table = torch.zeros(max_positions, d_model)
+    """[max_positions, d_model], sin on even and cos on odd dimensions (Vaswani et al. 3.5).
+
+    Computed in float64 and rounded once to float32: float32 sin/cos of arguments up to max_positions
+    differ between CPUs and math libraries by up to 3e-5 (AVX-512 Xeon vs EPYC), float64 ones round to
+    the same float32 everywhere.
+    """
+    position = torch.arange(max_positions, dtype=torch.float64)[:, None]
+    frequency = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model))
+    table = torch.zeros(max_positions, d_model, dtype=torch.float64)
     table[:, 0::2] = torch.sin(position * frequency)
     table[:, 1::2] = torch.cos(position * frequency)
-    return table
+    return table.to(torch.float32)
 
 
 class MultiHeadAttention(nn.Module):
