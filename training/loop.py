@@ -4,6 +4,12 @@ Plain-data config, seeded, tqdm progress, dev-set early stopping, resumable chec
 parallel training under `torchrun --nproc_per_node N` (DDP over gloo on CPU). A model plugs in with
 two functions: `loss_fn(model, batch) -> (loss, n_items)` and `evaluate_fn(model) -> dict` (on rank 0;
 the dict must hold `config.metric`, higher is better).
+
+A checkpoint resumes at the exact step: it records the position within the epoch and every rank's
+Python/numpy/torch generator states (now, and when the epoch's batch list was built), so a run that
+crashes and resumes trains the same batches in the same order to the same weights as one that did not
+(tests/test_training_loop.py, also under torchrun). Before, a mid-epoch checkpoint replayed its epoch
+from the first batch (6 batches, checkpoint every 2, crash at batch 3: 8 steps instead of 6).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
+
+from training.rng_state import RngState, capture_rng, gather_from_ranks, restore_rng
 
 log = logging.getLogger(__name__)
 
@@ -133,18 +141,29 @@ def train(
         return min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    state = {"epoch": 0, "step": 0, "best_metric": -math.inf, "best_epoch": -1, "bad_epochs": 0,
-             "history": [], "seconds": 0.0}
+    # epoch_batches_done: batches of the current epoch already trained on, over all ranks; a checkpoint
+    # written mid-epoch resumes at the next one, not at the epoch's first batch.
+    state = {"epoch": 0, "step": 0, "epoch_batches_done": 0, "best_metric": -math.inf, "best_epoch": -1,
+             "bad_epochs": 0, "history": [], "seconds": 0.0}
     last_path = checkpoint_dir / "last.pt"
+    # This rank's generators as the checkpoint left them, and as they were when the checkpoint's epoch
+    # called batches_for_epoch (a batch list shuffled with the global generators is rebuilt in the same order).
+    resume_rng: dict[str, RngState] | None = None
     if last_path.exists():
         saved = torch.load(last_path, weights_only=False)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state.update(saved["state"])
-        torch.set_rng_state(saved["torch_rng"])
+        if "rng" in saved:
+            resume_rng = saved["rng"][rank % len(saved["rng"])]
+        else:  # written before exact resume: only torch's generator and no position were kept
+            torch.set_rng_state(saved["torch_rng"])
+            state["epoch_batches_done"] = _legacy_epoch_batches_done(state, world_size)
         if rank == 0:
-            log.info("resumed from %s at epoch %d step %d", last_path, state["epoch"], state["step"])
+            log.info("resumed from %s at epoch %d batch %d step %d", last_path, state["epoch"],
+                     state["epoch_batches_done"], state["step"])
+    epoch_start_rng = capture_rng()
 
     def evaluate_and_checkpoint(epoch_done: bool) -> bool:
         """Evaluate on rank 0, keep the best weights, write a resumable checkpoint; True = stop."""
@@ -168,22 +187,32 @@ def train(
                 state["bad_epochs"] += 1
             log.info("eval %s%s", json.dumps(entry), " (best)" if improved else "")
             stop = state["bad_epochs"] >= config.patience
+        # Captured after evaluation: a run that never stopped trains on from exactly these states.
+        rng = gather_from_ranks({"now": capture_rng(), "epoch_start": epoch_start_rng})
+        if rank == 0:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "state": state,
-                        "torch_rng": torch.get_rng_state()}, last_path)
+                        "scheduler": scheduler.state_dict(), "state": state, "rng": rng}, last_path)
             (checkpoint_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
         return _broadcast_flag(stop)
 
     model.train()
-    # A run resumed after early stopping already triggered must not train on.
-    stopped = state["bad_epochs"] >= config.patience
+    # A run resumed after early stopping already triggered, or after its step budget, must not train on.
+    stopped = state["bad_epochs"] >= config.patience or bool(config.max_steps and state["step"] >= config.max_steps)
     while state["epoch"] < config.max_epochs and not stopped:
         epoch = state["epoch"]
+        if resume_rng is not None:
+            restore_rng(resume_rng["epoch_start"] if state["epoch_batches_done"] else resume_rng["now"])
+        epoch_start_rng = capture_rng()
         all_batches = batches_for_epoch(epoch)
+        if resume_rng is not None:
+            restore_rng(resume_rng["now"])
+            resume_rng = None
         per_rank = len(all_batches) // world_size
         mine = [all_batches[i * world_size + rank] for i in range(per_rank)]
+        done = min(per_rank, state["epoch_batches_done"] // world_size)
         started = time.perf_counter()
-        progress = tqdm(mine, desc=f"epoch {epoch}", disable=rank != 0, mininterval=10, leave=False)
+        progress = tqdm(mine[done:], desc=f"epoch {epoch}", disable=rank != 0, mininterval=10, leave=False,
+                        initial=done, total=per_rank)
         for batch in progress:
             loss, _ = loss_fn(trainable, batch)
             optimizer.zero_grad(set_to_none=True)
@@ -193,6 +222,8 @@ def train(
             optimizer.step()
             scheduler.step()
             state["step"] += 1
+            done += 1
+            state["epoch_batches_done"] = done * world_size
             progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)  # refresh on tqdm's own interval
             if config.max_steps and state["step"] >= config.max_steps:
                 stopped = True
@@ -204,13 +235,27 @@ def train(
                     stopped = True
                     break
         state["seconds"] += time.perf_counter() - started
-        state["epoch"] += 1
-        if evaluate_and_checkpoint(epoch_done=True):
+        # A step budget that runs out mid-epoch keeps the position, so a larger budget continues the epoch.
+        epoch_done = done >= per_rank
+        if epoch_done:
+            state["epoch"] += 1
+            state["epoch_batches_done"] = 0
+        if evaluate_and_checkpoint(epoch_done=epoch_done):
             stopped = True
     return TrainResult(
         best_metric=state["best_metric"], best_epoch=state["best_epoch"], steps=state["step"],
         seconds=state["seconds"], history=state["history"],
     )
+
+
+def _legacy_epoch_batches_done(state: dict[str, Any], world_size: int) -> int:
+    """The position in its epoch of a checkpoint that did not record one, from its history: the epoch
+    started at the step of its first evaluation (the previous epoch's end-of-epoch entry, which carries
+    the incremented epoch number); epoch 0 started at step 0."""
+    epoch = state["epoch"]
+    starts = [entry["step"] for entry in state["history"] if entry.get("epoch") == epoch]
+    epoch_start = starts[0] if epoch and starts else 0
+    return max(0, state["step"] - epoch_start) * world_size
 
 
 def epochs_trained_evaluator() -> Callable[[nn.Module], dict[str, float]]:
