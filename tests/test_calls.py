@@ -20,10 +20,11 @@ class Aborted(Exception):
 
 
 class FakeContext:
-    """The two things CallRunner uses from grpc.aio.ServicerContext, recorded for inspection."""
+    """What CallRunner uses from grpc.aio.ServicerContext, recorded for inspection."""
 
-    def __init__(self, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+    def __init__(self, metadata: tuple[tuple[str, str], ...] = (), time_remaining: float | None = None) -> None:
         self.metadata = metadata
+        self.remaining = time_remaining
         self.aborted: tuple[grpc.StatusCode, str, Any] | None = None
         self.trailing: Any = None
 
@@ -37,6 +38,9 @@ class FakeContext:
     def set_trailing_metadata(self, metadata: Any) -> None:
         self.trailing = metadata
 
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
 
 def run(handler: Callable[[Call], Awaitable[str]], context: FakeContext) -> tuple[ServingMetrics, Any]:
     metrics = ServingMetrics()
@@ -48,8 +52,8 @@ def run(handler: Callable[[Call], Awaitable[str]], context: FakeContext) -> tupl
     return metrics, result
 
 
-def count(metrics: ServingMetrics, code: str, model: str = "") -> float | None:
-    labels = {"service": "seqserve.v1.Test", "method": "Do", "model": model, "code": code}
+def count(metrics: ServingMetrics, code: str, model: str = "", version: str = "") -> float | None:
+    labels = {"service": "seqserve.v1.Test", "method": "Do", "model": model, "version": version, "code": code}
     return metrics.registry.get_sample_value("seqserve_requests_total", labels)
 
 
@@ -105,3 +109,21 @@ def test_an_unsafe_request_id_from_the_caller_is_replaced() -> None:
 
     _, result = run(handler, FakeContext(metadata=(("x-request-id", "evil\nlog line"),)))
     assert result != "evil\nlog line" and len(result) == 32
+
+
+@pytest.mark.parametrize("outcome", ["answer", "queue deadline"])
+def test_nothing_is_written_to_a_call_whose_deadline_has_passed(outcome: str) -> None:
+    # grpc core has answered DEADLINE_EXCEEDED itself by then; a status or response written after it fails
+    # in core and grpc logs an ExecuteBatchError traceback (issue 16, item 6a).
+    async def handler(call: Call) -> str:
+        if outcome == "queue deadline":
+            raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed in the queue of model m")
+        return "answer"
+
+    context = FakeContext(time_remaining=0.0 if outcome == "answer" else 0.0004)
+    metrics = ServingMetrics()
+    runner = CallRunner("seqserve.v1.Test", ["Do"], metrics)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(runner.run("Do", context, handler))  # type: ignore[arg-type]
+    assert context.aborted is None and context.trailing is None
+    assert count(metrics, "DEADLINE_EXCEEDED") == 1

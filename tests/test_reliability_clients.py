@@ -150,3 +150,33 @@ def test_calls_whose_deadline_passes_in_the_queue_never_run(start_server) -> Non
     with grpc.insecure_channel(server.target) as channel:  # and the next call with time to spare runs
         channel.unary_unary(ANALYZE)(REQUEST, timeout=30)
     assert batches_run() == before_batches + 1
+
+
+def test_calls_ending_at_their_deadline_leave_no_traceback_in_the_log(start_server) -> None:
+    # Deadlines of 1-30 ms make many calls end in the instant their batch is chosen or answered; nothing
+    # may then be written to a call grpc core has already ended (it logged ExecuteBatchError tracebacks).
+    server = start_server()
+    rng = random.Random(1)
+    request = sentiment_pb2.AnalyzeSentimentRequest(texts=["a calm and pleasant evening"] * 4).SerializeToString()
+
+    async def clients() -> list[str]:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            call = channel.unary_unary(ANALYZE)
+            codes: list[str] = []
+
+            async def client() -> None:
+                for _ in range(250):
+                    try:
+                        await call(request, timeout=rng.uniform(0.001, 0.03))
+                        codes.append("OK")
+                    except grpc.aio.AioRpcError as exc:
+                        codes.append(exc.code().name)
+
+            await asyncio.gather(*(client() for _ in range(16)))
+            return codes
+
+    codes = asyncio.run(clients())
+    assert set(codes) == {"OK", "DEADLINE_EXCEEDED"}, set(codes)
+    server.stop()
+    assert server.process.returncode == 0
+    assert "Traceback" not in server.log() and "ERROR" not in server.log()

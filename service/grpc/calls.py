@@ -87,10 +87,31 @@ class CallRunner:
             log.exception("request %s %s/%s failed", call.request_id, self.service, method)
         finally:
             in_flight.dec()
+            ended = code is not grpc.StatusCode.CANCELLED and deadline_has_passed(context, code)
+            if ended and code is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                log.info("request %s %s/%s: deadline passed before its %s answer was written",
+                         call.request_id, self.service, method, code.name)
+                code = grpc.StatusCode.DEADLINE_EXCEEDED
             seconds = time.perf_counter() - start
             self.metrics.observe_call(self.service, method, call.model, code.name, seconds)
+        if ended:
+            # grpc core ended the call with DEADLINE_EXCEEDED at the deadline; a status or response written
+            # now fails in core (ExecuteBatchError, logged by grpc with a traceback). Leave without writing.
+            raise asyncio.CancelledError
         metadata = ((REQUEST_ID_KEY, call.request_id),)
         if code is not grpc.StatusCode.OK:
             await context.abort(code, message, metadata)
         context.set_trailing_metadata(metadata)
         return response
+
+
+def deadline_has_passed(context: grpc.aio.ServicerContext, code: grpc.StatusCode) -> bool:
+    """Whether the client's deadline has passed, so that grpc core has already answered DEADLINE_EXCEEDED.
+
+    DEADLINE_EXCEEDED from the batcher means the same: its deadline is the client's (time_remaining at submit),
+    and it can fire a hair before core's own clock says so.
+    """
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return True
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
