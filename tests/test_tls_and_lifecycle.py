@@ -208,3 +208,13 @@ def test_json_logs_carry_the_request_id(start_server) -> None:
     lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
     refusal = next(line for line in lines if "refused" in line["message"] and line.get("request_id") == "req-77")
     assert refusal["level"] == "INFO"
+
+
+def test_a_certificate_and_a_key_that_do_not_match_exit_1_naming_both_files(start_server, pki) -> None:
+    cert, key = pki["server-ca-cert"], pki["client-ca-key"]
+    server = start_server(extra_args=["--tls-cert", str(cert), "--tls-key", str(key)], wait=False)
+    assert server.wait_for_exit(timeout=90) == 1
+    critical = [line for line in server.log().splitlines() if "CRITICAL" in line]
+    assert len(critical) == 1, server.log()
+    assert f"TLS key {key} does not match TLS certificate {cert}" in critical[0]
+    assert "Failed to bind" not in server.log() and "Traceback" not in server.log()
