@@ -57,6 +57,38 @@ def test_the_issue_s_alerts_exist_and_say_what_to_do() -> None:
     assert "seqserve_model_load_failures_total" in alerts["SeqserveModelLoadFailed"]["expr"]
 
 
+# A request metric is labelled by model and answering version; a query that does not sum them away
+# would draw one line per version (or, in a rule, record one series per version) where it meant one per method.
+REQUEST_METRIC = r"seqserve_requests_total|seqserve_request_duration_seconds_bucket"
+SUMMED_REQUEST_METRIC = re.compile(r"sum(?: by \(([\w, ]*)\))?\s*\(\s*rate\((?:" + REQUEST_METRIC + r")\b")
+
+
+def summed_by(expr: str) -> list[set[str]]:
+    """The `by` labels of every sum over a request metric in `expr`; fails if one is used without a sum."""
+    uses = re.findall(REQUEST_METRIC, expr)
+    sums = SUMMED_REQUEST_METRIC.findall(expr)
+    assert len(sums) == len(uses), f"a request metric not summed: {expr!r}"
+    return [{label.strip() for label in by.split(",") if label.strip()} for by in sums]
+
+
+def test_rules_sum_the_request_metrics_by_method_across_versions() -> None:
+    request_rules = [rule for rule in rules() if re.search(REQUEST_METRIC, rule["expr"])]
+    assert request_rules
+    for rule in request_rules:
+        for labels in summed_by(rule["expr"]):
+            assert labels - {"le", "code"} == {"job", "service", "method"}, rule.get("record") or rule.get("alert")
+
+
+def test_the_dashboard_sums_the_request_metrics_and_splits_by_version_once(dashboard: dict) -> None:
+    groupings = [labels for panel in panels(dashboard) for target in panel["targets"]
+                 for labels in summed_by(target["expr"])]
+    assert groupings
+    by_version = [labels for labels in groupings if "version" in labels]
+    assert by_version, "no panel splits the calls by model version"
+    assert {"model", "version"} <= set.intersection(*by_version)  # a version means nothing without its model
+    assert any("version" not in labels for labels in groupings)
+
+
 def test_error_codes_in_the_rules_are_grpc_codes() -> None:
     for rule in rules():
         for alternatives in re.findall(r'code=~"([^"]+)"', rule["expr"]):

@@ -52,6 +52,18 @@ def test_requests_are_counted_with_the_status_code_the_client_got(after_calls: S
     assert not_found is not None and not_found >= 1
 
 
+def test_calls_carry_the_version_that_answered_and_refusals_none(after_calls: Samples) -> None:
+    answered = value(after_calls, "seqserve_requests_total", service="seqserve.v1.Sentiment", method="Analyze",
+                     model="sentiment-bigru", version=SENTIMENT.name, code="OK")
+    refused = value(after_calls, "seqserve_requests_total", service="seqserve.v1.Sentiment", method="Analyze",
+                    model="", version="", code="INVALID_ARGUMENT")
+    timed = value(after_calls, "seqserve_request_duration_seconds_count", service="seqserve.v1.Sentiment",
+                  method="Analyze", model="sentiment-bigru", version=SENTIMENT.name)
+    assert answered is not None and answered >= 1
+    assert refused is not None and refused >= 1
+    assert timed is not None and timed >= 1
+
+
 def test_a_refused_model_name_does_not_become_a_label(after_calls: Samples) -> None:
     models_seen = {labels["model"] for labels, _ in after_calls["seqserve_requests_total"]}
     assert "no-such-model" not in models_seen

@@ -93,7 +93,7 @@ class CallRunner:
                          call.request_id, self.service, method, code.name)
                 code = grpc.StatusCode.DEADLINE_EXCEEDED
             seconds = time.perf_counter() - start
-            self.metrics.observe_call(self.service, method, call.model, code.name, seconds)
+            self.metrics.observe_call(self.service, method, call.model, code.name, seconds, version=call.version)
         if ended:
             # grpc core ended the call with DEADLINE_EXCEEDED at the deadline; a status or response written
             # now fails in core (ExecuteBatchError, logged by grpc with a traceback). Leave without writing.

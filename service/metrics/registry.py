@@ -24,13 +24,16 @@ STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 class ServingMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        # `version` is the version that answered ("" when no model ran: a refusal before the model was
+        # resolved, or a Models/Admin call), as on the stage histograms, so a rollout's two versions
+        # can be told apart; the rules and dashboard sum it away where they mean the method as a whole.
         self.requests = Counter(
             "seqserve_requests", "Calls answered, by final gRPC status code.",
-            ["service", "method", "model", "code"], registry=self.registry,
+            ["service", "method", "model", "version", "code"], registry=self.registry,
         )
         self.request_duration = Histogram(
             "seqserve_request_duration_seconds", "Time from a call's arrival to its answer.",
-            ["service", "method", "model"], buckets=REQUEST_BUCKETS, registry=self.registry,
+            ["service", "method", "model", "version"], buckets=REQUEST_BUCKETS, registry=self.registry,
         )
         self.stage_duration = Histogram(
             "seqserve_stage_duration_seconds", "Time spent in one pipeline stage of one call.",
@@ -79,9 +82,11 @@ class ServingMetrics:
         # process_resident_memory_bytes, CPU seconds, open fds: in this registry, not the global one.
         ProcessCollector(registry=self.registry)
 
-    def observe_call(self, service: str, method: str, model: str, code: str, seconds: float) -> None:
-        self.requests.labels(service, method, model, code).inc()
-        self.request_duration.labels(service, method, model).observe(seconds)
+    def observe_call(self, service: str, method: str, model: str, code: str, seconds: float,
+                     version: str = "") -> None:
+        """One answered call; `version` stays "" for calls refused before any model answered."""
+        self.requests.labels(service, method, model, version, code).inc()
+        self.request_duration.labels(service, method, model, version).observe(seconds)
 
     def observe_stages(self, model: LoadedModel, timings: StageTimings) -> None:
         for stage, seconds in timings.seconds.items():
