@@ -28,8 +28,9 @@ def test_numeric_leaves_are_flattened_to_dotted_keys_and_the_rest_is_left_out() 
 
 def test_model_info_carries_the_manifest_facts() -> None:
     data: dict[str, Any] = {
-        "name": "sentiment-x", "version": "3", "task": "sentiment",
+        "format_version": 1, "name": "sentiment-x", "version": "3", "task": "sentiment",
         "files": {"model.onnx": "aa" * 32, "tokenizer.json": "bb" * 32},
+        "tokenizer": "tokenizer.json", "special_tokens": {"pad_id": 0, "unk_id": 1, "unk": "[UNK]"},
         "onnx": {"file": "model.onnx", "opset": 18,
                  "inputs": [{"name": "input_ids", "dtype": "int64", "shape": ["batch", "sequence"]}],
                  "outputs": [{"name": "probabilities", "dtype": "float32", "shape": ["batch", 3]}]},
@@ -37,7 +38,7 @@ def test_model_info_carries_the_manifest_facts() -> None:
         "metrics": {"test": {"macro_f1": 0.7}},
         "data": {"data_sha256": "cc" * 32, "train_sha256": "dd" * 32},
     }
-    model = LoadedModel(Manifest(pathlib.Path("/nowhere"), data), session=None, tokenizer=None)  # type: ignore[arg-type]
+    model = LoadedModel(Manifest.from_data(pathlib.Path("/nowhere"), data), session=None, tokenizer=None)  # type: ignore[arg-type]
     info = model_info(model, is_default=True)
     assert (info.name, info.version, info.task, info.opset) == ("sentiment-x", "3", "sentiment", 18)
     assert info.is_default

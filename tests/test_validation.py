@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+from typing import Any
 
 import grpc
 import pytest
@@ -22,10 +23,23 @@ def refusal(texts: list[str], limits: TextLimits = LIMITS) -> tuple[grpc.StatusC
     return error.value.code, error.value.message
 
 
+# The least each task's manifest must hold (service/model/manifest_schema.py TASK_SECTIONS).
+TASK_SECTIONS: dict[str, dict[str, Any]] = {
+    "sentiment": {"tokenizer": "tokenizer.json", "labels": ["negative", "positive"],
+                  "special_tokens": {"pad_id": 0, "unk_id": 1}},
+    "translation": {"tokenizer": "tokenizer.json", "decoding": {
+        "encoder": "encoder.onnx", "decoder": "decoder_step.onnx", "bos_id": 2, "eos_id": 3, "pad_id": 0,
+        "max_source_tokens": 256, "max_target_tokens": 256}},
+    "ner": {"labels": ["O"], "ner": {"tagger": "minilm", "word_pattern": "\\w+", "decoder": "bio-viterbi"}},
+    "recommendation": {"catalogue": {"items": "items.json"}},
+}
+
+
 def fake_model(name: str, task: str = "sentiment", default: bool = False) -> LoadedModel:
-    data = {"name": name, "version": "1", "task": task, "files": {}, "onnx": {}, "default_for_task": default}
+    data = {"format_version": 1, "name": name, "version": "1", "task": task, "files": {}, "onnx": {},
+            "default_for_task": default, **TASK_SECTIONS[task]}
     # Validation only reads names and tasks, so no session or tokenizer is needed.
-    return LoadedModel(manifest=Manifest(pathlib.Path("/nowhere"), data), session=None, tokenizer=None)  # type: ignore[arg-type]
+    return LoadedModel(manifest=Manifest.from_data(pathlib.Path("/nowhere"), data), session=None, tokenizer=None)  # type: ignore[arg-type]
 
 
 def test_no_texts_is_refused() -> None:

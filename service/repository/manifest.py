@@ -13,9 +13,11 @@ import pathlib
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
+from service.model.manifest_schema import FORMAT_VERSION, ManifestModel
+
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
-_REQUIRED_KEYS = ("name", "version", "task", "files", "onnx")
 
 
 class ManifestError(Exception):
@@ -33,7 +35,13 @@ def sha256_file(path: pathlib.Path) -> str:
 @dataclass(frozen=True)
 class Manifest:
     directory: pathlib.Path
-    data: dict[str, Any]
+    data: dict[str, Any]     # the JSON as written (records included)
+    spec: ManifestModel      # the same, parsed and checked against the contract
+
+    @classmethod
+    def from_data(cls, directory: pathlib.Path, data: dict[str, Any]) -> Manifest:
+        """A manifest from its JSON object, checked against the contract (ManifestError if it is not)."""
+        return cls(directory=directory, data=data, spec=parse_manifest(data, directory / MANIFEST_NAME))
 
     @property
     def name(self) -> str:
@@ -83,14 +91,31 @@ def read_manifest(version_dir: pathlib.Path) -> Manifest:
         raise ManifestError(f"{path}: unreadable manifest ({exc})") from exc
     if not isinstance(data, dict):
         raise ManifestError(f"{path}: manifest is not a JSON object")
-    missing = [key for key in _REQUIRED_KEYS if key not in data]
-    if missing:
-        raise ManifestError(f"{path}: manifest lacks {', '.join(missing)}")
-    if str(data["version"]) != version_dir.name:
+    spec = parse_manifest(data, path)
+    if spec.version != version_dir.name:
         raise ManifestError(
             f"{path}: manifest says version {data['version']!r} but lives in folder {version_dir.name!r}"
         )
-    return Manifest(directory=version_dir, data=data)
+    return Manifest(directory=version_dir, data=data, spec=spec)
+
+
+def parse_manifest(data: dict[str, Any], path: pathlib.Path) -> ManifestModel:
+    """The manifest checked against the contract (service/model/manifest_schema.py); ManifestError names
+    the file and every field that is missing, unknown or of the wrong type."""
+    if "format_version" not in data:
+        raise ManifestError(f"{path}: field format_version is missing (this server reads format {FORMAT_VERSION})")
+    if data["format_version"] != FORMAT_VERSION:
+        raise ManifestError(f"{path}: format_version {data['format_version']!r} is not one this server reads "
+                            f"(it reads {FORMAT_VERSION})")
+    try:
+        return ManifestModel.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+            message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+            problems.append(f"field {field}: {message}")
+        raise ManifestError(f"{path}: {'; '.join(problems)}") from None
 
 
 def verify_checksums(manifest: Manifest) -> None:
