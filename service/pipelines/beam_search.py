@@ -6,9 +6,13 @@ best K others stay live. A sentence is done when it holds K finished hypotheses 
 still beat the worst of them: log-probs only fall, so a live beam's best possible final score is its
 current sum divided by the penalty at the sentence's maximum length (exact for alpha >= 0). Done
 sentences leave the batch (one np.take over every tensor), so long sentences do not drag short ones.
+A sentence whose call is cancelled or past its deadline (`stops`, checked before every step) leaves
+the same way, with whatever it had finished (its caller discards it).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -40,6 +44,7 @@ class _Finished:
 def beam_search(
     runner: StepRunner, src_ids: np.ndarray, src_mask: np.ndarray, max_steps: np.ndarray, beam_size: int,
     n_best: int = 1, alpha: float = 0.6, with_attention: bool = False,
+    stops: Sequence[Callable[[], bool]] | None = None,
 ) -> list[list[Hypothesis]]:
     """For each source row, its n_best hypotheses, best first (score = log_prob / length_penalty)."""
     batch, k = src_ids.shape[0], beam_size
@@ -55,6 +60,15 @@ def beam_search(
     finished = [_Finished(k) for _ in range(batch)]
     step = 0
     while len(active):
+        if stops is not None:
+            live_groups = [group for group, sentence in enumerate(active) if not stops[sentence]()]
+            if len(live_groups) < len(active):
+                if not live_groups:
+                    break
+                index = (np.asarray(live_groups, dtype=np.int64)[:, None] * k + np.arange(k)).ravel()
+                state, tokens, scores, history = state.take(index), tokens[index], scores[index], history[index]
+                attention = None if attention is None else attention[index]
+                active = active[np.asarray(live_groups, dtype=np.int64)]
         log_probs, cross, state = runner.step(tokens, state)
         vocab = log_probs.shape[1]
         step += 1

@@ -1,8 +1,13 @@
-"""Greedy decoding over the step graphs: batched (finished rows leave the batch) and streaming."""
+"""Greedy decoding over the step graphs: batched (finished rows leave the batch) and streaming.
+
+`stops` (one callable per source row, true once the row's call is cancelled or past its deadline) is
+checked before every step: a stopped row leaves the batch like a finished one, so a call whose client
+has gone costs at most one more step, and the other rows go on unchanged.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -12,9 +17,10 @@ from service.pipelines.seq2seq_runtime import StepRunner
 
 def greedy_search(
     runner: StepRunner, src_ids: np.ndarray, src_mask: np.ndarray, max_steps: np.ndarray,
-    alpha: float = 0.0, with_attention: bool = False,
+    alpha: float = 0.0, with_attention: bool = False, stops: Sequence[Callable[[], bool]] | None = None,
 ) -> list[Hypothesis]:
-    """One hypothesis per row; row i stops at [EOS] or after max_steps[i] tokens. Encoder runs once."""
+    """One hypothesis per row; row i stops at [EOS] or after max_steps[i] tokens. Encoder runs once.
+    A row stopped by `stops` keeps the tokens it had (its caller discards them)."""
     batch = src_ids.shape[0]
     state = runner.encode(src_ids, src_mask)
     active = np.arange(batch)  # original row of each row still decoding
@@ -25,6 +31,13 @@ def greedy_search(
     ended = np.zeros(batch, dtype=bool)
     step = 0
     while len(active):
+        if stops is not None:
+            live = [position for position, row in enumerate(active) if not stops[row]()]
+            if len(live) < len(active):
+                if not live:
+                    break
+                keep_rows = np.asarray(live, dtype=np.int64)
+                state, active, tokens = state.take(keep_rows), active[keep_rows], tokens[keep_rows]
         log_probs, cross, state = runner.step(tokens, state)
         chosen = log_probs.argmax(axis=-1)
         log_probs_sum[active] += log_probs[np.arange(len(active)), chosen]
@@ -57,7 +70,9 @@ def greedy_search(
 
 
 def greedy_stream(runner: StepRunner, src_ids: np.ndarray, src_mask: np.ndarray, max_steps: int) -> Iterator[int]:
-    """Token ids of one source (batch 1) as they are produced; ends at [EOS] (not yielded) or max_steps."""
+    """Token ids of one source (batch 1) as they are produced; ends at [EOS] (not yielded) or max_steps.
+    Each step runs only when the consumer asks for the next token, so a consumer that stops asking (a
+    cancelled stream) stops the decoding."""
     state = runner.encode(src_ids, src_mask)
     token = np.full(1, runner.bos_id, dtype=np.int64)
     for _ in range(max_steps):

@@ -9,11 +9,19 @@ The batcher merges calls, and calls may ask for different decoding options, so t
 group of equal options as one batch. A dynamically quantized model (int8 made by quantize_dynamic)
 computes its activation scales over the whole batch tensor, so it decodes one text per run (its beams
 still share one): a text's translation must not depend on the texts it was batched with.
+
+Bounded work (issue #16): each group decodes in chunks of consecutive texts whose estimated working
+memory (`DecodeFootprint`, measured on the model's own graphs) stays within `chunk_bytes`, so a batch's
+peak memory does not grow with how many texts or calls were merged into it. Chunks are cut from the
+group's padded tensors, so every text decodes from the same inputs as unchunked (outputs bit for bit
+equal, tested). `stops` (one callable per item, from the batcher) ends a cancelled or expired call's
+decoding at the next step and skips its later chunks; `between_chunks` lets the batcher run other
+calls between two chunks. Evaluation passes neither.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +36,12 @@ from service.repository.repository import LoadedModel
 
 TASK = "translation"
 MAX_BEAM_SIZE = 16  # beyond this, quality stops improving and a request could take seconds per text
+MIB = 1 << 20
+# Estimated working memory of one decoding chunk; docs/reliability.md "Translation cost and cancellation"
+# has the measured peak RSS it gives. One text is never split, so a chunk holds at least one text.
+DECODE_CHUNK_BYTES = 64 * MIB
+
+Stop = Callable[[], bool]  # true once the item's call is cancelled or past its deadline
 
 
 @dataclass(frozen=True)
@@ -73,8 +87,51 @@ class StreamPiece:
     text: str    # the characters it adds to the translation so far (may be "")
 
 
+@dataclass(frozen=True)
+class DecodeFootprint:
+    """Bytes one decoder row (a text, or one beam of it) holds, measured by `measure_footprint`."""
+
+    per_source_token: int   # encoder memory (cross-attention keys/values, GRU states) per source position
+    per_step: int           # decoder state growth per output token (a Transformer's self-attention cache)
+    fixed: int              # state that does not grow
+    vocab: int              # log-probs per step
+
+    def row_bytes(self, source_width: int, steps: int, alignment: bool) -> int:
+        """Peak bytes of one row near its last step. Memory counts twice (np.take copies it when a
+        sentence leaves), state three times (fed, returned by onnxruntime, reordered), log-probs three
+        times (scores, candidate sums, selection), the attention history twice (live, finished)."""
+        memory = self.per_source_token * source_width
+        state = self.fixed + self.per_step * steps
+        attention = 4 * source_width * steps if alignment else 0
+        return 2 * memory + 3 * state + 3 * 4 * self.vocab + 2 * attention
+
+
+def measure_footprint(runner: StepRunner) -> DecodeFootprint:
+    """Run the graphs on one row of 1 and 2 source tokens for 1 and 2 steps and read the tensor sizes:
+    generic over architectures (docs/translation-graphs.md), nothing assumed about shapes."""
+    def sizes(width: int, steps: int) -> tuple[int, int, int]:
+        src = np.full((1, width), runner.eos_id, dtype=np.int64)
+        state = runner.encode(src, np.ones_like(src))
+        log_probs = np.zeros((1, 0), dtype=np.float32)
+        for _ in range(steps):
+            log_probs, _, state = runner.step(np.full(1, runner.bos_id, dtype=np.int64), state)
+        memory = sum(v.nbytes for v in state.memory.values())
+        return memory, sum(v.nbytes for v in state.state.values()), int(log_probs.shape[1])
+
+    memory_1, state_1, vocab = sizes(1, 1)
+    memory_2, state_w2, _ = sizes(2, 1)
+    _, state_s2, _ = sizes(1, 2)
+    per_source = max(0, memory_2 + state_w2 - memory_1 - state_1)
+    per_step = max(0, state_s2 - state_1)
+    return DecodeFootprint(per_source_token=per_source, per_step=per_step,
+                           fixed=max(0, memory_1 + state_1 - per_source - per_step), vocab=vocab)
+
+
 class TranslationPipeline:
-    def __init__(self, model: LoadedModel) -> None:
+    # The batcher hands this pipeline per-item stop signals and a between-chunks hook.
+    takes_stop_signals = True
+
+    def __init__(self, model: LoadedModel, chunk_bytes: int = DECODE_CHUNK_BYTES) -> None:
         if model.task != TASK or model.tokenizer is None:
             raise ValueError(f"model {model.name} is not a translation model with a tokenizer")
         self.model = model
@@ -91,6 +148,8 @@ class TranslationPipeline:
         # Measured on transformer-int8, 300 dev verses, greedy: 88 translations changed between decoding
         # each alone and in batches of 32 (docs/serving.md).
         self.one_text_per_run = model.manifest.dynamically_quantized
+        self.chunk_bytes = chunk_bytes
+        self.footprint = measure_footprint(self.runner)
 
     # -- sizes, shared with request validation ---------------------------------------------------------
     def source_ids(self, text: str) -> list[int]:
@@ -109,8 +168,10 @@ class TranslationPipeline:
 
     # -- batch translation ---------------------------------------------------------------------------
     def __call__(
-        self, items: Sequence[str | TranslationRequest], timings: StageTimings | None = None
-    ) -> list[Translation]:
+        self, items: Sequence[str | TranslationRequest], timings: StageTimings | None = None,
+        stops: Sequence[Stop] | None = None, between_chunks: Callable[[], None] | None = None,
+    ) -> list[Translation | None]:
+        """One Translation per item, in order; None only for an item whose stop signal fired."""
         timings = timings or StageTimings()
         requests = [i if isinstance(i, TranslationRequest) else TranslationRequest(i, self.defaults) for i in items]
         with timings.stage("tokenize"):
@@ -123,27 +184,55 @@ class TranslationPipeline:
         padded = 0
         runs = [([i], options) for options, indices in groups.items() for i in indices] if self.one_text_per_run \
             else [(indices, options) for options, indices in groups.items()]
+        first = True
         for indices, options in runs:
             src_ids, src_mask = self._pad([ids[i] for i in indices])
             padded += int(src_mask.size - src_mask.sum())
             steps = np.array([self.max_steps(len(ids[i]), options) for i in indices])
-            with timings.stage("inference"):
-                nbest = self._decode(src_ids, src_mask, steps, options)
-            with timings.stage("postprocess"):
-                for index, hypotheses in zip(indices, nbest, strict=True):
-                    results[index] = self._translation(encodings[index].tokens, ids[index], hypotheses, options)
+            for chunk in self.chunks(src_ids.shape[1], steps, options):
+                if between_chunks is not None and not first:
+                    between_chunks()
+                first = False
+                # Texts whose call has gone are not decoded at all.
+                rows = np.asarray([p for p in chunk if stops is None or not stops[indices[p]]()], dtype=np.int64)
+                if not len(rows):
+                    continue
+                row_stops = None if stops is None else [stops[indices[p]] for p in rows]
+                with timings.stage("inference"):
+                    nbest = self._decode(src_ids[rows], src_mask[rows], steps[rows], options, row_stops)
+                with timings.stage("postprocess"):
+                    for position, hypotheses in zip(rows, nbest, strict=True):
+                        index = indices[position]
+                        if stops is not None and stops[index]():
+                            continue  # stopped mid-way: a partial result nobody will read
+                        results[index] = self._translation(encodings[index].tokens, ids[index], hypotheses, options)
         total = sum(len(i) for i in ids)
         timings.padding_ratio = padded / max(1, padded + total)
-        return [r for r in results if r is not None]
+        return results
+
+    def chunks(self, source_width: int, steps: np.ndarray, options: DecodeOptions) -> list[list[int]]:
+        """Positions of consecutive texts, cut so each chunk's estimated bytes stay within chunk_bytes
+        (a text alone may exceed it: its beams decode together)."""
+        beams = max(1, options.beam_size)
+        chunks: list[list[int]] = [[]]
+        used = 0
+        for position, text_steps in enumerate(steps):
+            cost = beams * self.footprint.row_bytes(source_width, int(text_steps), options.alignment)
+            if chunks[-1] and used + cost > self.chunk_bytes:
+                chunks.append([])
+                used = 0
+            chunks[-1].append(position)
+            used += cost
+        return chunks
 
     def _decode(self, src_ids: np.ndarray, src_mask: np.ndarray, steps: np.ndarray,
-                options: DecodeOptions) -> list[list[Hypothesis]]:
+                options: DecodeOptions, stops: Sequence[Stop] | None) -> list[list[Hypothesis]]:
         # Beam 1 with one output is greedy by definition; the greedy loop is simpler and faster.
         if options.beam_size <= 1:
             return [[h] for h in greedy_search(self.runner, src_ids, src_mask, steps, options.length_penalty,
-                                               options.alignment)]
+                                               options.alignment, stops)]
         return beam_search(self.runner, src_ids, src_mask, steps, options.beam_size, options.n_best,
-                           options.length_penalty, options.alignment)
+                           options.length_penalty, options.alignment, stops)
 
     def _pad(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         width = max(len(r) for r in rows)
