@@ -9,15 +9,26 @@ a time: while it runs, the next one fills.
 
 Hot swap: `pipeline` is replaced by the model manager in the event loop; a batch reads it once when
 it starts, so calls already running finish on the old version and report the version that ran them.
+
+Stopping work nobody waits for (issue #16): every queued call carries a stop signal, a thread-safe
+flag set from the event loop when the call is cancelled (the client left, or grpc ended it at its
+deadline) plus the deadline itself, read by the inference thread. A pipeline that declares
+`takes_stop_signals` (translation, whose decoding can run for seconds) gets one signal per text and
+checks it each decoder step, and a hook to call between its bounded chunks: the hook takes whatever
+calls are queued at that moment and runs them right there, in the same thread, before the next chunk.
+So a heavy batch delays other calls by at most one chunk, still one batch of the model at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import logging
+import threading
 import time
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +60,12 @@ class _Queued:
     future: asyncio.Future[BatchResult]
     group: Hashable = None   # only calls of one group share a batch (see grouping.Candidate)
     enqueued: float = field(default_factory=time.monotonic)
+    stop_at: float | None = None  # time.monotonic() of the deadline, for the inference thread
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def stopped(self) -> bool:
+        """Thread-safe: the call was cancelled or its deadline has passed; its texts need no more work."""
+        return self.cancelled.is_set() or (self.stop_at is not None and time.monotonic() >= self.stop_at)
 
 
 class DynamicBatcher:
@@ -109,6 +126,7 @@ class DynamicBatcher:
             deadline=None if timeout is None else loop.time() + timeout,
             future=loop.create_future(),
             group=group,
+            stop_at=None if timeout is None else time.monotonic() + timeout,
         )
         self._queue.append(item)
         self._queued_texts += len(texts)
@@ -122,6 +140,7 @@ class DynamicBatcher:
         try:
             return await item.future
         except asyncio.CancelledError:
+            item.cancelled.set()  # a batch decoding it stops at its next step
             self._forget_cancelled(item)
             raise
 
@@ -170,8 +189,24 @@ class DynamicBatcher:
             except TimeoutError:
                 return
 
+    def _take_batch(self) -> list[_Queued]:
+        """(Event loop) Drop dead calls, then take the next batch off the queue (empty if none)."""
+        self._drop_dead(asyncio.get_running_loop().time())
+        if not self._queue:
+            return []
+        queued = list(self._queue)
+        chosen = choose_batch(
+            [Candidate(len(q.texts), q.tokens, q.group) for q in queued],
+            self.config.max_batch_size, self.config.batch_token_budget,
+        )
+        batch = [queued[i] for i in chosen]
+        chosen_set = set(chosen)
+        self._queue = deque(q for i, q in enumerate(queued) if i not in chosen_set)
+        self._queued_texts -= sum(len(q.texts) for q in batch)
+        self._depth.set(self._queued_texts)
+        return batch
+
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             while not self._queue:
                 if self._closed:
@@ -179,37 +214,75 @@ class DynamicBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             await self._wait_for_batch()
-            self._drop_dead(loop.time())
-            if not self._queue:
-                continue
-            queued = list(self._queue)
-            chosen = choose_batch(
-                [Candidate(len(q.texts), q.tokens, q.group) for q in queued],
-                self.config.max_batch_size, self.config.batch_token_budget,
-            )
-            batch = [queued[i] for i in chosen]
-            chosen_set = set(chosen)
-            self._queue = deque(q for i, q in enumerate(queued) if i not in chosen_set)
-            self._queued_texts -= sum(len(q.texts) for q in batch)
-            self._depth.set(self._queued_texts)
-            await self._run_batch(batch)
+            batch = self._take_batch()
+            if batch:
+                await self._run_batch(batch)
 
-    async def _run_batch(self, batch: list[_Queued]) -> None:
-        pipeline = self.pipeline  # read once: a swap during the run does not affect this batch
-        model = pipeline.model
+    def _begin(self, batch: list[_Queued], model: LoadedModel) -> tuple[list[Any], float]:
+        """(Event loop) The batch's texts, and its start time, after recording its queue metrics."""
         texts = [text for item in batch for text in item.texts]
         self._last_batch_texts = len(texts)
         now = time.monotonic()
         for item in batch:
             self._metrics.observe_queue(model, now - item.enqueued)
         self._metrics.batch_size.labels(self._name).observe(len(texts))
+        return texts, now
+
+    async def _run_batch(self, batch: list[_Queued]) -> None:
+        pipeline = self.pipeline  # read once: a swap during the run does not affect this batch
+        texts, now = self._begin(batch, pipeline.model)
         timings = StageTimings()
+        hook = self._between_chunks(pipeline, asyncio.get_running_loop())
+        job = functools.partial(self._call_pipeline, pipeline, batch, texts, timings, hook)
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, pipeline, texts, timings)
+            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, job)
         except Exception as exc:  # handed to every caller; CallRunner logs it and answers INTERNAL
+            self._settle(batch, pipeline.model, len(texts), now, timings, None, exc)
+            return
+        self._settle(batch, pipeline.model, len(texts), now, timings, outputs, None)
+
+    @staticmethod
+    def _call_pipeline(pipeline: Pipeline, batch: list[_Queued], texts: list[Any], timings: StageTimings,
+                       hook: Callable[[], None] | None) -> list[Any]:
+        """(Inference thread) Run the pipeline, with the calls' stop signals if it takes them."""
+        if not getattr(pipeline, "takes_stop_signals", False):
+            return pipeline(texts, timings)
+        stops = [item.stopped for item in batch for _ in item.texts]
+        return pipeline(texts, timings, stops=stops, between_chunks=hook)  # type: ignore[call-arg]
+
+    def _between_chunks(self, pipeline: Pipeline, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        """The hook a chunked pipeline calls in the inference thread between two chunks: it runs the
+        calls queued meanwhile (one batch, taken in the event loop) before the heavy batch goes on."""
+        async def take() -> tuple[list[_Queued], list[Any], float] | None:
+            if self.pipeline is not pipeline:  # swapped: queued calls wait for the new version's batch
+                return None
+            batch = self._take_batch()
+            return (batch, *self._begin(batch, pipeline.model)) if batch else None
+
+        def hook() -> None:
+            try:
+                taken = asyncio.run_coroutine_threadsafe(take(), loop).result(timeout=10)
+            except (RuntimeError, concurrent.futures.TimeoutError):  # the loop is closing: carry on
+                return
+            if taken is None:
+                return
+            batch, texts, now = taken
+            timings = StageTimings()
+            try:  # no hook of its own: interleaved batches do not nest
+                outputs, error = self._call_pipeline(pipeline, batch, texts, timings, None), None
+            except Exception as exc:
+                outputs, error = None, exc
+            loop.call_soon_threadsafe(self._settle, batch, pipeline.model, len(texts), now, timings, outputs, error)
+
+        return hook
+
+    def _settle(self, batch: list[_Queued], model: LoadedModel, batch_texts: int, now: float, timings: StageTimings,
+                outputs: list[Any] | None, error: Exception | None) -> None:
+        """(Event loop) Hand each call its outputs, or the batch's error."""
+        if error is not None or outputs is None:
             for item in batch:
                 if not item.future.done():
-                    item.future.set_exception(exc)
+                    item.future.set_exception(error or RuntimeError("pipeline returned nothing"))
             return
         self._metrics.observe_stages(model, timings)
         if timings.padding_ratio is not None:
@@ -217,6 +290,12 @@ class DynamicBatcher:
         start = 0
         for item in batch:
             end = start + len(item.texts)
-            if not item.future.done():  # a client that left meanwhile just gets nothing
-                item.future.set_result(BatchResult(outputs[start:end], model, len(texts), now - item.enqueued))
+            if item.future.done():  # a client that left meanwhile just gets nothing
+                pass
+            elif item.stopped() and any(output is None for output in outputs[start:end]):  # stopped mid-decode
+                self._metrics.batch_rejects.labels(self._name, "deadline").inc()
+                item.future.set_exception(DeadlineExpiredError(
+                    f"deadline passed while model {self._name} ran the call; its decoding stopped"))
+            else:
+                item.future.set_result(BatchResult(outputs[start:end], model, batch_texts, now - item.enqueued))
             start = end
