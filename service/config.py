@@ -41,6 +41,8 @@ class Settings:
     queue_delay_policy: str = "adaptive"  # or "fixed": always wait max_queue_delay_ms for company
     max_queue_texts: int = 1024  # texts waiting per model before RESOURCE_EXHAUSTED
     batch_token_budget: int = 8192  # texts x padded length of one batch
+    # Translate: texts x beam size x output tokens per call (64 texts x the default beam 4 x 256 tokens)
+    max_translate_cost: int = 65536
     drain_seconds: float = 0.0  # on SIGTERM: NOT_SERVING but still answering for this long
     max_connection_age_seconds: float = 0.0  # 0 = unlimited
     tls_cert: pathlib.Path | None = None
@@ -165,6 +167,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "texts queued per model before calls get RESOURCE_EXHAUSTED")
     add("--batch-token-budget", "SEQSERVE_BATCH_TOKEN_BUDGET", _bounded_int(1), defaults.batch_token_budget,
         "most texts x padded length in one batch")
+    add("--max-translate-cost", "SEQSERVE_MAX_TRANSLATE_COST", _bounded_int(1), defaults.max_translate_cost,
+        "most decoder work one Translate call may ask for, texts x beam size x output tokens (each text's "
+        "max_output_tokens, or its default from the source length); above it the call gets RESOURCE_EXHAUSTED")
     add("--drain-seconds", "SEQSERVE_DRAIN_SECONDS", _non_negative_float, defaults.drain_seconds,
         "on SIGTERM, keep answering this long while health says NOT_SERVING")
     add("--max-connection-age-seconds", "SEQSERVE_MAX_CONNECTION_AGE_SECONDS", _non_negative_float,

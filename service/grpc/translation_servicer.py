@@ -9,13 +9,10 @@ from collections.abc import Iterator
 import grpc
 from seqserve.v1 import models_pb2, translation_pb2, translation_pb2_grpc
 
+from service.config import Settings
 from service.grpc.batched import run_batched
 from service.grpc.calls import Call, CallRunner
-from service.grpc.translation_validation import (
-    decode_options,
-    validate_source_tokens,
-    validate_stream,
-)
+from service.grpc.translation_validation import validate_stream, validate_translate
 from service.grpc.validation import RequestError, TextLimits, resolve_model, validate_texts
 from service.metrics.registry import ServingMetrics
 from service.pipelines.timing import StageTimings
@@ -24,6 +21,7 @@ from service.repository.manager import ModelManager
 from service.repository.repository import LoadedModel
 
 SERVICE_NAME = translation_pb2.DESCRIPTOR.services_by_name["Translation"].full_name
+DEFAULT_MAX_COST = Settings.max_translate_cost
 
 
 def to_result(translation: Translation) -> translation_pb2.TranslationResult:
@@ -42,9 +40,11 @@ def to_result(translation: Translation) -> translation_pb2.TranslationResult:
 
 
 class TranslationServicer(translation_pb2_grpc.TranslationServicer):
-    def __init__(self, manager: ModelManager, limits: TextLimits, metrics: ServingMetrics) -> None:
+    def __init__(self, manager: ModelManager, limits: TextLimits, metrics: ServingMetrics,
+                 max_cost: int = DEFAULT_MAX_COST) -> None:
         self._manager = manager
         self._limits = limits
+        self._max_cost = max_cost  # texts x beam x output tokens per Translate call
         self._metrics = metrics
         self._calls = CallRunner(SERVICE_NAME, ("Translate", "TranslateStream"), metrics)
 
@@ -67,9 +67,10 @@ class TranslationServicer(translation_pb2_grpc.TranslationServicer):
         model = resolve_model(self._manager.repository, TASK, request.model)
         call.model = model.name
         pipeline = self._pipeline(model)
-        validate_source_tokens(texts, pipeline)
-        options = decode_options(request.options, pipeline)
+        options = validate_translate(request, self._limits, pipeline, self._max_cost)
         # Calls with other options may share the batch: the pipeline decodes each options group apart.
+        # A cancelled call (client gone, deadline passed) stops decoding at the next step: the batcher
+        # hands the pipeline its stop signal.
         result = await run_batched(self._manager, model, [TranslationRequest(t, options) for t in texts], context)
         call.version = result.model.version
         return translation_pb2.TranslateResponse(

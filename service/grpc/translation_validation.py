@@ -1,7 +1,10 @@
-"""Translation request checks: texts (count, characters, source tokens) and decoding options.
+"""Translation request checks: texts (count, characters, source tokens), decoding options and cost.
 
 Each refusal names the field and the limit, like service/grpc/validation.py. Limits that belong to
-the model (source/target tokens) come from its manifest's `decoding` section.
+the model (source/target tokens) come from its manifest's `decoding` section. The cost of a call is
+the decoder work it may ask for, texts x beam x output tokens (issue #16: 64 texts x beam 16 x 256
+tokens, each within its own limit, decoded for a minute and took 3.8 GiB); a call over the server's
+--max-translate-cost is refused RESOURCE_EXHAUSTED before anything runs.
 """
 
 from __future__ import annotations
@@ -22,14 +25,33 @@ def _invalid(message: str) -> RequestError:
     return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
-def validate_source_tokens(texts: Sequence[str], pipeline: TranslationPipeline, field: str = "texts") -> None:
-    """Refuse a text whose subwords (+ end of sentence) exceed the model's max_source_tokens."""
+def validate_source_tokens(texts: Sequence[str], pipeline: TranslationPipeline, field: str = "texts") -> list[int]:
+    """Refuse a text whose subwords (+ end of sentence) exceed the model's max_source_tokens; else
+    return each text's source token count."""
     encodings = pipeline.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    counts = []
     for index, encoding in enumerate(encodings):
         count = len(encoding.ids) + 1
         if count > pipeline.max_source_tokens:
             name = f"{field}[{index}]" if field == "texts" else field
             raise _invalid(f"{name}: {count} source tokens exceeds the limit of {pipeline.max_source_tokens}")
+        counts.append(count)
+    return counts
+
+
+def validate_cost(source_tokens: Sequence[int], options: DecodeOptions, pipeline: TranslationPipeline,
+                  limit: int) -> int:
+    """The call's cost (beam size x the output tokens each text may take, summed over texts), or
+    RESOURCE_EXHAUSTED naming the values and the limit when it exceeds `limit`."""
+    output_tokens = sum(pipeline.max_steps(count, options) for count in source_tokens)
+    cost = options.beam_size * output_tokens
+    if cost > limit:
+        asked = options.max_output_tokens or "0: from each source length"
+        raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, (
+            f"texts x options.beam_size x output tokens: {len(source_tokens)} texts x {options.beam_size} beams x "
+            f"{output_tokens} output tokens in all (options.max_output_tokens {asked}) = {cost} exceeds the limit "
+            f"of {limit} per call; send fewer texts, a smaller beam_size or a lower max_output_tokens"))
+    return cost
 
 
 def validate_max_output(value: int, pipeline: TranslationPipeline, field: str) -> None:
@@ -54,11 +76,13 @@ def decode_options(options: translation_pb2.DecodingOptions, pipeline: Translati
 
 
 def validate_translate(request: translation_pb2.TranslateRequest, limits: TextLimits,
-                       pipeline: TranslationPipeline) -> DecodeOptions:
+                       pipeline: TranslationPipeline, max_cost: int) -> DecodeOptions:
     texts = list(request.texts)
     validate_texts(texts, limits)
-    validate_source_tokens(texts, pipeline)
-    return decode_options(request.options, pipeline)
+    counts = validate_source_tokens(texts, pipeline)
+    options = decode_options(request.options, pipeline)
+    validate_cost(counts, options, pipeline, max_cost)
+    return options
 
 
 def validate_stream(request: translation_pb2.TranslateStreamRequest, limits: TextLimits,
