@@ -9,6 +9,7 @@ real names and noise so the fuzzer also gets past the first checks.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -83,3 +84,46 @@ def message(draw: st.DrawFn, descriptor: Descriptor, hints: Mapping[str, st.Sear
 
 def names(real: Sequence[str]) -> st.SearchStrategy[str]:
     return st.one_of(st.sampled_from(list(real)), st.just(""), TEXT)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input as a V2 client sees it: name, V2 datatype, dims (ints fixed, strings named)."""
+
+    name: str
+    datatype: str
+    dims: tuple[int | str, ...]
+
+
+def shared_dims(specs: Sequence[TensorSpec]) -> list[str]:
+    """Named dims that more than one input carries: the ones inputs can disagree on."""
+    holders: dict[str, set[str]] = {}
+    for spec in specs:
+        for dim in spec.dims:
+            if isinstance(dim, str):
+                holders.setdefault(dim, set()).add(spec.name)
+    return sorted(dim for dim, names in holders.items() if len(names) > 1)
+
+
+@st.composite
+def agreeing_shapes(draw: st.DrawFn, specs: Sequence[TensorSpec], high: int = 4) -> dict[str, list[int]]:
+    """One size (1..high) per named dim, the same in every input that names it."""
+    sizes = {dim: draw(st.integers(1, high)) for spec in specs for dim in spec.dims if isinstance(dim, str)}
+    return {spec.name: [d if isinstance(d, int) else sizes[d] for d in spec.dims] for spec in specs}
+
+
+@st.composite
+def disagreeing_shapes(draw: st.DrawFn, specs: Sequence[TensorSpec], high: int = 4
+                       ) -> tuple[dict[str, list[int]], str]:
+    """(shapes, dim): every input's shape agrees with the others but on one shared named dim, which some
+    (not all) of the inputs holding it get at another size. Every other dim, fixed or named, is right,
+    so the disagreement is the only thing wrong with the call."""
+    dim = draw(st.sampled_from(shared_dims(specs)))
+    shapes = draw(agreeing_shapes(specs, high))
+    holders = [spec for spec in specs if dim in spec.dims]
+    size = shapes[holders[0].name][holders[0].dims.index(dim)]
+    other = draw(st.integers(1, high + 1).filter(lambda s: s != size))
+    moved = draw(st.lists(st.sampled_from(holders), min_size=1, max_size=len(holders) - 1, unique=True))
+    for spec in moved:
+        shapes[spec.name] = [other if d == dim else s for d, s in zip(spec.dims, shapes[spec.name], strict=True)]
+    return shapes, dim

@@ -8,6 +8,7 @@ must stay healthy and keep answering well-formed calls. Bounded: a fixed number 
 from __future__ import annotations
 
 import importlib
+import json
 import pathlib
 import pkgutil
 from collections.abc import Iterator
@@ -16,11 +17,11 @@ import grpc
 import numpy as np
 import pytest
 import seqserve.v1
-from exported_models import EXPORTED, SENTIMENT, copy_as_version
+from exported_models import EXPORTED, SENTIMENT, copy_as_version, latest_version_dir
 from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from proto_strategies import TEXT, message, names
+from proto_strategies import TEXT, TensorSpec, agreeing_shapes, disagreeing_shapes, message, names, shared_dims
 from seqserve.v1 import admin_pb2, sentiment_pb2
 from tritonclient.grpc import service_pb2 as oip  # see KSERVE_V2 below
 
@@ -204,6 +205,96 @@ def test_v2_empty_and_overflowing_shapes_are_refused_without_harm(server, fuzz_c
             code, details = code_of(fuzz_channel, "/inference.GRPCInferenceService/ModelInfer",
                                     request.SerializeToString())
             assert code == grpc.StatusCode.INVALID_ARGUMENT, (shape, raw, code, details)
+    watch.assert_healthy()
+
+
+# V2 datatypes of the manifests' numpy dtype names and of ONNX's element types.
+NUMPY_V2 = {"int64": "INT64", "int32": "INT32", "float32": "FP32", "float64": "FP64", "bool": "BOOL"}
+
+
+def manifest_onnx(version_dir: pathlib.Path) -> dict:
+    return json.loads((version_dir / "manifest.json").read_text("utf-8")).get("onnx") or {}
+
+
+def graph_inputs(version_dir: pathlib.Path, file: str, main: bool) -> list[TensorSpec]:
+    """A graph's inputs as its manifest records them (per graph, or the main graph's), else as the ONNX
+    file declares them."""
+    recorded = manifest_onnx(version_dir)
+    specs = ((recorded.get("graphs") or {}).get(file) or {}).get("inputs") or (recorded.get("inputs") if main else None)
+    if specs:
+        return [TensorSpec(s["name"], NUMPY_V2[s["dtype"]], tuple(s["shape"])) for s in specs]
+    import onnx
+
+    graph = onnx.load(str(version_dir / file), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    return [
+        TensorSpec(i.name, NUMPY_V2[onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type).name],
+                   tuple(d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim))
+        for i in graph.input if i.name not in initializers
+    ]
+
+
+def committed_graphs() -> list[tuple[str, list[TensorSpec]]]:
+    """(V2 name, inputs) of every graph of every committed model: the main graph under the model's name,
+    the others as `<model>.<file stem>`, as the server names them."""
+    graphs = []
+    for model in sorted(p.name for p in EXPORTED.iterdir() if p.is_dir()):
+        version_dir = latest_version_dir(model)
+        main = manifest_onnx(version_dir).get("file", "model.onnx")
+        for file in sorted(p.name for p in version_dir.glob("*.onnx")):
+            name = model if file == main else f"{model}.{pathlib.PurePath(file).stem}"
+            graphs.append((name, graph_inputs(version_dir, file, file == main)))
+    return graphs
+
+
+GRAPHS = committed_graphs()
+SHAPE_FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
+                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def infer_body(graph: str, specs: list[TensorSpec], shapes: dict[str, list[int]]) -> bytes:
+    """A ModelInfer request of real values: ids, masks and lengths of 1 (in range everywhere), floats 0."""
+    request = oip.ModelInferRequest(model_name=graph)
+    for spec in specs:
+        dtype = {"INT64": "<i8", "INT32": "<i4", "FP32": "<f4", "FP64": "<f8", "BOOL": "?"}[spec.datatype]
+        value = 0 if spec.datatype.startswith("FP") else 1
+        request.inputs.add(name=spec.name, datatype=spec.datatype, shape=shapes[spec.name])
+        request.raw_input_contents.append(np.full(shapes[spec.name], value, dtype).tobytes())
+    return request.SerializeToString()
+
+
+def test_the_shape_fuzz_covers_every_graph_and_its_requests_run(server, fuzz_channel) -> None:
+    """The baseline of the next test: with agreeing shapes the same requests succeed on every graph, so
+    there the disagreement is the one thing wrong."""
+    assert len(GRAPHS) == 13 and all(shared_dims(specs) for _, specs in GRAPHS)
+
+    @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    @given(data=st.data(), graph=st.sampled_from(GRAPHS))
+    def check(data: st.DataObject, graph: tuple[str, list[TensorSpec]]) -> None:
+        shapes = data.draw(agreeing_shapes(graph[1]))
+        code, details = code_of(fuzz_channel, "/inference.GRPCInferenceService/ModelInfer",
+                                infer_body(graph[0], graph[1], shapes))
+        assert code == grpc.StatusCode.OK, (graph[0], shapes, code, details)
+
+    check()
+
+
+def test_v2_inputs_that_disagree_on_a_named_dimension_are_refused_on_every_graph(server, fuzz_channel) -> None:
+    """Issue #16: sentiment-bigru with input_ids [2, 3] and attention_mask [1, 3] aborted the server
+    (SIGABRT, every client gone); the seq2seq graphs did the same. Every committed graph, every named
+    dimension some inputs share: INVALID_ARGUMENT naming the dimension, and the server lives on."""
+    watch = Watch(server)
+
+    @SHAPE_FUZZ
+    @given(data=st.data(), graph=st.sampled_from(GRAPHS))
+    def check(data: st.DataObject, graph: tuple[str, list[TensorSpec]]) -> None:
+        shapes, dim = data.draw(disagreeing_shapes(graph[1]))
+        code, details = code_of(fuzz_channel, "/inference.GRPCInferenceService/ModelInfer",
+                                infer_body(graph[0], graph[1], shapes))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (graph[0], shapes, code, details)
+        assert f"dimension {dim!r}" in details, (graph[0], shapes, details)
+
+    check()
     watch.assert_healthy()
 
 

@@ -124,3 +124,51 @@ def test_v2_shares_the_port_with_the_seqserve_api(server) -> None:
     with grpc.insecure_channel(server.target) as channel:
         live = channel.unary_unary("/inference.GRPCInferenceService/ServerLive")(b"", timeout=10)
     assert live == b"\x08\x01"  # ServerLiveResponse{live: true}
+
+
+def int64_input(name: str, array: np.ndarray) -> triton.InferInput:
+    tensor = triton.InferInput(name, array.shape, "INT64")
+    tensor.set_data_from_numpy(array.astype(np.int64))
+    return tensor
+
+
+def test_issue_16_inputs_that_disagree_on_the_batch_are_refused_and_the_server_lives(client, server) -> None:
+    """input_ids [2, 3] with attention_mask [1, 3] made onnxruntime's GRU abort the server (SIGABRT)."""
+    for ids_rows, mask_rows in ((2, 1), (1, 2)):
+        inputs = [int64_input("input_ids", np.ones((ids_rows, 3))),
+                  int64_input("attention_mask", np.ones((mask_rows, 3)))]
+        with pytest.raises(InferenceServerException) as error:
+            client.infer(MODEL, inputs)
+        message = error.value.message()
+        assert error.value.status() == "StatusCode.INVALID_ARGUMENT", message
+        assert all(part in message for part in ("'input_ids'", "'attention_mask'", "'batch'",
+                                                f"{ids_rows} (axis 0", f"vs {mask_rows} (axis 0")), message
+    inputs = [int64_input("input_ids", np.ones((1, 3))), int64_input("attention_mask", np.ones((1, 4)))]
+    with pytest.raises(InferenceServerException) as error:
+        client.infer(MODEL, inputs)
+    assert "dimension 'sequence': 3" in error.value.message() and "vs 4" in error.value.message()
+    assert server.health() == 1 and client.infer(MODEL, [int64_input("input_ids", np.ones((1, 3))),
+                                                         int64_input("attention_mask", np.ones((1, 3)))])
+
+
+def test_an_input_given_twice_is_refused(client) -> None:
+    ids = int64_input("input_ids", np.ones((1, 3)))
+    with pytest.raises(InferenceServerException) as error:
+        client.infer(MODEL, [ids, int64_input("attention_mask", np.ones((1, 3))), ids])
+    assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "inputs[2]: 'input_ids' is given more than once" in error.value.message()
+
+
+def test_a_call_spanning_more_positions_than_a_task_call_may_is_refused_before_it_runs(client) -> None:
+    """Within the element limit a call could ask for one sequence of millions of positions (gigabytes and
+    minutes in onnxruntime). The bound is what a task call may carry: --max-texts 64 x --max-text-chars
+    2000 = 128,000 positions (rows x named dims)."""
+    inputs = [int64_input("input_ids", np.ones((1, 128_001))), int64_input("attention_mask", np.ones((1, 128_001)))]
+    with pytest.raises(InferenceServerException) as error:
+        client.infer(MODEL, inputs)
+    assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "128001 positions" in error.value.message() and "limit is 128000" in error.value.message()
+    inputs = [int64_input("input_ids", np.ones((2, 64_001))), int64_input("attention_mask", np.ones((2, 64_001)))]
+    with pytest.raises(InferenceServerException) as error:
+        client.infer(MODEL, inputs)
+    assert "128002 positions" in error.value.message()

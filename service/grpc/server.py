@@ -130,7 +130,9 @@ async def start_server(
     admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(manager, metrics), server)
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceServicer(manager, readiness, executor, metrics,
-                          max_rows=settings.max_texts, max_elements=settings.max_message_bytes),
+                          max_rows=settings.max_texts, max_elements=settings.max_message_bytes,
+                          # the most positions a task call may carry: max-texts texts of max-text-chars
+                          max_positions=settings.max_texts * settings.max_text_chars),
         server,
     )
     health = health_aio.HealthServicer()

@@ -8,7 +8,9 @@ and are split back: the same numbers as running each call alone, fewer model run
 
 Graphs qualify when every input and every output has the same symbolic first dimension (the batch
 axis) and the graph is not dynamically quantized (its activation scales span the whole batch tensor, so
-stacking would change the numbers); others (or calls of zero rows) run as sent.
+stacking would change the numbers); others (or calls of zero rows) run as sent. A call reaches
+split_rows only after every input was checked to have the same batch size (shapes.py): rows cut from
+inputs of different sizes were empty tensors, which abort onnxruntime's GRU (issue #16).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
+from service.grpc.v2.shapes import row_positions
 from service.pipelines.timing import StageTimings
 from service.repository.repository import LoadedModel
 
@@ -63,10 +66,13 @@ class GraphPipeline:
     def __init__(self, model: LoadedModel, session: ort.InferenceSession) -> None:
         self.model = model
         self.session = session
+        self._dims = {arg.name: list(arg.shape) for arg in session.get_inputs()}
 
     def estimate_tokens(self, row: Row) -> int:
-        # Rows of one group have one shape: nothing is padded, so the token budget has nothing to save.
-        return 1
+        # Nothing is padded (rows of one group have one shape), but the batch's size still has to stay
+        # within the model's token budget: a row counts the positions it spans (shapes.py), so calls of
+        # long rows do not stack into one run of max_batch_size times their length.
+        return max(1, max(row_positions(array.shape, self._dims.get(name, ())) for name, array in row.feeds.items()))
 
     def __call__(
         self, rows: Sequence[Row], timings: StageTimings | None = None

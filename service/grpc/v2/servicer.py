@@ -3,8 +3,9 @@
 Raw tensor access to every loaded ONNX graph, whatever its task: a model's main graph under the
 model's name, its other graphs under `<model>.<graph>` (translation: `transformer` is the encoder,
 `transformer.decoder_step` the decoder step). The inputs are checked against the graph's own
-signature (names, datatypes, ranks, fixed dimensions) and run in the same inference thread pool as
-the task servicers, under the same thread budget, through the same dynamic batcher: calls whose rows
+signature (names, datatypes, ranks, fixed dimensions), against each other (every named dimension one
+size, shapes.py) and against the call's work bound, and run in the same inference thread pool as the
+task servicers, under the same thread budget, through the same dynamic batcher: calls whose rows
 stack without padding share a batch (graph_batching.py).
 """
 
@@ -16,6 +17,7 @@ import pathlib
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from importlib import metadata
+from typing import Any
 
 import grpc
 import numpy as np
@@ -27,7 +29,8 @@ from service.grpc.batched import submit_batched
 from service.grpc.calls import Call, CallRunner
 from service.grpc.readiness import Readiness
 from service.grpc.v2.graph_batching import GraphPipeline, batch_axis, join_rows, row_group, split_rows
-from service.grpc.v2.tensors import ORT_TYPES, decode_input, encode_output, v2_shape
+from service.grpc.v2.shapes import Dims, check_agreement, check_positions
+from service.grpc.v2.tensors import ORT_TYPES, decode_input, element_count, encode_output, v2_shape
 from service.grpc.validation import MAX_MODEL_NAME_CHARS, RequestError
 from service.metrics.registry import ServingMetrics
 from service.pipelines.timing import StageTimings
@@ -86,15 +89,29 @@ def empty_cache_axes(graph: Graph) -> dict[str, frozenset[int]]:
     return axes
 
 
-def tensor_metadata(graph: Graph, kind: str) -> list[pb.ModelMetadataResponse.TensorMetadata]:
-    """The manifest's specs (named dims are dynamic), else the graph's own.
-
-    The manifest first: the exported sentiment graph records its attention output as [batch, 17],
-    the length traced at export, though it really follows the input's sequence length.
-    """
+def manifest_specs(graph: Graph, kind: str) -> list[dict[str, Any]]:
+    """The manifest's specs of the graph's "inputs" or "outputs" (per graph, or the main graph's), or []."""
     onnx_spec = graph.model.manifest.data.get("onnx") or {}
     per_graph = (onnx_spec.get("graphs") or {}).get(graph.file)
     specs = per_graph.get(kind) if per_graph else (onnx_spec.get(kind) if graph.is_main else None)
+    return [s for s in specs or [] if isinstance(s, dict) and "name" in s]
+
+
+def input_namings(graph: Graph) -> dict[str, list[Dims]]:
+    """Input -> its dims as the manifest names them (if it does) and as the graph itself does."""
+    recorded = {str(s["name"]): s.get("shape") or [] for s in manifest_specs(graph, "inputs")}
+    return {arg.name: ([recorded[arg.name]] if arg.name in recorded else []) + [list(arg.shape)]
+            for arg in graph.session.get_inputs()}
+
+
+def tensor_metadata(graph: Graph, kind: str) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+    """The manifest's specs (named dims are dynamic), else the graph's own.
+
+    The manifest first: it is what the exporter declared, with the names of the dynamic axes, and it
+    covers graphs whose traced signature fixed an axis that is really dynamic (an exporter that traced
+    at one length, say). The committed graphs agree with their manifests.
+    """
+    specs = manifest_specs(graph, kind)
     if specs:
         return [
             pb.ModelMetadataResponse.TensorMetadata(
@@ -125,6 +142,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         metrics: ServingMetrics,
         max_rows: int,
         max_elements: int,
+        max_positions: int,
     ) -> None:
         self._manager = manager
         self._repository = manager.repository
@@ -133,6 +151,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._metrics = metrics
         self._max_rows = max_rows
         self._max_elements = max_elements
+        self._max_positions = max_positions
         self._calls = CallRunner(SERVICE_NAME, METHODS, metrics)
 
     def _graph(self, name: str, version: str) -> Graph:
@@ -284,8 +303,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"raw_input_contents: {len(raw)} entries for {len(request.inputs)} inputs",
             )
+        # Each tensor against the graph's signature first, then the shapes against each other and the
+        # work bound, and only then are payloads decoded: no bytes are copied for a call that is refused.
         starts_empty = empty_cache_axes(graph)
-        feeds: dict[str, np.ndarray] = {}
+        shapes: dict[str, list[int]] = {}
         for index, tensor in enumerate(request.inputs):
             spec = graph_inputs.get(tensor.name)
             if spec is None:
@@ -294,6 +315,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     f"inputs[{index}]: {tensor.name[:100]!r} is not an input of {graph.name} "
                     f"({', '.join(graph_inputs)})",
                 )
+            if tensor.name in shapes:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"inputs[{index}]: {tensor.name!r} is given more than once")
             expected_type = ORT_TYPES.get(spec.type, spec.type)
             if tensor.datatype != expected_type:
                 raise RequestError(
@@ -314,9 +338,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"input {tensor.name!r}: {shape[0]} rows exceeds the limit of {self._max_rows}",
                 )
-            feeds[tensor.name] = decode_input(tensor, raw[index] if raw else None, self._max_elements,
-                                              empty_axes=starts_empty.get(tensor.name, frozenset()))
-        missing = [name for name in graph_inputs if name not in feeds]
+            element_count(tensor, self._max_elements, starts_empty.get(tensor.name, frozenset()))
+            shapes[tensor.name] = shape
+        missing = [name for name in graph_inputs if name not in shapes]
         if missing:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"inputs: {', '.join(missing)} missing")
-        return feeds
+        check_agreement(shapes, input_namings(graph))
+        check_positions(shapes, {name: list(arg.shape) for name, arg in graph_inputs.items()}, self._max_positions)
+        return {
+            tensor.name: decode_input(tensor, raw[index] if raw else None, self._max_elements,
+                                      empty_axes=starts_empty.get(tensor.name, frozenset()))
+            for index, tensor in enumerate(request.inputs)
+        }

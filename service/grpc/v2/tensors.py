@@ -47,6 +47,26 @@ def _invalid(message: str) -> RequestError:
     return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
+def element_count(
+    tensor: pb.ModelInferRequest.InferInputTensor, max_elements: int, empty_axes: frozenset[int] = frozenset()
+) -> int:
+    """The elements of the tensor's declared shape, refused if any dimension is negative or 0 (but
+    `empty_axes`, see decode_input) or the count exceeds `max_elements`: checks of the shape alone, made
+    before the call's inputs are compared with each other."""
+    shape = list(tensor.shape)
+    if any(d < 0 for d in shape):
+        raise _invalid(f"input {tensor.name!r}: shape {shape[:8]} has a negative dimension")
+    # onnxruntime aborts the whole process (std::terminate) on an empty tensor in some kernels (the
+    # GRU of the sentiment graphs, for one), so a tensor with no elements never reaches a session.
+    if any(d == 0 and axis not in empty_axes for axis, d in enumerate(shape)):
+        raise _invalid(f"input {tensor.name!r}: shape {shape[:8]} has no elements; every dimension must be >= 1")
+    # Python integers: numpy's int64 product wraps (4 x 2**62 -> 0) and would let an empty payload pass.
+    count = math.prod(shape)
+    if count > max_elements:
+        raise _invalid(f"input {tensor.name!r}: {count} elements exceeds the limit of {max_elements}")
+    return count
+
+
 def decode_input(
     tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None, max_elements: int,
     empty_axes: frozenset[int] = frozenset(),
@@ -57,16 +77,7 @@ def decode_input(
         raise _invalid(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported")
     dtype, field = DATATYPES[tensor.datatype]
     shape = list(tensor.shape)
-    if any(d < 0 for d in shape):
-        raise _invalid(f"input {tensor.name!r}: shape {shape} has a negative dimension")
-    # onnxruntime aborts the whole process (std::terminate) on an empty tensor in some kernels (the
-    # GRU of the sentiment graphs, for one), so a tensor with no elements never reaches a session.
-    if any(d == 0 and axis not in empty_axes for axis, d in enumerate(shape)):
-        raise _invalid(f"input {tensor.name!r}: shape {shape} has no elements; every dimension must be >= 1")
-    # Python integers: numpy's int64 product wraps (4 x 2**62 -> 0) and would let an empty payload pass.
-    count = math.prod(shape)
-    if count > max_elements:
-        raise _invalid(f"input {tensor.name!r}: {count} elements exceeds the limit of {max_elements}")
+    count = element_count(tensor, max_elements, empty_axes)
     if raw is not None:
         if len(raw) != count * dtype.itemsize:
             raise _invalid(
