@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
 import shutil
 
-from service.repository.manifest import write_manifest
+from service.repository.manifest import read_manifest, republish_manifest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EXPORTED = REPO / "exported"
@@ -24,8 +23,7 @@ SENTIMENT = latest_version_dir("sentiment-bigru")
 def copy_as_version(source: pathlib.Path, destination: pathlib.Path, version: str) -> pathlib.Path:
     """Copy a version folder to `destination` (named as the version) with its manifest re-versioned."""
     shutil.copytree(source, destination)
-    data = json.loads((destination / "manifest.json").read_text("utf-8"))
+    source_manifest = read_manifest(source)
     (destination / "manifest.json").unlink()
-    kept = {k: v for k, v in data.items() if k not in ("files", "format_version")}
-    write_manifest(destination, {**kept, "version": version})
+    republish_manifest(destination, {"version": version}, source=source_manifest)
     return destination

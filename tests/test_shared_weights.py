@@ -14,7 +14,7 @@ import pytest
 from exported_models import EXPORTED
 
 from service.pipelines.seq2seq_runtime import StepRunner
-from service.repository.manifest import ManifestError, read_manifest, sha256_file, write_manifest
+from service.repository.manifest import ManifestError, read_manifest, republish_manifest, sha256_file
 from service.repository.repository import load_version
 from training.export.quantize import quantize
 from training.export.shared_weights import SHARED_FILE, graph_bytes, repackage_version
@@ -27,9 +27,8 @@ def inline_copy(version_dir: pathlib.Path, out_dir: pathlib.Path) -> pathlib.Pat
     shutil.copy(version_dir / "tokenizer.json", out_dir / "tokenizer.json")
     for name in manifest.data["onnx"]["graphs"]:
         onnx.save_model(onnx.load(str(version_dir / name)), str(out_dir / name))  # external data read in
-    data = {k: v for k, v in manifest.data.items() if k not in ("files", "format_version")}
-    data["onnx"] = {k: v for k, v in data["onnx"].items() if k != "external_data"}
-    write_manifest(out_dir, data)
+    onnx_section = {k: v for k, v in manifest.data["onnx"].items() if k != "external_data"}
+    republish_manifest(out_dir, {"onnx": onnx_section}, source=manifest)
     return out_dir
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,3 +150,24 @@ def write_manifest(version_dir: pathlib.Path, data: dict[str, Any]) -> Manifest:
     full = {"format_version": FORMAT_VERSION, **data, "files": files}
     (version_dir / MANIFEST_NAME).write_text(json.dumps(full, indent=2, sort_keys=False) + "\n", "utf-8")
     return read_manifest(version_dir)
+
+
+# Written by write_manifest itself: never carried over from the manifest being republished.
+_DERIVED_KEYS = ("files", "format_version")
+
+
+def republish_manifest(
+    version_dir: pathlib.Path, changes: Mapping[str, Any] | None = None, drop: Iterable[str] = (),
+    source: Manifest | None = None,
+) -> Manifest:
+    """Rewrite version_dir's manifest from `source` (default: the one there now) with `changes` applied
+    and the `drop` keys removed, re-checksumming the folder's files; checked like any manifest.
+
+    The one way tools change a published manifest (new metrics, a new default, a copy as another
+    version), so none of them copies stale checksums or an old format_version along.
+    """
+    source = source or read_manifest(version_dir)
+    removed = {*_DERIVED_KEYS, *drop}
+    data = {k: v for k, v in source.data.items() if k not in removed}
+    data.update(changes or {})
+    return write_manifest(version_dir, data)

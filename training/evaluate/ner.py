@@ -30,7 +30,7 @@ from seqeval.metrics import classification_report
 from seqeval.metrics.sequence_labeling import get_entities
 
 from service.pipelines.ner import Entity, NerPipeline
-from service.repository.manifest import read_manifest, write_manifest
+from service.repository.manifest import read_manifest, republish_manifest
 from service.repository.repository import load_version
 from training.data.ner import Tweet, load_splits
 
@@ -141,11 +141,7 @@ def compare(dir_a: pathlib.Path, dir_b: pathlib.Path, tweets: list[Tweet]) -> di
 def set_default(winner: pathlib.Path, others: list[pathlib.Path], comparison: dict[str, Any]) -> None:
     """The better tagger on test F1 through the served path becomes the task default."""
     for version_dir in [winner, *others]:
-        manifest = read_manifest(version_dir)
-        data = {k: v for k, v in manifest.data.items() if k not in ("files", "format_version")}
-        data["default_for_task"] = version_dir == winner
-        data["comparison"] = comparison
-        write_manifest(version_dir, data)
+        republish_manifest(version_dir, {"default_for_task": version_dir == winner, "comparison": comparison})
 
 
 def main() -> None:
@@ -170,9 +166,7 @@ def main() -> None:
     report["split"] = args.split
     print(json.dumps(report, indent=1))
     if args.write_manifest:
-        manifest = read_manifest(args.version_dir)
-        data = {k: v for k, v in manifest.data.items() if k not in ("files", "format_version")}
-        write_manifest(args.version_dir, {**data, "metrics": report})
+        republish_manifest(args.version_dir, {"metrics": report})
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from service.pipelines.recommendation import RecommendationPipeline, RecommendationRequest
-from service.repository.manifest import read_manifest, write_manifest
+from service.repository.manifest import read_manifest, republish_manifest
 from service.repository.repository import load_version
 from training.data.movielens import Case, MovieLens, load_splits
 from training.evaluate.ranking import (
@@ -104,8 +104,7 @@ def main() -> None:
     print(format_table(report))
     print(json.dumps(report, indent=1))
     if args.write_manifest:
-        kept = {k: v for k, v in manifest.data.items() if k not in ("files", "format_version")}
-        write_manifest(args.version_dir, {**kept, "metrics": report})
+        republish_manifest(args.version_dir, {"metrics": report}, source=manifest)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import shutil
 from typing import Any
 
 from service.pipelines.ner import ARGMAX, BIO_VITERBI
-from service.repository.manifest import read_manifest, write_manifest
+from service.repository.manifest import read_manifest, republish_manifest
 from training.data.ner import load_splits
 from training.evaluate.ner import evaluate_version
 
@@ -38,23 +38,21 @@ def republish(source: pathlib.Path, out: pathlib.Path, decoder: str) -> dict[str
     for path in source.iterdir():
         if path.name != "manifest.json":
             shutil.copy2(path, out / path.name)
-    data = {k: v for k, v in manifest.data.items() if k not in ("files", "format_version", "metrics", "comparison")}
-    data["version"] = out.name
-    data["ner"] = {**data["ner"], "decoder": decoder}
-    data["derived_from"] = {"name": manifest.name, "version": manifest.data["version"],
-                            "model_sha256": manifest.data["files"]["model.onnx"],
-                            "change": f"decoder {old_decoder!r} -> {decoder!r}; same graph, tokenizer and labels"}
-    write_manifest(out, data)
+    derived = republish_manifest(out, {
+        "version": out.name,
+        "ner": {**manifest.data["ner"], "decoder": decoder},
+        "derived_from": {"name": manifest.name, "version": manifest.data["version"],
+                         "model_sha256": manifest.data["files"]["model.onnx"],
+                         "change": f"decoder {old_decoder!r} -> {decoder!r}; same graph, tokenizer and labels"},
+    }, drop=("metrics", "comparison"), source=manifest)
     parts, _ = load_splits()
-    data["decoder_selection"] = {"split": "dev", "entity_f1": {old_decoder: dev_f1(source, parts),
-                                                              decoder: dev_f1(out, parts)}}
+    selection = {"split": "dev", "entity_f1": {old_decoder: dev_f1(source, parts), decoder: dev_f1(out, parts)}}
     report = evaluate_version(out, parts["test"], parts["train"])
     if "repeated_splits" in manifest.data.get("metrics", {}):  # runs of the training recipe, not of a decoder
         report["repeated_splits"] = {**manifest.data["metrics"]["repeated_splits"],
                                      "measured_for": f"version {manifest.data['version']} ({old_decoder})"}
-    data["metrics"] = report
-    write_manifest(out, data)
-    return {"decoder_selection": data["decoder_selection"], "test_micro": report["served"]["micro"]}
+    republish_manifest(out, {"decoder_selection": selection, "metrics": report}, source=derived)
+    return {"decoder_selection": selection, "test_micro": report["served"]["micro"]}
 
 
 def main() -> None:

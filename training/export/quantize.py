@@ -34,7 +34,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from service.pipelines.sentiment import SentimentPipeline
-from service.repository.manifest import Manifest, read_manifest, write_manifest
+from service.repository.manifest import Manifest, read_manifest, republish_manifest
 from service.repository.repository import load_version
 from training.export.shared_weights import share_initializers
 
@@ -224,25 +224,24 @@ def publish(source_dir: pathlib.Path, out_dir: pathlib.Path) -> dict[str, Any]:
     source = read_manifest(source_dir)
     # Measured quality is the variant's own (below): the source's test and dev numbers are not carried over,
     # and its torch-vs-graph parity describes the fp32 graph, so it is kept as the source's, by name.
-    data = {k: v for k, v in source.data.items()
-            if k not in ("files", "format_version", "metrics", "dev_metrics", "export_parity", *SOURCE_PARITY)}
+    not_carried = ("metrics", "dev_metrics", "export_parity", *SOURCE_PARITY)
     # The variant's shared weights are its own (quantize), not the source's.
-    data["onnx"] = {k: v for k, v in data["onnx"].items() if k != "external_data"}
+    onnx_section = {k: v for k, v in source.data["onnx"].items() if k != "external_data"}
     if "external_data" in report:
-        data["onnx"]["external_data"] = report["external_data"]
-    data.update({
+        onnx_section["external_data"] = report["external_data"]
+    changes: dict[str, Any] = {
         "name": out_dir.parent.name, "version": out_dir.name, "variant": "int8", "default_for_task": False,
         "description": f"{source.data.get('description', '')} Dynamic int8 variant of {source.name} "
                        f"version {source.version}.",
-    })
-    write_manifest(out_dir, data)
+        "onnx": onnx_section,
+    }
+    variant = republish_manifest(out_dir, changes, drop=not_carried, source=source)
     measured = MEASURES[source.data["task"]](source_dir, out_dir)
     report.update({k: v for k, v in measured.items() if k != "metrics"})
     source_parity = {k: source.data[k] for k in SOURCE_PARITY if k in source.data}
     if source_parity:
         report["source"] = {**report["source"], "parity": source_parity}
-    data.update({"quantization": report, "metrics": measured["metrics"]})
-    write_manifest(out_dir, data)
+    republish_manifest(out_dir, {"quantization": report, "metrics": measured["metrics"]}, source=variant)
     return report
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import onnx
 from onnx import external_data_helper
 
-from service.repository.manifest import read_manifest, write_manifest
+from service.repository.manifest import read_manifest, republish_manifest
 
 SHARED_FILE = "shared_weights.bin"
 MIN_BYTES = 1024  # as onnx's own external-data threshold: smaller tensors are not worth an indirection
@@ -96,9 +96,7 @@ def repackage_version(version_dir: pathlib.Path) -> dict[str, Any]:
         raise SystemExit(f"{version_dir}: its graphs have no initializer in common")
     # What the graphs' checksums were before (variants made from them, e.g. int8, record those).
     report["repackaged_from_sha256"] = {name: manifest.files[name] for name in graph_files}
-    data = {k: v for k, v in manifest.data.items() if k not in ("files", "format_version")}
-    data["onnx"] = {**section, "external_data": report}
-    write_manifest(version_dir, data)
+    republish_manifest(version_dir, {"onnx": {**section, "external_data": report}}, source=manifest)
     return report
 
 
