@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import shutil
 import threading
 import time
 import urllib.request
@@ -183,3 +184,27 @@ def test_without_an_admin_token_admin_calls_are_refused(server) -> None:
     with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError) as error:
         admin(channel).ListVersions(admin_pb2.ListVersionsRequest(), timeout=10)
     assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_deleted_serving_folder_keeps_serving_and_models_and_admin_agree(
+    start_server, model_dir, tmp_path: pathlib.Path
+) -> None:
+    (tmp_path / "admin.token").write_text(ADMIN_TOKEN + "\n")
+    server = start_server(model_dir=model_dir, extra_args=[
+        "--poll-seconds", "0.2", "--admin-token-file", str(tmp_path / "admin.token")])
+    shutil.rmtree(model_dir / "sentiment-bigru" / "1")
+    # The poll that sees the folder gone writes this line, once.
+    warning = "model sentiment-bigru version 1: its folder"
+    wait_for(lambda: warning in server.log(), what="the poll to notice the deleted folder")
+    with grpc.insecure_channel(server.target) as channel:
+        info = models_pb2_grpc.ModelsStub(channel).GetModel(models_pb2.GetModelRequest(name="sentiment-bigru"),
+                                                            timeout=10)
+        (listed,) = admin(channel).ListVersions(admin_pb2.ListVersionsRequest(name="sentiment-bigru"),
+                                                metadata=bearer(ADMIN_TOKEN), timeout=10).versions
+        analyzed = sentiment_pb2_grpc.SentimentStub(channel).Analyze(
+            sentiment_pb2.AnalyzeSentimentRequest(texts=["still here"]), timeout=10)
+    assert info.version == listed.version == analyzed.model.version == "1"
+    assert listed.state == "SERVING" and "sentiment-bigru/1 was deleted" in listed.reason
+    assert str(model_dir) not in listed.reason  # no server path reaches a client
+    assert server.log().count(warning) == 1
+    assert "WARNING" in next(line for line in server.log().splitlines() if warning in line)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import pathlib
 import shutil
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from exported_models import SENTIMENT, copy_as_version
 
+from service.metrics.registry import ServingMetrics
+from service.repository.manager import ModelManager, VersionState
 from service.repository.manifest import ManifestError, read_manifest, verify_checksums, write_manifest
+from service.repository.model_config import BatchConfig, load_model_config
 from service.repository.repository import ModelNotFoundError, load_repository
+from service.runtime.threads import ThreadBudget
 
 EXPORTED = pathlib.Path(__file__).resolve().parents[1] / "exported"
 
@@ -71,3 +78,87 @@ def test_unknown_model_or_task_raises_not_found(repo_copy) -> None:
         repository.get("sentiment", "nope")
     with pytest.raises(ModelNotFoundError):
         repository.get("translation")
+
+
+# -- a serving version's folder deleted under the manager -----------------------------------------
+
+FOLDER_GONE = "was deleted; still serving it from memory"
+
+
+def with_manager(model_dir: pathlib.Path, steps: Callable[[ModelManager], Awaitable[None]]) -> None:
+    """Run `steps` against a real manager on `model_dir` (each `sync()` is one repository poll)."""
+    async def run() -> None:
+        with ThreadPoolExecutor(1) as executor:
+            manager = ModelManager(model_dir, load_model_config(None, BatchConfig()), ThreadBudget(1, 1, False, "test"),
+                                   ServingMetrics(), executor)
+            try:
+                await steps(manager)
+            finally:
+                await manager.close()
+
+    asyncio.run(run())
+
+
+def states(manager: ModelManager) -> list[tuple[str, str]]:
+    return [(state.version, state.state) for state in manager.list_versions("sentiment-bigru")]
+
+
+async def still_answers(manager: ModelManager, version: str) -> None:
+    result = await manager.batchers["sentiment-bigru"].submit(["a lovely film"])
+    assert result.model.version == version and len(result.outputs) == 1
+
+
+def test_a_deleted_serving_folder_keeps_serving_warns_once_and_is_listed_as_serving(
+        repo_copy: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def steps(manager: ModelManager) -> None:
+        await manager.sync()
+        shutil.rmtree(repo_copy / "sentiment-bigru" / "1")
+        with caplog.at_level(logging.WARNING, logger="service.repository.manager"):
+            for _ in range(3):
+                await manager.sync()
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]  # once, not once per poll
+        assert FOLDER_GONE in warnings[0].getMessage()
+        assert str(repo_copy / "sentiment-bigru" / "1") in warnings[0].getMessage()
+        # GetModel reads repository.models; ListVersions reads list_versions: both say version 1 serves.
+        assert manager.repository.models["sentiment-bigru"].version == "1"
+        (listed,) = manager.list_versions("sentiment-bigru")
+        assert (listed.version, listed.state) == ("1", "SERVING")
+        assert "sentiment-bigru/1 was deleted" in listed.reason and str(repo_copy) not in listed.reason
+        await still_answers(manager, "1")
+
+        # A new version published afterwards replaces it, as any new version does.
+        copy_as_version(SENTIMENT, repo_copy / "sentiment-bigru" / "2", "2")
+        await manager.sync()
+        assert states(manager) == [("2", "SERVING")]
+
+    with_manager(repo_copy, steps)
+
+
+def test_a_deleted_model_folder_keeps_its_version_listed_as_serving(repo_copy: pathlib.Path) -> None:
+    async def steps(manager: ModelManager) -> None:
+        await manager.sync()
+        shutil.rmtree(repo_copy / "sentiment-bigru")
+        await manager.sync()
+        assert manager.list_versions() == manager.list_versions("sentiment-bigru")
+        assert states(manager) == [("1", "SERVING")]
+        await still_answers(manager, "1")
+
+    with_manager(repo_copy, steps)
+
+
+def test_when_the_serving_folder_is_deleted_the_policy_moves_to_the_version_left_on_disk(
+        repo_copy: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
+    copy_as_version(SENTIMENT, repo_copy / "sentiment-bigru" / "2", "2")
+
+    async def steps(manager: ModelManager) -> None:
+        await manager.sync()
+        assert states(manager) == [("1", "AVAILABLE"), ("2", "SERVING")]
+        shutil.rmtree(repo_copy / "sentiment-bigru" / "2")
+        with caplog.at_level(logging.WARNING, logger="service.repository.manager"):
+            await manager.sync()
+        assert FOLDER_GONE in caplog.text
+        assert manager.list_versions("sentiment-bigru") == [VersionState("sentiment-bigru", "1", "SERVING")]
+        await still_answers(manager, "1")
+
+    with_manager(repo_copy, steps)

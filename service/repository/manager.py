@@ -6,6 +6,12 @@ before or after, never half-way. A call that already took the old pipeline finis
 
 A version that fails is remembered with the state of its files, so the poller does not retry it
 every interval, but does retry as soon as any of its files changes (e.g. a copy finished).
+
+A serving version whose folder is deleted keeps serving: its sessions are in memory, and a server
+that stopped answering because someone removed files would turn a mistake into an outage. The poll
+logs one WARNING naming the folder, Admin.ListVersions still lists the version as SERVING with the
+reason, and the version policy moves on as soon as another version is on disk (an older one left
+behind, or a new one published), as it does for any new version.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ class ModelManager:
         self._pins = config.pins()        # runtime pins; an admin LoadModel changes them
         self._unloaded: set[str] = set()  # unloaded by an admin: the poller leaves them alone
         self._failed: dict[tuple[str, str], tuple[Signature, str]] = {}
+        self._folder_gone: set[tuple[str, str]] = set()  # serving versions whose folder was deleted (warned)
 
     # ---- lookups (event loop) ------------------------------------------------------------------
     def model_names_on_disk(self) -> list[str]:
@@ -112,12 +119,15 @@ class ModelManager:
     # ---- loading -------------------------------------------------------------------------------
     async def sync(self) -> None:
         """Bring every model in the directory to its policy's version (one poll)."""
-        for name in self.model_names_on_disk():
+        on_disk = self.model_names_on_disk()
+        self._notice_deleted_folders()
+        for name in on_disk:
             if name in self._unloaded:
                 continue
             chosen = choose_version(self.model_dir / name, self._pins.get(name, ""))
             if chosen is None:
-                log.warning("model %s: no version folder to load in %s", name, self.model_dir / name)
+                if name not in self.repository.models:  # a serving one was warned about just above
+                    log.warning("model %s: no version folder to load in %s", name, self.model_dir / name)
                 continue
             serving = self.repository.models.get(name)
             if serving is not None and serving.version == chosen.name:
@@ -132,6 +142,26 @@ class ModelManager:
                 # none yet (start-up) falls back to its newest older version that loads, unless pinned.
                 if serving is None and not self._pins.get(name):
                     await self._load_older(name, chosen)
+
+    @staticmethod
+    def version_folder_gone(model: LoadedModel) -> bool:
+        """Whether the folder the model was loaded from no longer exists (it serves from memory)."""
+        return not model.manifest.directory.is_dir()
+
+    def _notice_deleted_folders(self) -> None:
+        """Warn once per serving version whose folder has disappeared (and note when it comes back)."""
+        serving = dict(sorted(self.repository.models.items()))
+        self._folder_gone &= {(name, model.version) for name, model in serving.items()}  # gone: replaced
+        for name, model in serving.items():
+            key, folder = (name, model.version), model.manifest.directory
+            if not self.version_folder_gone(model):
+                if key in self._folder_gone:
+                    self._folder_gone.discard(key)
+                    log.info("model %s version %s: its folder %s is back", name, model.version, folder)
+            elif key not in self._folder_gone:
+                self._folder_gone.add(key)
+                log.warning("model %s version %s: its folder %s was deleted; still serving it from memory "
+                            "until another version is available", name, model.version, folder)
 
     async def _load_older(self, name: str, failed: pathlib.Path) -> None:
         for older in reversed([v for v in version_dirs(self.model_dir / name) if int(v.name) < int(failed.name)]):
@@ -227,14 +257,20 @@ class ModelManager:
         return model
 
     def list_versions(self, name: str = "") -> list[VersionState]:
-        names = [name] if name else self.model_names_on_disk()
+        """Every version on disk, and a serving version whose folder was deleted (SERVING, with why)."""
+        names = [name] if name else sorted({*self.model_names_on_disk(), *self.repository.models})
         states = []
         for model_name in names:
             root = self.model_dir / model_name
-            if not root.is_dir():
-                raise LookupError(f"model {model_name!r} is not in the repository")
             serving = self.repository.models.get(model_name)
-            for version_dir in version_dirs(root):
+            if not root.is_dir() and serving is None:
+                raise LookupError(f"model {model_name!r} is not in the repository")
+            on_disk = version_dirs(root) if root.is_dir() else []
+            if serving is not None and self.version_folder_gone(serving):
+                reason = (f"folder {model_name}/{serving.manifest.directory.name} was deleted from the repository; "
+                          "serving from memory until another version is available")
+                states.append(VersionState(model_name, serving.version, "SERVING", reason))
+            for version_dir in on_disk:
                 failed = self._failed.get((model_name, version_dir.name))
                 if serving is not None and serving.version == version_dir.name:
                     state = VersionState(model_name, version_dir.name, "SERVING")
@@ -245,7 +281,7 @@ class ModelManager:
                 else:
                     state = VersionState(model_name, version_dir.name, "AVAILABLE")
                 states.append(state)
-        return states
+        return sorted(states, key=lambda state: (state.name, int(state.version) if state.version.isdigit() else -1))
 
     async def poll_forever(self, interval: float) -> None:
         while True:
