@@ -275,21 +275,24 @@ def test_calls_queued_during_a_heavy_batch_run_between_its_chunks() -> None:
         b = stoppable_batcher(pipeline)
         heavy = asyncio.create_task(b.submit(["heavy1", "heavy2", "heavy3"]))
         await until(reached)
+        other_heavy = asyncio.create_task(b.submit(["other"], group=object()))  # a batch of its own
         light = asyncio.create_task(b.submit(["light"]))
-        while b.queued_texts == 0:
+        while b.queued_texts < 2:
             await asyncio.sleep(0)
         go.set()
         light_result = await light  # answered while the heavy batch is still held in its last chunk
         assert not heavy.done()
         last_go.set()
         heavy_result = await heavy
+        assert (await other_heavy).outputs == ["out:other"]
         await b.close()
         return light_result, heavy_result
 
     light_result, heavy_result = asyncio.run(scenario())
     assert light_result.outputs == ["out:light"]
     assert heavy_result.outputs == ["out:heavy1", "out:heavy2", "out:heavy3"]
-    assert pipeline.batches == [["heavy1", "heavy2", "heavy3"], ["light"]]
+    # The light call ran between the heavy call's chunks; the other heavy call waited for its own turn.
+    assert pipeline.batches == [["heavy1", "heavy2", "heavy3"], ["light"], ["other"]]
 
 
 # -- the per-call budget, through the real server ------------------------------------------------------

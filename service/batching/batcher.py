@@ -15,8 +15,10 @@ flag set from the event loop when the call is cancelled (the client left, or grp
 deadline) plus the deadline itself, read by the inference thread. A pipeline that declares
 `takes_stop_signals` (translation, whose decoding can run for seconds) gets one signal per text and
 checks it each decoder step, and a hook to call between its bounded chunks: the hook takes whatever
-calls are queued at that moment and runs them right there, in the same thread, before the next chunk.
-So a heavy batch delays other calls by at most one chunk, still one batch of the model at a time.
+calls are queued at that moment (those of the default group: not another heavy call, which the
+translation servicer gives a group of its own) and runs them right there, in the same thread, before
+the next chunk. So a heavy batch delays light calls by about one chunk, still one batch of the model
+at a time.
 """
 
 from __future__ import annotations
@@ -189,19 +191,21 @@ class DynamicBatcher:
             except TimeoutError:
                 return
 
-    def _take_batch(self) -> list[_Queued]:
-        """(Event loop) Drop dead calls, then take the next batch off the queue (empty if none)."""
+    def _take_batch(self, shared_only: bool = False) -> list[_Queued]:
+        """(Event loop) Drop dead calls, then take the next batch off the queue (empty if none).
+        `shared_only`: only calls of the default group (None); calls that asked for a batch of their
+        own (a translation too big for one chunk) are left for the worker's regular turn."""
         self._drop_dead(asyncio.get_running_loop().time())
-        if not self._queue:
+        queued = [q for q in self._queue if q.group is None] if shared_only else list(self._queue)
+        if not queued:
             return []
-        queued = list(self._queue)
         chosen = choose_batch(
             [Candidate(len(q.texts), q.tokens, q.group) for q in queued],
             self.config.max_batch_size, self.config.batch_token_budget,
         )
         batch = [queued[i] for i in chosen]
-        chosen_set = set(chosen)
-        self._queue = deque(q for i, q in enumerate(queued) if i not in chosen_set)
+        taken = {id(q) for q in batch}
+        self._queue = deque(q for q in self._queue if id(q) not in taken)
         self._queued_texts -= sum(len(q.texts) for q in batch)
         self._depth.set(self._queued_texts)
         return batch
@@ -256,7 +260,7 @@ class DynamicBatcher:
         async def take() -> tuple[list[_Queued], list[Any], float] | None:
             if self.pipeline is not pipeline:  # swapped: queued calls wait for the new version's batch
                 return None
-            batch = self._take_batch()
+            batch = self._take_batch(shared_only=True)
             return (batch, *self._begin(batch, pipeline.model)) if batch else None
 
         def hook() -> None:

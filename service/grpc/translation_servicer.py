@@ -7,10 +7,12 @@ import asyncio
 from collections.abc import Iterator
 
 import grpc
+import numpy as np
 from seqserve.v1 import models_pb2, translation_pb2, translation_pb2_grpc
 
+from service.batching.batcher import DynamicBatcher
 from service.config import Settings
-from service.grpc.batched import run_batched
+from service.grpc.batched import submit_batched
 from service.grpc.calls import Call, CallRunner
 from service.grpc.translation_validation import validate_stream, validate_translate
 from service.grpc.validation import RequestError, TextLimits, resolve_model, validate_texts
@@ -48,11 +50,16 @@ class TranslationServicer(translation_pb2_grpc.TranslationServicer):
         self._metrics = metrics
         self._calls = CallRunner(SERVICE_NAME, ("Translate", "TranslateStream"), metrics)
 
-    def _pipeline(self, model: LoadedModel) -> TranslationPipeline:
+    def _batcher(self, model: LoadedModel) -> DynamicBatcher:
         batcher = self._manager.batcher(model.name)
         if batcher is None or not isinstance(batcher.pipeline, TranslationPipeline):
             raise RequestError(grpc.StatusCode.UNAVAILABLE, f"model {model.name!r} is being unloaded; retry")
-        return batcher.pipeline
+        return batcher
+
+    def _pipeline(self, model: LoadedModel) -> TranslationPipeline:
+        pipeline = self._batcher(model).pipeline
+        assert isinstance(pipeline, TranslationPipeline)  # checked by _batcher
+        return pipeline
 
     async def Translate(
         self, request: translation_pb2.TranslateRequest, context: grpc.aio.ServicerContext
@@ -67,11 +74,16 @@ class TranslationServicer(translation_pb2_grpc.TranslationServicer):
         model = resolve_model(self._manager.repository, TASK, request.model)
         call.model = model.name
         pipeline = self._pipeline(model)
-        options = validate_translate(request, self._limits, pipeline, self._max_cost)
+        options, source_tokens = validate_translate(request, self._limits, pipeline, self._max_cost)
         # Calls with other options may share the batch: the pipeline decodes each options group apart.
+        # A call too big for one decoding chunk runs in a batch of its own (a group of one), so light
+        # calls never wait for all of its chunks: the batcher runs them between two of its chunks.
         # A cancelled call (client gone, deadline passed) stops decoding at the next step: the batcher
         # hands the pipeline its stop signal.
-        result = await run_batched(self._manager, model, [TranslationRequest(t, options) for t in texts], context)
+        steps = np.array([pipeline.max_steps(count, options) for count in source_tokens])
+        group = object() if len(pipeline.chunks(max(source_tokens), steps, options)) > 1 else None
+        items = [TranslationRequest(t, options) for t in texts]
+        result = await submit_batched(self._batcher(model), items, context, group=group)
         call.version = result.model.version
         return translation_pb2.TranslateResponse(
             results=[to_result(t) for t in result.outputs],

@@ -76,13 +76,14 @@ def decode_options(options: translation_pb2.DecodingOptions, pipeline: Translati
 
 
 def validate_translate(request: translation_pb2.TranslateRequest, limits: TextLimits,
-                       pipeline: TranslationPipeline, max_cost: int) -> DecodeOptions:
+                       pipeline: TranslationPipeline, max_cost: int) -> tuple[DecodeOptions, list[int]]:
+    """The call's options and its texts' source token counts, or the first refusal."""
     texts = list(request.texts)
     validate_texts(texts, limits)
     counts = validate_source_tokens(texts, pipeline)
     options = decode_options(request.options, pipeline)
     validate_cost(counts, options, pipeline, max_cost)
-    return options
+    return options, counts
 
 
 def validate_stream(request: translation_pb2.TranslateStreamRequest, limits: TextLimits,
