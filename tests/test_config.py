@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
+import re
 
 import pytest
 
-from service.config import Settings, parse_settings
+from service.config import Settings, build_parser, parse_settings
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_defaults() -> None:
@@ -82,3 +86,36 @@ def test_an_invalid_environment_variable_is_a_usage_error_naming_the_variable(
         parse_settings([], env={"SEQSERVE_MAX_TEXTS": "many"})
     assert exit_info.value.code == 2
     assert "environment variable SEQSERVE_MAX_TEXTS='many': 'many' is not an integer" in capsys.readouterr().err
+
+
+def readme_configuration_rows() -> list[str]:
+    """The rows of the README's configuration table (under "## Configuration")."""
+    section = README.read_text("utf-8").split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("| `--")]
+
+
+def test_the_readme_configuration_table_names_every_setting_with_its_variable() -> None:
+    # Derived from the parser itself, so a new setting without its README row fails here.
+    options = [action for action in build_parser(env={})._actions if action.dest != "help"]
+    assert {action.dest for action in options} == {field.name for field in dataclasses.fields(Settings)}
+    rows = readme_configuration_rows()
+    for action in options:
+        (flag,) = action.option_strings
+        (variable,) = re.findall(r"\(env (SEQSERVE_\w+);", action.help or "")
+        matching = [row for row in rows if f"`{flag}`" in row]
+        assert len(matching) == 1, f"README configuration table: no row (or several) for {flag}"
+        assert f"`{variable}`" in matching[0], f"README configuration table: {flag} row does not name {variable}"
+        assert readme_default(matching[0]) == as_written(action.default), f"README configuration table: {flag} default"
+
+
+def as_written(default: object) -> str:
+    if default is None:
+        return "none"
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def readme_default(row: str) -> str:
+    """The default a README row states: the first word of its last cell ("4 MiB" counted out)."""
+    cell = row.strip("| ").rsplit("|", 1)[1].strip()
+    first, _, rest = cell.replace("`", "").partition(" ")
+    return str(int(first) << 20) if rest.startswith("MiB") else first
