@@ -92,6 +92,14 @@ def test_health_of_an_unknown_service_is_not_found(health) -> None:
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_health_list_reports_every_name_reflection_shows(health, server) -> None:
+    # Reflection lists Health/List; it answered UNIMPLEMENTED with a traceback in the log (issue 16, item 6b).
+    response = health.List(health_pb2.HealthListRequest(), timeout=10)
+    assert set(response.statuses) == {"", *SEQSERVE_SERVICES}
+    assert {s.status for s in response.statuses.values()} == {health_pb2.HealthCheckResponse.SERVING}
+    assert "Traceback" not in server.log()
+
+
 def test_grpcurl_lists_every_service_through_reflection(server) -> None:
     listed = grpcurl("-plaintext", server.target, "list")
     assert listed.returncode == 0, listed.stderr

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import pathlib
 import signal
+import threading
 import time
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -61,7 +63,7 @@ def test_a_stop_signal_flips_health_lets_in_flight_calls_finish_and_exits_0(star
         server.process.send_signal(stop_signal)
         # Watchers hear NOT_SERVING before the calls in flight have finished.
         assert next(watch).status == NOT_SERVING
-        watch.cancel()  # an open watch stream would otherwise hold the server for the whole grace period
+        assert list(watch) == []  # and then the stream ends, so it does not hold the stop
         assert not all(call.done() for call in calls), "the calls finished before the signal; make them slower"
         responses = [call.result(timeout=60) for call in calls]
 
@@ -71,6 +73,72 @@ def test_a_stop_signal_flips_health_lets_in_flight_calls_finish_and_exits_0(star
     assert f"received {stop_signal.name}" in log
     assert log.index("health NOT_SERVING") < log.index("stopped")
     assert "Traceback" not in log
+
+
+def test_sigterm_with_default_options_under_32_clients_answers_only_ok_or_unavailable(start_server) -> None:
+    # Issue 16, item 4: grpc's own stop answered CANCELLED to calls arriving (or waiting in grpc core) at the
+    # stop (28 of 7,800 calls in two rounds). Each client calls back to back and carries on after a refusal,
+    # the hardest case; it stops once the server has exited (or after 4,000 calls).
+    server = start_server()
+    request = sentiment_pb2.AnalyzeSentimentRequest(texts=["what a lovely day"])
+    outcomes: list[tuple[float, str]] = []
+    serving_calls = [threading.Event() for _ in range(32)]
+    under_load = threading.Event()  # 1,000 calls answered: the server is busy when the signal comes
+
+    def client(index: int) -> None:
+        with grpc.insecure_channel(server.target) as channel:
+            analyze = sentiment_pb2_grpc.SentimentStub(channel).Analyze
+            for _ in range(4000):
+                if server.process.poll() is not None:
+                    return
+                try:
+                    analyze(request, timeout=30)
+                    outcomes.append((time.monotonic(), "OK"))
+                    serving_calls[index].set()
+                    if len(outcomes) >= 1000:
+                        under_load.set()
+                except grpc.RpcError as exc:
+                    outcomes.append((time.monotonic(), exc.code().name))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(32)]
+    for thread in threads:
+        thread.start()
+    for called in serving_calls:  # every client is calling before the signal
+        assert called.wait(60)
+    assert under_load.wait(60)
+    signalled = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait_for_exit(timeout=60) == 0
+    exited = time.monotonic() - signalled
+    for thread in threads:
+        thread.join(60)
+        assert not thread.is_alive()
+
+    codes = Counter(code for _, code in outcomes)
+    print(f"\n32 clients, SIGTERM with default options: {sum(codes.values())} calls {dict(codes)}, "
+          f"exit {exited:.2f} s after the signal")
+    assert set(codes) <= {"OK", "UNAVAILABLE"}, codes
+    assert all(t > signalled for t, code in outcomes if code != "OK")  # nothing refused before the signal
+    assert exited < 10  # well inside the default 10 s grace: nothing held the stop
+    log = server.log()
+    assert "held for" in log and "Traceback" not in log
+
+
+def test_an_open_watch_stream_sees_not_serving_then_ends_and_does_not_hold_the_stop(start_server) -> None:
+    # Issue 16, item 5: with one Watch stream open, SIGTERM exited after 10.4 s (the whole default grace).
+    server = start_server()
+    with grpc.insecure_channel(server.target) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=60)
+        assert next(watch).status == SERVING
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert [response.status for response in watch] == [NOT_SERVING]
+        assert watch.code() == grpc.StatusCode.OK
+        assert server.wait_for_exit(timeout=60) == 0
+    exited = time.monotonic() - signalled
+    print(f"\nSIGTERM with a Watch stream open: exit {exited:.2f} s after the signal")
+    assert exited < 5  # the default grace is 10 s
+    assert "Traceback" not in server.log()
 
 
 def test_a_corrupted_model_is_refused_and_with_no_model_left_the_server_exits_non_zero(

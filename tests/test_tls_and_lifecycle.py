@@ -187,10 +187,10 @@ def test_sigterm_under_load_drains_then_stops_without_losing_an_accepted_call(st
     ok_during_drain = [t for t, code in outcomes if code == "OK" and signalled + 0.2 < t < signalled + 1.4]
     assert ok_during_drain, "calls must still succeed during the drain"
     refused = [(t, code) for t, code in outcomes if code != "OK"]
-    # After the drain the port closes: a new call is refused UNAVAILABLE (never accepted). A call whose
-    # frames reach grpc core in the same instant as the stop, before our handler was ever given it, is
-    # cancelled by grpc core itself (seen in about 1 run in 3 here); nothing fails before the drain ends.
-    assert all(code in {"UNAVAILABLE", "CANCELLED"} and t > signalled + 1.4 for t, code in refused), refused
+    # After the drain a new call is refused UNAVAILABLE, by seqserve and then by the closed port, never
+    # accepted; nothing fails before the drain ends. (grpc core's own stop answered CANCELLED to calls reaching
+    # it in the instant of the stop, about 1 run in 3 here, until the stop sequence held them; issue 16.)
+    assert all(code == "UNAVAILABLE" and t > signalled + 1.4 for t, code in refused), refused
     lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
     assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     assert any("draining for 1.5 s" in line["message"] for line in lines)

@@ -1,5 +1,6 @@
 """The grpc.aio server: seqserve services, V2 inference, health, reflection, TLS/auth, and the
-SIGTERM sequence (NOT_SERVING at once -> drain delay, still answering -> stop with a grace period)."""
+SIGTERM sequence (NOT_SERVING at once -> drain delay, still answering -> new calls refused UNAVAILABLE and
+Watch streams ended until calls stop arriving -> grpc stopped with a grace period for the calls in flight)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from seqserve.oip import grpc_service_pb2_grpc
 from seqserve.v1 import (
@@ -34,11 +34,13 @@ from service.grpc import (
 )
 from service.grpc.admin_servicer import AdminServicer
 from service.grpc.decoding import DecodeErrorInterceptor
+from service.grpc.health import HealthServicer
 from service.grpc.models_servicer import ModelsServicer
 from service.grpc.ner_servicer import NerServicer
 from service.grpc.readiness import Readiness
 from service.grpc.recommendation_servicer import RecommendationServicer
 from service.grpc.sentiment_servicer import SentimentServicer
+from service.grpc.shutdown_gate import QUIET_LIMIT_SECONDS, ShutdownGate
 from service.grpc.translation_servicer import TranslationServicer
 from service.grpc.v2 import servicer as v2_servicer
 from service.grpc.v2.servicer import InferenceServicer
@@ -72,8 +74,9 @@ def listen_address(host: str, port: int) -> str:
 @dataclass
 class RunningServer:
     server: grpc.aio.Server
-    health: health_aio.HealthServicer
+    health: HealthServicer
     readiness: Readiness
+    gate: ShutdownGate
     address: str
 
 
@@ -102,8 +105,7 @@ def add_task_servicers(server: grpc.aio.Server, manager: ModelManager, settings:
     SEQSERVE_SERVICES; it gets batching, auth, metrics and health from the rest of this module."""
     limits = TextLimits(max_texts=settings.max_texts, max_text_chars=settings.max_text_chars)
     sentiment_pb2_grpc.add_SentimentServicer_to_server(SentimentServicer(manager, limits, metrics), server)
-    translation_pb2_grpc.add_TranslationServicer_to_server(
-        TranslationServicer(manager, limits, metrics, max_cost=settings.max_translate_cost), server)
+    translation_pb2_grpc.add_TranslationServicer_to_server(TranslationServicer(manager, limits, metrics), server)
     ner_pb2_grpc.add_NerServicer_to_server(NerServicer(manager, limits, metrics), server)
     recommendation_pb2_grpc.add_RecommendationServicer_to_server(RecommendationServicer(manager, metrics), server)
 
@@ -120,8 +122,10 @@ async def start_server(
         if service in SEQSERVE_SERVICES:
             metrics.observe_call(service, name, "", code, 0.0)
 
+    # The gate comes last: a call auth refuses is answered (and counted) once, by auth.
+    gate = ShutdownGate((HEALTH_SERVICE,), count_refusal)
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(tokens, count_refusal), DecodeErrorInterceptor(metrics, SEQSERVE_SERVICES)],
+        interceptors=[AuthInterceptor(tokens, count_refusal), DecodeErrorInterceptor(metrics, SEQSERVE_SERVICES), gate],
         options=server_options(settings),
     )
     readiness = Readiness()
@@ -130,18 +134,14 @@ async def start_server(
     admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(manager, metrics), server)
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceServicer(manager, readiness, executor, metrics,
-                          max_rows=settings.max_texts, max_elements=settings.max_message_bytes,
-                          # the most positions a task call may carry: max-texts texts of max-text-chars
-                          max_positions=settings.max_texts * settings.max_text_chars),
+                          max_rows=settings.max_texts, max_elements=settings.max_message_bytes),
         server,
     )
-    health = health_aio.HealthServicer()
+    # NOT_SERVING for every name until the server listens with every model warmed.
+    health = HealthServicer(HEALTH_NAMES)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection((*SEQSERVE_SERVICES, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
 
-    # The health servicer starts out reporting "" as SERVING; nothing may say so before we listen.
-    for name in HEALTH_NAMES:
-        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     address = listen_address(settings.host, settings.port)
     try:
         if settings.tls_cert is not None and settings.tls_key is not None:
@@ -153,26 +153,38 @@ async def start_server(
         raise ServeError(str(exc)) from None
     await server.start()
     # Models were loaded, verified and warmed before the server was built: ready as soon as it listens.
-    for name in HEALTH_NAMES:
-        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health.set(health_pb2.HealthCheckResponse.SERVING)
     readiness.ready = True
     address = listen_address(settings.host, port)
     tls = "mutual TLS" if settings.tls_client_ca else "TLS" if settings.tls_cert else "plaintext"
     log.info("serving on %s (%s)", address, tls)
-    return RunningServer(server=server, health=health, readiness=readiness, address=address)
+    return RunningServer(server=server, health=health, readiness=readiness, gate=gate, address=address)
 
 
 async def stop_server(running: RunningServer, grace_seconds: float, drain_seconds: float = 0.0) -> None:
     # NOT_SERVING first, for every name at once, so load balancers stop routing here...
     running.readiness.ready = False
-    await running.health.enter_graceful_shutdown()
+    running.health.enter_graceful_shutdown()
     # ...but keep answering for the drain delay: Kubernetes removes a pod from its endpoints some
     # seconds after the signal, and calls routed meanwhile must still succeed.
     if drain_seconds > 0:
         log.info("health NOT_SERVING; draining for %.1f s while still answering", drain_seconds)
         await asyncio.sleep(drain_seconds)
-    log.info("health NOT_SERVING; stopping with %.1f s grace for in-flight calls", grace_seconds)
-    await running.server.stop(grace_seconds)
+    # grpc's own stop answers CANCELLED to calls that reach it or still wait in it (shutdown_gate.py): hold new
+    # calls and refuse them UNAVAILABLE ourselves, stop grpc once none arrive, and only then answer the held
+    # ones. Watch streams end now, or grpc's stop would wait the whole grace period for them.
+    running.gate.close()
+    running.health.end_watches()
+    waited = await running.gate.wait_until_quiet(limit=min(grace_seconds, QUIET_LIMIT_SECONDS))
+    grace_left = max(grace_seconds - waited, 0.0)
+    log.info("health NOT_SERVING; new calls held for %.2f s until none arrived (%d held); stopping with %.1f s "
+             "grace for in-flight calls", waited, running.gate.held_calls, grace_left)
+    stopping = asyncio.ensure_future(running.server.stop(grace_left))
+    # One step of the stop task runs grpc_server_shutdown_and_notify (port closed, GOAWAY on every
+    # connection) before it first waits; the held calls are answered after that.
+    await asyncio.sleep(0)
+    running.gate.release()
+    await stopping
     log.info("stopped")
 
 
