@@ -105,7 +105,8 @@ def add_task_servicers(server: grpc.aio.Server, manager: ModelManager, settings:
     SEQSERVE_SERVICES; it gets batching, auth, metrics and health from the rest of this module."""
     limits = TextLimits(max_texts=settings.max_texts, max_text_chars=settings.max_text_chars)
     sentiment_pb2_grpc.add_SentimentServicer_to_server(SentimentServicer(manager, limits, metrics), server)
-    translation_pb2_grpc.add_TranslationServicer_to_server(TranslationServicer(manager, limits, metrics), server)
+    translation_pb2_grpc.add_TranslationServicer_to_server(
+        TranslationServicer(manager, limits, metrics, max_cost=settings.max_translate_cost), server)
     ner_pb2_grpc.add_NerServicer_to_server(NerServicer(manager, limits, metrics), server)
     recommendation_pb2_grpc.add_RecommendationServicer_to_server(RecommendationServicer(manager, metrics), server)
 
@@ -134,7 +135,9 @@ async def start_server(
     admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(manager, metrics), server)
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceServicer(manager, readiness, executor, metrics,
-                          max_rows=settings.max_texts, max_elements=settings.max_message_bytes),
+                          max_rows=settings.max_texts, max_elements=settings.max_message_bytes,
+                          # the most positions a task call may carry: max-texts texts of max-text-chars
+                          max_positions=settings.max_texts * settings.max_text_chars),
         server,
     )
     # NOT_SERVING for every name until the server listens with every model warmed.
