@@ -17,11 +17,11 @@ from tokenizers import Tokenizer
 
 from training.batching import pad_batch
 from training.export.onnx_export import describe_io, export_onnx
+from training.models.layers import reverse_within_length
 from training.models.sentiment_classifier import (
     BiGRUAttentionClassifier,
     SentimentForExport,
     SentimentModelConfig,
-    reverse_within_length,
 )
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

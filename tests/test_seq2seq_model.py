@@ -10,12 +10,8 @@ import torch
 
 from training.batching import pad_batch
 from training.decoding_seq2seq import greedy_decode
-from training.models.seq2seq_attention import (
-    MASKED_SCORE,
-    Seq2SeqAttention,
-    Seq2SeqConfig,
-    padding_bias,
-)
+from training.models.layers import MASKED_SCORE
+from training.models.seq2seq_attention import Seq2SeqAttention, Seq2SeqConfig, padding_bias
 
 VOCAB = 40
 PAD, BOS, EOS = 0, 2, 3

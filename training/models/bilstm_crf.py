@@ -5,8 +5,8 @@
     -> BiLSTM over the words -> linear -> emission scores [B, T, tags] -> CRF (training/models/crf.py)
 
 The ONNX graph computes the emissions only; the service decodes them with numpy Viterbi using the CRF
-parameters saved beside the graph. Padding never changes a sentence's emissions: the backward LSTM
-runs forward over each sentence reversed within its own length (as in the sentiment model).
+parameters saved beside the graph. Padding never changes a sentence's emissions: the two LSTMs read
+each sentence as `bidirectional_states` does (training/models/layers.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from training.models.crf import CRF
-from training.models.sentiment_classifier import reverse_within_length
+from training.models.layers import MASKED_SCORE, bidirectional_states
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,10 @@ class CharCNN(nn.Module):
         embedded = self.embedding(flat) * (flat != 0).unsqueeze(-1).to(self.embedding.weight.dtype)
         features = self.conv(embedded.transpose(1, 2))  # [B*T, filters, C]
         # Padding characters must not win the max: push them far down (finite, for ONNX parity).
-        features = features + (flat == 0).unsqueeze(1).to(features.dtype) * -1e4
+        features = features + (flat == 0).unsqueeze(1).to(features.dtype) * MASKED_SCORE
         pooled = features.max(dim=2).values
-        pooled = torch.where(pooled < -5e3, torch.zeros_like(pooled), pooled)  # padding words -> 0
+        # A padding word has only padding characters: its max is ~MASKED_SCORE, and it becomes 0.
+        pooled = torch.where(pooled < MASKED_SCORE / 2, torch.zeros_like(pooled), pooled)
         return pooled.reshape(batch, words, -1)
 
 
@@ -76,17 +77,13 @@ class BiLSTMCRF(nn.Module):
                 mask: torch.Tensor) -> torch.Tensor:
         """Emission scores [B, T, tags]."""
         if self.training and self.config.word_dropout:
-            drop = torch.rand(word_ids.shape) < self.config.word_dropout
+            drop = torch.rand(word_ids.shape, device=word_ids.device) < self.config.word_dropout
             word_ids = torch.where(drop & (word_ids > 0), torch.full_like(word_ids, self.config.unk_id), word_ids)
         features = torch.cat(
             [self.word_embedding(word_ids), self.chars(char_ids), self.shape_embedding(shape_ids)], dim=-1
         )
         features = self.dropout(features)
-        lengths = mask.sum(dim=1)
-        forward_states, _ = self.forward_lstm(features)
-        backward_states, _ = self.backward_lstm(reverse_within_length(features, lengths))
-        backward_states = reverse_within_length(backward_states, lengths)
-        states = self.dropout(torch.cat([forward_states, backward_states], dim=-1))
+        states = self.dropout(bidirectional_states(self.forward_lstm, self.backward_lstm, features, mask.sum(dim=1)))
         return self.emit(states)
 
     def loss(self, inputs: dict[str, torch.Tensor], tags: torch.Tensor) -> torch.Tensor:

@@ -89,7 +89,7 @@ class CooccurrenceScores(nn.Module):
     def forward(self, whole_history: torch.Tensor) -> torch.Tensor:
         summed = self.history_factors[whole_history].float().sum(dim=1)
         scores = summed @ self.item_factors.float()
-        own = torch.zeros(whole_history.shape[0], self.self_scores.shape[0]).scatter_add(
+        own = torch.zeros(whole_history.shape[0], self.self_scores.shape[0], device=whole_history.device).scatter_add(
             1, whole_history, self.self_scores[whole_history])
         return scores - own[:, 1:]
 

@@ -27,7 +27,7 @@ class CRF(nn.Module):
         return (self._log_partition(emissions, mask) - self._path_score(emissions, tags, mask)).mean()
 
     def _path_score(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        batch = torch.arange(emissions.shape[0])
+        batch = torch.arange(emissions.shape[0], device=emissions.device)
         score = self.start[tags[:, 0]] + emissions[batch, 0, tags[:, 0]]
         for t in range(1, emissions.shape[1]):
             step = self.transitions[tags[:, t - 1], tags[:, t]] + emissions[batch, t, tags[:, t]]

@@ -125,7 +125,7 @@ class SASRec(nn.Module):
         x = self.embed_items(history) * math.sqrt(self.config.hidden_dim) + self.position_embedding(positions)
         x = self.embedding_dropout(x)
         causal = torch.ones(length, length, dtype=torch.bool, device=history.device).tril()
-        weights = torch.empty(0)
+        weights = torch.empty(0, device=history.device)
         for block in self.blocks:
             x, weights = block(x, causal)
         return self.final_norm(x), weights
@@ -158,16 +158,16 @@ class SASRec(nn.Module):
         unknown = set(parts) - {"ce", "bce", "ssm"}
         if unknown:
             raise ValueError(f"unknown loss terms {sorted(unknown)}")
-        total = torch.zeros(())
+        total = torch.zeros((), device=states.device)
         if "ce" in parts:
             total = total + nn.functional.cross_entropy(self.item_scores(states), positives - 1)
         if "bce" in parts or "ssm" in parts:
-            drawn = torch.randint(1, self.config.num_items + 1, (positives.shape[0], negatives))
+            drawn = torch.randint(1, self.config.num_items + 1, (positives.shape[0], negatives), device=states.device)
             positive_logits = (states * self.embed_items(positives)).sum(-1)  # [N]
             negative_logits = torch.einsum("nd,nkd->nk", states, self.embed_items(drawn))  # [N, K]
         if "bce" in parts:
             logits = torch.cat([positive_logits, negative_logits.flatten()])
-            labels = torch.cat([torch.ones_like(positive_logits), torch.zeros(negative_logits.numel())])
+            labels = torch.cat([torch.ones_like(positive_logits), torch.zeros_like(negative_logits.flatten())])
             total = total + nn.functional.binary_cross_entropy_with_logits(logits, labels)
         if "ssm" in parts:
             negative_logits = negative_logits.masked_fill(drawn == positives[:, None], float("-inf"))
@@ -180,8 +180,8 @@ def replace_items(history: torch.Tensor, probability: float, num_items: int) -> 
     """A copy of history [B, T] in which each real item (not padding 0) is, with `probability`, swapped
     for an item drawn uniformly from 1..num_items: SSE's regulariser, the input-side analogue of dropout
     for an embedding table whose rows are also the output layer."""
-    swap = (history > 0) & (torch.rand(history.shape) < probability)
-    return torch.where(swap, torch.randint(1, num_items + 1, history.shape), history)
+    swap = (history > 0) & (torch.rand(history.shape, device=history.device) < probability)
+    return torch.where(swap, torch.randint(1, num_items + 1, history.shape, device=history.device), history)
 
 
 def fold_item_features(model: SASRec) -> SASRec:
@@ -201,7 +201,7 @@ def next_item(model: SASRec, history: torch.Tensor, lengths: torch.Tensor) -> tu
     """(scores [B, num_items] of the next item after each history, the last block's attention of the
     history's last position over the history [B, T], mean over heads, 0 on padding)."""
     states, weights = model.encode(history)
-    rows = torch.arange(history.shape[0])
+    rows = torch.arange(history.shape[0], device=history.device)
     last = lengths - 1
     return model.item_scores(states[rows, last]), weights[rows, :, last].mean(dim=1)
 

@@ -6,11 +6,9 @@
 The attention weights are returned beside the logits and become the ONNX graph's second output, so a
 client sees which tokens the decision leaned on.
 
-Padding never changes a text's result (a batch of one and a padded batch of many agree): the forward
-GRU reads padding only after the real tokens, and the backward GRU runs forward over each text
-reversed *within its own length*, so it too meets padding only at the end. Padded positions get a
-finite -1e4 added to their attention score (a fully masked row differs between torch and onnxruntime
-with -inf).
+Padding never changes a text's result (a batch of one and a padded batch of many agree): the two
+GRUs read each text as `bidirectional_states` does (training/models/layers.py), and padded positions
+get the finite MASKED_SCORE added to their attention score.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-MASKED_SCORE = -1e4
+from training.models.layers import additive_mask, bidirectional_states
 
 
 @dataclass(frozen=True)
@@ -38,15 +36,6 @@ class SentimentModelConfig:
     aux_labels: int = 0
 
 
-def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Reverse each row's first `length` positions, leave its padding where it is. x: [B, T, ...]."""
-    positions = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # [1, T]
-    lengths = lengths.unsqueeze(1)  # [B, 1]
-    index = torch.where(positions < lengths, lengths - 1 - positions, positions)  # [B, T]
-    index = index.unsqueeze(-1).expand(-1, -1, x.shape[2])
-    return torch.gather(x, 1, index)
-
-
 class AdditiveAttentionPooling(nn.Module):
     """Bahdanau-style attention with a learned query: one weight per position, summing to 1."""
 
@@ -57,7 +46,7 @@ class AdditiveAttentionPooling(nn.Module):
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scores = self.score(torch.tanh(self.project(states))).squeeze(-1)  # [B, T]
-        scores = scores + (1.0 - mask.to(scores.dtype)) * MASKED_SCORE
+        scores = scores + additive_mask(mask, scores.dtype)
         weights = torch.softmax(scores, dim=-1)
         pooled = torch.bmm(weights.unsqueeze(1), states).squeeze(1)  # [B, H]
         return pooled, weights
@@ -97,10 +86,7 @@ class BiGRUAttentionClassifier(nn.Module):
         """The attention-pooled text vector [B, 2H] (after dropout) and the attention weights [B, T]."""
         lengths = attention_mask.sum(dim=1)
         embedded = self.dropout(self.embedding(input_ids))
-        forward_states, _ = self.forward_gru(embedded)
-        backward_states, _ = self.backward_gru(reverse_within_length(embedded, lengths))
-        backward_states = reverse_within_length(backward_states, lengths)
-        states = self.dropout(torch.cat([forward_states, backward_states], dim=-1))
+        states = self.dropout(bidirectional_states(self.forward_gru, self.backward_gru, embedded, lengths))
         pooled, weights = self.attention(states, attention_mask)
         return self.dropout(pooled), weights
 

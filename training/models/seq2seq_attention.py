@@ -18,10 +18,9 @@ Two ways to run the decoder, which compute the same numbers:
   a dict of tensors with batch on axis 0 ("hidden" [B, layers, H], and "cell" for LSTM, "feed" [B, E]
   with input feeding); `encode` returns its initial value. This is the ONNX decoder-step contract.
 
-Padding never changes a sentence's result: the forward RNN meets padding only after the real tokens, the
-backward RNN reads each sentence reversed *within its own length* (so it too meets padding only at the
-end), the bridge reads the states at each sentence's own ends, and attention adds a finite -1e4 to padded
-positions (never -inf: a fully masked row differs between torch and onnxruntime).
+Padding never changes a sentence's result: each encoder layer reads the sentence as
+`bidirectional_states` does (training/models/layers.py), the bridge reads the states at each sentence's
+own ends, and attention adds the finite MASKED_SCORE to padded positions.
 """
 
 from __future__ import annotations
@@ -33,9 +32,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from training.models.sentiment_classifier import reverse_within_length
+from training.models.layers import additive_mask, bidirectional_states
 
-MASKED_SCORE = -1e4
 RNN_TYPES = {"gru": nn.GRU, "lstm": nn.LSTM}
 SCORE_FUNCTIONS = ("dot", "general", "concat", "additive")
 DecoderState = dict[str, torch.Tensor]  # "hidden" [B, L, H], optional "cell" [B, L, H], "feed" [B, E]
@@ -69,7 +67,7 @@ class EncoderMemory(NamedTuple):
 
 def padding_bias(mask: torch.Tensor) -> torch.Tensor:
     """0/1 mask [B, S] -> additive bias [B, 1, S] (0 for real tokens, MASKED_SCORE for padding)."""
-    return (1.0 - mask[:, None, :].to(torch.float32)) * MASKED_SCORE
+    return additive_mask(mask[:, None, :])
 
 
 class BidirectionalEncoder(nn.Module):
@@ -91,9 +89,7 @@ class BidirectionalEncoder(nn.Module):
         for index, (forward_rnn, backward_rnn) in enumerate(zip(self.forward_rnns, self.backward_rnns, strict=True)):
             if index:
                 x = self.dropout(x)
-            forward_states, _ = forward_rnn(x)
-            backward_states, _ = backward_rnn(reverse_within_length(x, lengths))
-            x = torch.cat([forward_states, reverse_within_length(backward_states, lengths)], dim=-1)
+            x = bidirectional_states(forward_rnn, backward_rnn, x, lengths)
         width = x.shape[-1] // 2
         # Clamp: an all-padding row (never sent, but possible) reads position 0 instead of failing.
         last = (lengths - 1).clamp(min=0)[:, None, None].expand(-1, 1, width)

@@ -14,8 +14,7 @@ Two ways to run the decoder, which compute the same numbers:
   the ONNX decoder-step graph exports.
 
 Masks are 0/1 padding masks from `pad_batch` ([B, T], 1 = real token); inside they become finite
-additive biases (MASKED_SCORE = -1e4), never -inf or booleans: a fully masked row (e.g. the attention
-of a padded query) then yields the same finite numbers in torch and onnxruntime instead of NaN vs 0.
+additive biases (training/models/layers.py: MASKED_SCORE, never -inf or booleans).
 """
 
 from __future__ import annotations
@@ -26,7 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-MASKED_SCORE = -1e4
+from training.models.layers import MASKED_SCORE, additive_mask
+
 KeyValue = tuple[torch.Tensor, torch.Tensor]  # keys, values: [B, heads, T, d_head]
 
 
@@ -47,7 +47,7 @@ class TransformerConfig:
 
 def padding_bias(mask: torch.Tensor) -> torch.Tensor:
     """0/1 mask [B, S] -> additive bias [B, 1, 1, S] (0 for real tokens, MASKED_SCORE for padding)."""
-    return (1.0 - mask[:, None, None, :].to(torch.float32)) * MASKED_SCORE
+    return additive_mask(mask[:, None, None, :])
 
 
 def causal_bias(length: int, device: torch.device | None = None) -> torch.Tensor:
@@ -224,7 +224,7 @@ class Transformer(nn.Module):
         """Target positions after `past` -> (logits [B, T, V], present, last layer's cross weights [B, T, S])."""
         start = 0 if past is None else past[0][0].shape[2]
         x, cross_bias = self.embed(tgt_ids, start), padding_bias(src_mask)
-        present, cross_weights = [], torch.empty(0)
+        present, cross_weights = [], torch.empty(0, device=tgt_ids.device)
         for index, layer in enumerate(self.decoder_layers):
             x, layer_present, cross_weights = layer(x, self_bias, None if past is None else past[index],
                                                     cross[index], cross_bias)
