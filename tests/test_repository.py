@@ -1,4 +1,5 @@
-"""The model repository refuses versions whose files do not match their manifest."""
+"""The model repository refuses versions whose files do not match their manifest (checked through the
+ModelManager, the code path the server runs), and what serves when a version's folder is deleted."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from service.metrics.registry import ServingMetrics
 from service.repository.manager import ModelManager, VersionState
 from service.repository.manifest import ManifestError, read_manifest, verify_checksums, write_manifest
 from service.repository.model_config import BatchConfig, load_model_config
-from service.repository.repository import ModelNotFoundError, load_repository
+from service.repository.repository import ModelNotFoundError
 from service.runtime.threads import ThreadBudget
 
 EXPORTED = pathlib.Path(__file__).resolve().parents[1] / "exported"
@@ -46,38 +47,10 @@ def test_every_file_of_a_version_is_covered_by_the_manifest() -> None:
         assert set(manifest.files) == on_disk
 
 
-def test_a_corrupted_model_file_is_refused_with_a_clear_log_line(repo_copy, caplog) -> None:
-    flip_a_byte(repo_copy / "sentiment-bigru/1/model.onnx")
-    with caplog.at_level(logging.ERROR):
-        repository = load_repository(repo_copy)
-    assert repository.models == {}
-    assert [f.model for f in repository.failures] == ["sentiment-bigru"]
-    assert "model.onnx: sha256" in caplog.text and "checksum" in caplog.text
-
-
 def test_a_missing_file_is_refused(repo_copy) -> None:
     (repo_copy / "sentiment-bigru/1/tokenizer.json").unlink()
     with pytest.raises(ManifestError, match=r"tokenizer\.json: missing"):
         verify_checksums(read_manifest(repo_copy / "sentiment-bigru/1"))
-
-
-def test_newest_version_wins_and_a_bad_one_does_not_hide_the_others(repo_copy) -> None:
-    shutil.copytree(repo_copy / "sentiment-bigru", repo_copy / "sentiment-copy")
-    manifest = read_manifest(repo_copy / "sentiment-copy/1")
-    write_manifest(repo_copy / "sentiment-copy/1", {**manifest.data, "name": "sentiment-copy"})
-    flip_a_byte(repo_copy / "sentiment-bigru/1/tokenizer.json")
-    repository = load_repository(repo_copy)
-    assert list(repository.models) == ["sentiment-copy"]
-    assert repository.get("sentiment").name == "sentiment-copy"
-
-
-def test_unknown_model_or_task_raises_not_found(repo_copy) -> None:
-    repository = load_repository(repo_copy)
-    assert repository.get("sentiment").name == "sentiment-bigru"
-    with pytest.raises(ModelNotFoundError, match="nope"):
-        repository.get("sentiment", "nope")
-    with pytest.raises(ModelNotFoundError):
-        repository.get("translation")
 
 
 # -- a serving version's folder deleted under the manager -----------------------------------------
@@ -160,5 +133,50 @@ def test_when_the_serving_folder_is_deleted_the_policy_moves_to_the_version_left
         assert FOLDER_GONE in caplog.text
         assert manager.list_versions("sentiment-bigru") == [VersionState("sentiment-bigru", "1", "SERVING")]
         await still_answers(manager, "1")
+
+    with_manager(repo_copy, steps)
+
+
+# -- refusals and the default model, through the manager the server runs -------------------------
+
+def test_a_corrupted_model_file_is_refused_with_a_clear_log_line(
+        repo_copy: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
+    flip_a_byte(repo_copy / "sentiment-bigru/1/model.onnx")
+
+    async def steps(manager: ModelManager) -> None:
+        with caplog.at_level(logging.ERROR, logger="service.repository.manager"):
+            await manager.sync()
+        assert manager.repository.models == {}
+        assert [f.model for f in manager.repository.failures] == ["sentiment-bigru"]
+        assert "model.onnx: sha256" in caplog.text and "checksum" in caplog.text
+        assert states(manager) == [("1", "FAILED")]
+
+    with_manager(repo_copy, steps)
+
+
+def test_newest_version_wins_and_a_bad_model_does_not_hide_the_others(repo_copy: pathlib.Path) -> None:
+    copy_as_version(SENTIMENT, repo_copy / "sentiment-bigru" / "2", "2")
+    shutil.copytree(repo_copy / "sentiment-bigru" / "1", repo_copy / "sentiment-copy" / "1")
+    manifest = read_manifest(repo_copy / "sentiment-copy/1")
+    write_manifest(repo_copy / "sentiment-copy/1", {**manifest.data, "name": "sentiment-copy"})
+    flip_a_byte(repo_copy / "sentiment-copy/1/tokenizer.json")
+
+    async def steps(manager: ModelManager) -> None:
+        await manager.sync()
+        assert {name: model.version for name, model in manager.repository.models.items()} == {"sentiment-bigru": "2"}
+        assert [(f.model, f.version) for f in manager.repository.failures] == [("sentiment-copy", "1")]
+        assert manager.repository.get("sentiment").name == "sentiment-bigru"
+
+    with_manager(repo_copy, steps)
+
+
+def test_unknown_model_or_task_raises_not_found(repo_copy: pathlib.Path) -> None:
+    async def steps(manager: ModelManager) -> None:
+        await manager.sync()
+        assert manager.repository.get("sentiment").name == "sentiment-bigru"
+        with pytest.raises(ModelNotFoundError, match="nope"):
+            manager.repository.get("sentiment", "nope")
+        with pytest.raises(ModelNotFoundError):
+            manager.repository.get("translation")
 
     with_manager(repo_copy, steps)

@@ -27,7 +27,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 FORMAT_VERSION = 1
-TASKS = ("sentiment", "translation", "ner", "recommendation")
 
 # A tensor dimension: a fixed size, or a name shared by every tensor that must agree on it
 # ("batch", "sequence", "src_len"...).

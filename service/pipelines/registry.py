@@ -36,10 +36,6 @@ _FACTORIES: dict[str, PipelineFactory] = {SENTIMENT_TASK: SentimentPipeline, TRA
                                            RECOMMENDATION_TASK: RecommendationPipeline, NER_TASK: NerPipeline}
 
 
-def register_pipeline(task: str, factory: PipelineFactory) -> None:
-    _FACTORIES[task] = factory
-
-
 def build_pipeline(model: LoadedModel) -> Pipeline | None:
     """The task's pipeline, or None for a task with none (it is still served raw over the V2 protocol)."""
     factory = _FACTORIES.get(model.task)

@@ -7,7 +7,6 @@ and recorded as a failure; the other models still load.
 
 from __future__ import annotations
 
-import logging
 import pathlib
 import time
 from dataclasses import dataclass, field
@@ -17,8 +16,6 @@ from tokenizers import Tokenizer
 
 from service.repository.manifest import Manifest, read_manifest, verify_checksums
 from service.runtime.onnx_session import create_session
-
-log = logging.getLogger(__name__)
 
 
 class ModelNotFoundError(LookupError):
@@ -132,36 +129,3 @@ def load_version(
     tokenizer_file = manifest.data.get("tokenizer")
     tokenizer = Tokenizer.from_file(str(manifest.path(tokenizer_file))) if tokenizer_file else None
     return LoadedModel(manifest=manifest, session=session, tokenizer=tokenizer, sessions=sessions)
-
-
-def load_repository(
-    model_dir: pathlib.Path, intra_op_threads: int = 1, pinned: dict[str, str] | None = None
-) -> ModelRepository:
-    pinned = pinned or {}
-    repository = ModelRepository()
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"model directory {model_dir} does not exist")
-    for model_root in sorted(p for p in model_dir.iterdir() if p.is_dir()):
-        versions = version_dirs(model_root)
-        if model_root.name in pinned:
-            versions = [v for v in versions if v.name == pinned[model_root.name]]
-        if not versions:
-            log.warning("model %s: no version folder to load in %s", model_root.name, model_root)
-            continue
-        chosen = versions[-1]
-        try:
-            model = load_version(chosen, intra_op_threads=intra_op_threads)
-        except Exception as exc:
-            # Refuse this version, keep loading the others: one bad model must not take the server down.
-            reason = str(exc) or type(exc).__name__
-            log.error("refusing model %s version %s: %s", model_root.name, chosen.name, reason)
-            repository.failures.append(LoadFailure(model_root.name, chosen.name, reason))
-            continue
-        if model.name != model_root.name:
-            reason = f"manifest name {model.name!r} does not match folder {model_root.name!r}"
-            log.error("refusing model %s version %s: %s", model_root.name, chosen.name, reason)
-            repository.failures.append(LoadFailure(model_root.name, chosen.name, reason))
-            continue
-        repository.models[model.name] = model
-        log.info("loaded model %s version %s (task %s)", model.name, model.version, model.task)
-    return repository
