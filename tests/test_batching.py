@@ -19,14 +19,17 @@ from service.metrics.registry import ServingMetrics
 from service.pipelines.timing import StageTimings
 from service.repository.model_config import BatchConfig
 
+EVENT_TIMEOUT = 10  # seconds; a test that waits this long has failed
+
 
 class RecordingPipeline:
-    """Echoes each text with its version; records every batch; can be held to simulate a slow model."""
+    """Echoes each text with its version; records every batch. Clear `release` to hold the model:
+    `entered` is set once a batch is inside it (taken off the queue), and it runs on when released."""
 
-    def __init__(self, version: str = "1", seconds: float = 0.0) -> None:
+    def __init__(self, version: str = "1") -> None:
         self.model = SimpleNamespace(name="m", version=version)
         self.batches: list[list[str]] = []
-        self.seconds = seconds
+        self.entered = threading.Event()
         self.release = threading.Event()
         self.release.set()
 
@@ -35,11 +38,28 @@ class RecordingPipeline:
 
     def __call__(self, texts: Sequence[str], timings: StageTimings | None = None) -> list[Any]:
         self.batches.append(list(texts))
-        self.release.wait(10)
-        time.sleep(self.seconds)
+        self.entered.set()
+        if not self.release.wait(EVENT_TIMEOUT):
+            raise AssertionError(f"the test never released the model within {EVENT_TIMEOUT} s")
         if timings is not None:
             timings.padding_ratio = 0.0
         return [f"{self.model.version}:{t}" for t in texts]
+
+
+async def in_the_model(pipeline: RecordingPipeline) -> None:
+    """Until a batch is inside the (held) model: the worker is busy and the queue holds what comes next."""
+    if not await asyncio.to_thread(pipeline.entered.wait, EVENT_TIMEOUT):
+        raise AssertionError(f"no batch reached the model within {EVENT_TIMEOUT} s")
+
+
+async def until_queued(b: DynamicBatcher, texts: int) -> None:
+    """Yield to the event loop until `texts` texts wait in the queue: each submit task queues its call in
+    its first step, so this takes a step or two; no time passes."""
+    for _ in range(100):
+        if b.queued_texts == texts:
+            return
+        await asyncio.sleep(0)  # one event-loop step, not a wait for time
+    raise AssertionError(f"{b.queued_texts} texts queued, expected {texts}")
 
 
 def batcher(pipeline: RecordingPipeline, **config: Any) -> tuple[DynamicBatcher, ServingMetrics]:
@@ -127,9 +147,11 @@ def test_a_call_whose_deadline_passes_in_the_queue_is_never_run() -> None:
     async def scenario() -> tuple[Any, ServingMetrics]:
         b, metrics = batcher(pipeline, max_queue_delay_ms=0.0)
         first = asyncio.ensure_future(b.submit(["blocking"]))
-        await asyncio.sleep(0.05)
+        await in_the_model(pipeline)
         late = asyncio.ensure_future(b.submit(["expires"], timeout=0.05))
-        await asyncio.sleep(0.2)
+        await until_queued(b, 1)
+        # The deadline passing while the call waits is the behaviour under test: time must pass here.
+        await asyncio.sleep(0.1)
         pipeline.release.set()
         await first
         with pytest.raises(DeadlineExpiredError):
@@ -149,10 +171,10 @@ def test_a_cancelled_call_leaves_the_queue_without_running() -> None:
     async def scenario() -> ServingMetrics:
         b, metrics = batcher(pipeline, max_queue_delay_ms=0.0)
         first = asyncio.ensure_future(b.submit(["blocking"]))
-        await asyncio.sleep(0.05)
+        await in_the_model(pipeline)
         gone = asyncio.ensure_future(b.submit(["cancelled"]))
         kept = asyncio.ensure_future(b.submit(["kept"]))
-        await asyncio.sleep(0.01)
+        await until_queued(b, 2)
         gone.cancel()
         pipeline.release.set()
         await first
@@ -174,13 +196,12 @@ def test_a_cancelled_call_frees_its_queue_room_while_the_worker_is_busy() -> Non
     async def scenario() -> None:
         b, _ = batcher(pipeline, max_queue_delay_ms=0.0, max_queue_texts=4)
         first = asyncio.ensure_future(b.submit(["blocking"]))  # the worker is stuck on this one
-        await asyncio.sleep(0.05)
+        await in_the_model(pipeline)
         for round_number in range(5):  # 5 x 4 texts through a queue of 4, all cancelled
             gone = asyncio.ensure_future(b.submit(["a", "b", "c", str(round_number)]))
-            await asyncio.sleep(0.01)
-            assert b.queued_texts == 4
+            await until_queued(b, 4)
             gone.cancel()
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # one event-loop step: the cancellation reaches submit
             assert b.queued_texts == 0
         kept = asyncio.ensure_future(b.submit(["kept"]))  # not refused
         pipeline.release.set()
@@ -199,9 +220,9 @@ def test_a_full_queue_refuses_at_once() -> None:
     async def scenario() -> tuple[float, ServingMetrics]:
         b, metrics = batcher(pipeline, max_queue_delay_ms=0.0, max_queue_texts=3)
         running = asyncio.ensure_future(b.submit(["running"]))
-        await asyncio.sleep(0.05)  # taken off the queue, blocked in the model
+        await in_the_model(pipeline)  # taken off the queue, blocked in the model
         queued = asyncio.ensure_future(b.submit(["a", "b"]))
-        await asyncio.sleep(0)
+        await until_queued(b, 2)
         start = time.perf_counter()
         with pytest.raises(QueueFullError, match="queue full"):
             await b.submit(["c", "d"])
@@ -224,7 +245,7 @@ def test_a_swap_lets_the_running_batch_finish_on_the_old_version() -> None:
     async def scenario() -> tuple[Any, Any]:
         b, _ = batcher(old, max_queue_delay_ms=0.0)
         in_flight = asyncio.ensure_future(b.submit(["x"]))
-        await asyncio.sleep(0.05)
+        await in_the_model(old)
         b.pipeline = new  # what ModelManager does on a hot swap
         after = asyncio.ensure_future(b.submit(["y"]))
         old.release.set()
@@ -243,7 +264,7 @@ def test_close_runs_what_is_queued_then_refuses_new_calls() -> None:
     async def scenario() -> None:
         b, _ = batcher(pipeline, max_queue_delay_ms=50.0)
         queued = asyncio.ensure_future(b.submit(["queued"]))
-        await asyncio.sleep(0)
+        await until_queued(b, 1)
         await b.close()
         assert (await queued).outputs == ["1:queued"]
         with pytest.raises(Exception, match="not being served"):
