@@ -22,6 +22,7 @@ import statistics
 from seqeval.metrics import f1_score
 
 from service.pipelines.ner import TaggedWord, entities_from_tags
+from training.configs.checkpoints import checkpoint_root
 from training.data.ner import read_tweets, split, split_hashes, word_tags
 from training.evaluate.ner import entities_to_token_tags
 from training.train_ner import RECIPES, run_training
@@ -46,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tagger", choices=sorted(RECIPES), default="bilstm-crf")
     parser.add_argument("--salts", nargs="+", default=["r1", "r2", "r3", "r4", "r5"])
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("/work/checkpoints/ner_repeated_splits.json"))
+    parser.add_argument("--out", type=pathlib.Path, default=checkpoint_root() / "ner_repeated_splits.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     import torch

@@ -1,5 +1,6 @@
 """NER tagger configs: plain data, edited here, recorded in the manifests."""
 
+from training.configs.checkpoints import checkpoint_dir
 from training.loop import LoopConfig
 
 MINILM_NAME = "ner-minilm-int8"  # only the int8 export is published (the fp32 graph is ~91 MB)
@@ -19,7 +20,7 @@ MINILM_LOOP = LoopConfig(
     metric="entity_f1",
     seed=13,
     threads=1,
-    checkpoint_dir="checkpoints/ner-minilm",
+    checkpoint_dir=checkpoint_dir("ner-minilm"),
 )
 
 # BiLSTM-CRF from scratch: lowercased word embeddings + char-CNN + word-shape embedding.
@@ -37,5 +38,5 @@ BILSTM_LOOP = LoopConfig(
     metric="entity_f1",
     seed=13,
     threads=1,
-    checkpoint_dir="checkpoints/ner-bilstm-crf",
+    checkpoint_dir=checkpoint_dir("ner-bilstm-crf"),
 )

@@ -1,5 +1,6 @@
 """SASRec on MovieLens-1M: plain data, edited here, recorded in the manifest."""
 
+from training.configs.checkpoints import checkpoint_dir
 from training.loop import LoopConfig
 
 MODEL_NAME = "sasrec-ml1m"
@@ -44,5 +45,5 @@ LOOP = LoopConfig(
     metric="full_ndcg@10",  # dev NDCG@10 over the whole catalogue: what the service ranks, no sampling noise
     seed=13,
     threads=1,
-    checkpoint_dir="checkpoints/sasrec-ml1m-d256",
+    checkpoint_dir=checkpoint_dir("sasrec-ml1m-d256"),
 )

@@ -1,5 +1,6 @@
 """Sentiment model config: plain data, edited here, recorded in the manifest."""
 
+from training.configs.checkpoints import checkpoint_dir
 from training.loop import LoopConfig
 
 MODEL_NAME = "sentiment-bigru"
@@ -22,5 +23,5 @@ LOOP = LoopConfig(
     metric="macro_f1",
     seed=13,
     threads=1,
-    checkpoint_dir="checkpoints/sentiment-bigru",
+    checkpoint_dir=checkpoint_dir("sentiment-bigru"),
 )

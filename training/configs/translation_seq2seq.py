@@ -8,6 +8,10 @@ The run uses 256 each way (the attention reads 512-wide states) without input fe
 epoch, so ~12 epochs in 80 minutes. The 8k output softmax, not the RNNs, is most of a step's cost.
 """
 
+import pathlib
+
+from training.configs.checkpoints import checkpoint_dir
+from training.configs.translation_transformer import LOOP as TRANSFORMER_LOOP
 from training.data.translation import MAX_WORDS
 from training.loop import LoopConfig
 
@@ -15,7 +19,7 @@ MODEL_NAME = "seq2seq-attention"
 MAX_WORDS_TRAIN = MAX_WORDS  # the Transformer's filter: same data, same split
 # The Transformer run's joint BPE, copied beside this checkpoint: both models read the same ids, so their
 # scores compare tokenisation-for-tokenisation and the two exported versions can share one tokenizer.json.
-SHARED_TOKENIZER = "/work/checkpoints/translation-transformer/tokenizer.json"
+SHARED_TOKENIZER = str(pathlib.Path(TRANSFORMER_LOOP.checkpoint_dir) / "tokenizer.json")
 MODEL = {"embedding_dim": 256, "encoder_hidden": 256, "decoder_hidden": 256, "encoder_layers": 1,
          "decoder_layers": 1, "rnn_type": "gru", "attention": "general", "attention_dim": 256,
          "input_feeding": False, "tie_embeddings": True, "dropout": 0.3}
@@ -35,6 +39,6 @@ LOOP = LoopConfig(
     metric="chrf",
     seed=13,
     threads=1,
-    checkpoint_dir="/work/checkpoints/translation-seq2seq",  # outside the work tree: survives a fresh clone
+    checkpoint_dir=checkpoint_dir("translation-seq2seq"),  # SEQSERVE_CHECKPOINTS: keep it outside the clone
     evaluate_every_steps=500,  # besides each epoch's end: a curve point and a resumable checkpoint every ~10 minutes
 )

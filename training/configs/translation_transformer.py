@@ -6,6 +6,7 @@ the length-filtered data is ~0.76M target tokens, ~12 minutes alone, 2-3x longer
 shared. 10 epochs fit in ~2-2.5 hours alone.
 """
 
+from training.configs.checkpoints import checkpoint_dir
 from training.data.translation import MAX_WORDS
 from training.loop import LoopConfig
 
@@ -31,6 +32,6 @@ LOOP = LoopConfig(
     metric="chrf",
     seed=13,
     threads=1,
-    checkpoint_dir="/work/checkpoints/translation-transformer",  # outside the work tree: survives a fresh clone
+    checkpoint_dir=checkpoint_dir("translation-transformer"),  # SEQSERVE_CHECKPOINTS: keep it outside the clone
     evaluate_every_steps=250,  # a learning-curve point and a resumable checkpoint every ~10-20 minutes
 )
