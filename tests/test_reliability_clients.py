@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import grpc
 from reliability_support import metric_sum
 from seqserve.v1 import sentiment_pb2
+from waiting import wait_until
 
 ANALYZE = "/seqserve.v1.Sentiment/Analyze"
 REQUEST = sentiment_pb2.AnalyzeSentimentRequest(texts=["a calm and pleasant evening"]).SerializeToString()
@@ -35,32 +36,36 @@ async def good_client(target: str, seconds: float) -> tuple[list[float], list[st
     return latencies, errors
 
 
-async def cancelling_client(target: str, seconds: float, rng: random.Random) -> int:
+async def cancelling_client(target: str, seconds: float, rng: random.Random, cancelling: asyncio.Event) -> int:
     """Starts calls (16 long texts each) and cancels them after 0-20 ms: cancelled in the queue,
-    mid-batch or after the answer. Returns how many it cancelled."""
+    mid-batch or after the answer. Sets `cancelling` at its first cancel. Returns how many it cancelled."""
     cancelled = 0
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_unary(ANALYZE)
         stop = time.monotonic() + seconds
         while time.monotonic() < stop:
             pending = call(BIG_REQUEST, timeout=30)
+            # The random delay before cancelling IS the abuse: it lands cancels at every stage of a call.
             await asyncio.sleep(rng.uniform(0, 0.02))
             cancelled += pending.cancel()
+            cancelling.set()
             with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
                 await pending
     return cancelled
 
 
-async def stalled_request_body(target: str, hold: float) -> None:
-    """A client that opens a call and never finishes sending its request message (headers sent, no
-    body): the server must not hold anything for it but the stream."""
+async def stalled_request_body(target: str, stalled: asyncio.Event, release: asyncio.Event) -> None:
+    """A client that opens a call and sends no request message (headers sent, no body) until `release`
+    is set, then cancels it: the server must not hold anything for it but the stream. Sets `stalled`
+    once grpc has begun sending the call (it asked for the body)."""
     async def never_finishes() -> AsyncIterator[bytes]:
-        await asyncio.sleep(hold)
+        stalled.set()
+        await release.wait()
         yield REQUEST
 
     async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.stream_unary(ANALYZE)(never_finishes(), timeout=hold + 30)
-        await asyncio.sleep(hold)
+        call = channel.stream_unary(ANALYZE)(never_finishes(), timeout=60)
+        await release.wait()
         call.cancel()
 
 
@@ -81,12 +86,18 @@ def test_slow_and_cancelling_clients_do_not_stall_the_others(start_server, capsy
     async def scenario() -> tuple[tuple[list[float], list[str]], tuple[list[float], list[str]], int]:
         alone = await good_client(server.target, 2.0)
         slow = half_open_connections(server.port, 50)
+        release = asyncio.Event()
         try:
-            stalled = [asyncio.create_task(stalled_request_body(server.target, 6.0)) for _ in range(20)]
-            cancelling = [asyncio.create_task(cancelling_client(server.target, 5.0, rng)) for _ in range(32)]
-            await asyncio.sleep(0.5)
+            stalling = [asyncio.Event() for _ in range(20)]
+            stalled = [asyncio.create_task(stalled_request_body(server.target, event, release)) for event in stalling]
+            cancels_begun = [asyncio.Event() for _ in range(32)]
+            cancelling = [asyncio.create_task(cancelling_client(server.target, 5.0, rng, event))
+                          for event in cancels_begun]
+            # The good clients start once every abuser is at work.
+            await asyncio.wait_for(asyncio.gather(*(event.wait() for event in stalling + cancels_begun)), 30)
             together = await asyncio.gather(*(good_client(server.target, 4.0) for _ in range(4)))
             cancelled = sum(await asyncio.gather(*cancelling))
+            release.set()  # the stalled bodies were held for as long as the good clients ran
             await asyncio.gather(*stalled)
         finally:
             for sock in slow:
@@ -140,12 +151,15 @@ def test_calls_whose_deadline_passes_in_the_queue_never_run(start_server) -> Non
 
             return await asyncio.gather(*(one() for _ in range(10)))
 
+    def dropped() -> float:
+        return sum(metric_sum(server.metrics_url, "seqserve_batch_rejects_total", reason=reason)
+                   for reason in ("deadline", "cancelled"))
+
     codes = asyncio.run(expired_calls())
     assert codes == ["DEADLINE_EXCEEDED"] * 10
-    time.sleep(1.0)  # past the queue delay: the batcher has looked at the queue and dropped them
-    dropped = sum(metric_sum(server.metrics_url, "seqserve_batch_rejects_total", reason=reason)
-                  for reason in ("deadline", "cancelled"))
-    assert dropped == 10
+    # The batcher drops them at its next look at the queue, after the 400 ms delay.
+    wait_until(lambda: dropped() >= 10, timeout=30, what="the 10 expired calls to be dropped from the queue")
+    assert dropped() == 10
     assert batches_run() == before_batches and inferences_run() == before_inferences, "an expired call ran"
     with grpc.insecure_channel(server.target) as channel:  # and the next call with time to spare runs
         channel.unary_unary(ANALYZE)(REQUEST, timeout=30)
