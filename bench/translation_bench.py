@@ -113,7 +113,7 @@ def ct2_available() -> bool:
 def torch_unavailable(version_dir: pathlib.Path) -> str:
     """Why torch cannot run this version's weights here ("" if it can): a seq2seq version's torch weights
     are its training checkpoint, which only the machine that trained it has."""
-    from training.export.version_weights import torch_weights_source
+    from bench.converters.version_weights import torch_weights_source
 
     source = torch_weights_source(version_dir)
     return "" if source.exists() else f"torch eager for {version_dir.parent.name}: its weights ({source}) are not here"

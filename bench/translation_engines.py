@@ -10,8 +10,8 @@
   - "torch-cache": torch's own decode_step with the KV cache, the contract the graphs export;
   - the GRU seq2seq model has no cache question (its state is the hidden state): "torch" steps it;
 - ort-beamsearch: onnxruntime's com.microsoft.BeamSearch op over the same two graphs
-  (training/export/beam_search_op.py), the whole search inside onnxruntime; beam cases only;
-- ct2: CTranslate2's Translator on the converted weights (training/export/ctranslate2_export.py),
+  (bench/converters/beam_search_op.py), the whole search inside onnxruntime; beam cases only;
+- ct2: CTranslate2's Translator on the converted weights (bench/converters/ctranslate2_export.py),
   compute_type float32 or int8; its own C++ greedy/beam search. Length penalty: CTranslate2 divides by
   length ** alpha where we divide by the GNMT ((5 + length) / 6) ** alpha, so beam outputs can differ
   slightly (greedy ones must not: tests/test_ctranslate2_export.py).
@@ -135,7 +135,7 @@ TORCH_RUNNERS = {"torch-nocache": TransformerNoCache, "torch-cache": Transformer
 def torch_pipeline(version_dir: pathlib.Path, engine: str, threads: int) -> TranslationPipeline:
     import torch
 
-    from training.export.version_weights import load_torch_model
+    from bench.converters.version_weights import load_torch_model
 
     torch.set_num_threads(threads)
     pipeline = onnx_pipeline(version_dir, 1)
@@ -152,7 +152,7 @@ class Translator:
         if engine == "ct2":
             import ctranslate2
 
-            from training.export.ctranslate2_export import converted_model
+            from bench.converters.ctranslate2_export import converted_model
 
             assert ct2_cache is not None, "ct2 needs a folder for converted models"
             self.pipeline = onnx_pipeline(version_dir, 1)  # its tokenizer and output budget, nothing else
@@ -162,7 +162,7 @@ class Translator:
         elif engine == "onnx":
             self.pipeline = onnx_pipeline(version_dir, threads)
         elif engine == "ort-beamsearch":
-            from training.export.beam_search_op import BeamSearchOp
+            from bench.converters.beam_search_op import BeamSearchOp
 
             assert ct2_cache is not None, "the BeamSearch op model is built into the cache folder"
             self.pipeline = onnx_pipeline(version_dir, 1)  # its tokenizer and output budget

@@ -1,4 +1,4 @@
-"""onnxruntime's com.microsoft.BeamSearch op over our two Transformer graphs (training/export/beam_search_op.py):
+"""onnxruntime's com.microsoft.BeamSearch op over our two Transformer graphs (bench/converters/beam_search_op.py):
 the whole search inside onnxruntime finds the hypotheses our Python beam search finds."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import pathlib
 import pytest
 from exported_models import latest_version_dir
 
+from bench.converters.beam_search_op import BeamSearchOp
 from service.pipelines.translation import DecodeOptions, TranslationPipeline, TranslationRequest
 from service.repository.repository import load_version
 from training.data.translation import load_splits
-from training.export.beam_search_op import BeamSearchOp
 
 BEAM = 4
 

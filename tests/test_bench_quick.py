@@ -9,7 +9,7 @@ import sys
 
 from exported_models import latest_version_dir
 
-from training.export.version_weights import torch_weights_source
+from bench.converters.version_weights import torch_weights_source
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

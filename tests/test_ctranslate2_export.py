@@ -1,4 +1,4 @@
-"""CTranslate2 conversion of our Transformer (training/export/ctranslate2_export.py): the converted model
+"""CTranslate2 conversion of our Transformer (bench/converters/ctranslate2_export.py): the converted model
 decodes the held-out verses greedily to exactly the tokens the served ONNX pipeline produces."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import ctranslate2
 import pytest
 from exported_models import latest_version_dir
 
+from bench.converters.ctranslate2_export import convert_version, converted_model
 from service.pipelines.translation import DecodeOptions, TranslationPipeline, TranslationRequest
 from service.repository.repository import load_version
 from training.data.translation import load_splits
-from training.export.ctranslate2_export import convert_version, converted_model
 
 SAMPLE_EVERY = 60  # ~18 verses spread over the 40 test chapters
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from exported_models import latest_version_dir
 
-from training.export.version_weights import _graphs as version_graphs
-from training.export.version_weights import (
+from bench.converters.version_weights import _graphs as version_graphs
+from bench.converters.version_weights import (
     check_sinusoid_table,
     graph_parameters,
     torch_weights_source,

@@ -1,6 +1,6 @@
 """Our Transformer as a CTranslate2 model: `ctranslate2.specs.TransformerSpec` filled from the state dict.
 
-    OMP_NUM_THREADS=1 python -m training.export.ctranslate2_export exported/transformer/1 --out .cache/ct2/transformer-1
+    python -m bench.converters.ctranslate2_export exported/transformer/1 --out .cache/ct2/transformer-1
 
 The template is CTranslate2's own OpenNMT-py converter (ctranslate2/converters/opennmt_py.py): same
 spec, our parameter names. What has to match our model (training/models/transformer.py):
@@ -17,7 +17,7 @@ spec, our parameter names. What has to match our model (training/models/transfor
 - vocabulary: the joint BPE's tokens by id; [BOS] starts the decoder and [EOS] ends it; the source
   gets [EOS] appended by CTranslate2 itself (`add_source_eos`), as our pipeline appends it.
 
-The weights come from the exported graphs (training/export/version_weights.py), so the converted model
+The weights come from the exported graphs (bench/converters/version_weights.py), so the converted model
 is the served version exactly. Converted models are build outputs: keep them in .cache/ (not in git).
 """
 
@@ -35,7 +35,7 @@ from ctranslate2.converters.converter import Converter
 from ctranslate2.specs import common_spec, transformer_spec
 from tokenizers import Tokenizer
 
-from training.export.version_weights import transformer_from_graphs
+from bench.converters.version_weights import transformer_from_graphs
 from training.models.transformer import Transformer
 
 LAYER_NORM_EPSILON = 1e-5  # torch.nn.LayerNorm's default, which our model uses

@@ -1,7 +1,7 @@
 """The torch model of an exported translation version, with exactly the weights its ONNX graphs hold.
 
 Benchmarks and converters (torch eager, CTranslate2) must run the same weights as the served graphs,
-and a checkpoint folder moves on after an export: /work/checkpoints/translation-transformer/best.pt
+and a checkpoint folder moves on after an export: the translation-transformer run's best.pt
 was at step 1,500 when `transformer` version 1 (step 1,250) was already published. So the Transformer
 is rebuilt from the graphs themselves:
 
@@ -29,6 +29,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
+from training.configs.checkpoints import recorded_checkpoint_dir
 from training.models.seq2seq_attention import Seq2SeqAttention, Seq2SeqConfig
 from training.models.transformer import Transformer, TransformerConfig
 
@@ -131,11 +132,12 @@ def seq2seq_from_checkpoint(version_dir: pathlib.Path, checkpoint: pathlib.Path)
 
 def torch_weights_source(version_dir: pathlib.Path, checkpoint_dir: pathlib.Path | None = None) -> pathlib.Path:
     """Where load_torch_model reads the version's weights: its own folder (Transformer) or the training
-    checkpoint (seq2seq), which a fresh clone does not have (it stays on the machine that trained it)."""
+    checkpoint (seq2seq), which a fresh clone does not have (it stays on the machine that trained it, or is
+    copied under the checkpoint root: training/configs/checkpoints.py)."""
     training = _manifest(version_dir)["training"]
     if "TransformerConfig" in training:
         return version_dir
-    return (checkpoint_dir or pathlib.Path(training["LoopConfig"]["checkpoint_dir"])) / "best.pt"
+    return (checkpoint_dir or recorded_checkpoint_dir(training["LoopConfig"]["checkpoint_dir"])) / "best.pt"
 
 
 def load_torch_model(version_dir: pathlib.Path, checkpoint_dir: pathlib.Path | None = None) -> torch.nn.Module:

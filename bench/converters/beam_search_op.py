@@ -1,7 +1,7 @@
 """An exported Transformer version wrapped in onnxruntime's com.microsoft.BeamSearch op (T5 contract):
 the whole beam search runs inside onnxruntime, for the speed comparison of issue 3 (bench section 4).
 
-    python -m training.export.beam_search_op exported/transformer/1 --out .cache/beamsearch/transformer-1
+    python -m bench.converters.beam_search_op exported/transformer/1 --out .cache/beamsearch/transformer-1
 
 The op wants two subgraphs with fixed names and int32 ids (onnxruntime/contrib_ops/cpu/transformers/
 subgraph_t5_encoder.cc and subgraph_t5_decoder.cc):
