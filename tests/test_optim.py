@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pathlib
 
-import pytest
 import torch
 from torch import nn
 
@@ -87,8 +86,6 @@ def test_adamw_with_the_groups_shrinks_matrices_and_leaves_the_rest() -> None:
         torch.testing.assert_close(after[index], before[index], rtol=0, atol=0)
 
 
-@pytest.mark.xfail(strict=True, reason="training/loop.py still builds AdamW over model.parameters(); "
-                                       "remove this mark when it passes decay_groups(model, weight_decay)")
 def test_the_training_loop_does_not_decay_embedding_rows_no_batch_uses(tmp_path: pathlib.Path) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Embedding(6, 4), nn.Linear(4, 1))
@@ -103,3 +100,18 @@ def test_the_training_loop_does_not_decay_embedding_rows_no_batch_uses(tmp_path:
                         checkpoint_dir=str(tmp_path / "run"), threads=1)
     train(model, lambda epoch: [[0], [1], [2]], loss_fn, lambda module: {"macro_f1": 0.0}, config)
     torch.testing.assert_close(model[0].weight[5].detach(), unused_row, rtol=0, atol=0)
+
+
+def test_an_optimizer_state_saved_before_decay_groups_resumes_with_each_parameters_moments() -> None:
+    from training.loop import _in_decay_groups
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(6, 4), nn.Linear(4, 3), nn.LayerNorm(3))
+    old = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.5)  # the one group of old checkpoints
+    model(torch.tensor([[1, 2]])).sum().backward()
+    old.step()
+    new = torch.optim.AdamW(decay_groups(model, 0.5), lr=0.1)
+    new.load_state_dict(_in_decay_groups(old.state_dict(), model, new))
+    for parameter in model.parameters():
+        torch.testing.assert_close(new.state[parameter]["exp_avg"], old.state[parameter]["exp_avg"], rtol=0, atol=0)
+    assert [g["weight_decay"] for g in new.param_groups] == [0.5, 0.0]

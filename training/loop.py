@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from training.optim import decay_groups
 from training.rng_state import RngState, capture_rng, gather_from_ranks, restore_rng
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def train(
 
     # find_unused_parameters: multi-task models leave some heads idle on some batches.
     trainable = DistributedDataParallel(model, find_unused_parameters=True) if world_size > 1 else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(decay_groups(model, config.weight_decay), lr=config.learning_rate)
 
     if config.lr_schedule not in ("warmup_constant", "inverse_sqrt", "warmup_linear"):
         raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}")
@@ -152,7 +153,7 @@ def train(
     if last_path.exists():
         saved = torch.load(last_path, weights_only=False)
         model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
+        optimizer.load_state_dict(_in_decay_groups(saved["optimizer"], model, optimizer))
         scheduler.load_state_dict(saved["scheduler"])
         state.update(saved["state"])
         if "rng" in saved:
@@ -282,3 +283,17 @@ def config_dict(*configs: object) -> dict[str, Any]:
     for config in configs:
         merged[type(config).__name__] = asdict(config)  # type: ignore[call-overload]
     return merged
+
+
+def _in_decay_groups(saved: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """An optimizer state saved before decay groups (one group over model.parameters()) re-keyed for the
+    two groups of decay_groups, so such a checkpoint still resumes with its Adam moments."""
+    if len(saved["param_groups"]) == len(optimizer.param_groups):
+        return saved
+    old_order = [id(p) for p in model.parameters()]
+    new_index = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
+    state = {new_index[old_order[int(k)]]: v for k, v in saved["state"].items()}
+    template = saved["param_groups"][0]
+    groups = [{**template, "weight_decay": g["weight_decay"], "params": [new_index[id(p)] for p in g["params"]]}
+              for g in optimizer.param_groups]
+    return {"state": state, "param_groups": groups}
