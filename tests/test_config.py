@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import re
+import typing
 
 import pytest
 
@@ -22,28 +23,70 @@ def test_defaults() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("variable", "flag", "value", "field", "expected"),
-    [
-        ("SEQSERVE_HOST", "--host", "127.0.0.1", "host", "127.0.0.1"),
-        ("SEQSERVE_PORT", "--port", "6000", "port", 6000),
-        ("SEQSERVE_METRICS_PORT", "--metrics-port", "0", "metrics_port", 0),
-        ("SEQSERVE_MODEL_DIR", "--model-dir", "/models", "model_dir", pathlib.Path("/models")),
-        ("SEQSERVE_THREADS", "--threads", "2", "threads", 2),
-        ("SEQSERVE_MAX_TEXTS", "--max-texts", "8", "max_texts", 8),
-        ("SEQSERVE_MAX_TEXT_CHARS", "--max-text-chars", "100", "max_text_chars", 100),
-        ("SEQSERVE_MAX_MESSAGE_BYTES", "--max-message-bytes", "65536", "max_message_bytes", 65536),
-        ("SEQSERVE_GRACE_SECONDS", "--grace-seconds", "2.5", "grace_seconds", 2.5),
-        ("SEQSERVE_INFERENCE_WORKERS", "--inference-workers", "4", "inference_workers", 4),
-        ("SEQSERVE_LOG_LEVEL", "--log-level", "debug", "log_level", "DEBUG"),
-        ("SEQSERVE_QUEUE_DELAY_POLICY", "--queue-delay-policy", "fixed", "queue_delay_policy", "fixed"),
-    ],
-)
-def test_every_setting_comes_from_its_flag_or_its_environment_variable(
-    variable: str, flag: str, value: str, field: str, expected: object
+# A value other than the default for the settings whose type does not give one (values a parser checks).
+SAMPLE_VALUES: dict[str, tuple[str, object]] = {
+    "host": ("127.0.0.1", "127.0.0.1"),
+    "log_level": ("debug", "DEBUG"),
+    "log_format": ("json", "json"),
+    "queue_delay_policy": ("fixed", "fixed"),
+}
+
+
+def sample_value(field: dataclasses.Field) -> tuple[str, object]:
+    """(as typed on the command line, as parsed): a valid value that is not the setting's default."""
+    if field.name in SAMPLE_VALUES:
+        return SAMPLE_VALUES[field.name]
+    kind, default = SETTING_TYPES[field.name], field.default
+    if kind is int:
+        return str(default + 1), default + 1
+    if kind is float:
+        return str(default + 2.5), default + 2.5
+    if pathlib.Path in typing.get_args(kind) or kind is pathlib.Path:
+        return "/models/elsewhere", pathlib.Path("/models/elsewhere")
+    raise AssertionError(f"setting {field.name} ({kind}): add a sample value to SAMPLE_VALUES")
+
+
+SETTING_TYPES = typing.get_type_hints(Settings)
+# Settings valid only beside others (TLS: a certificate needs its key, a client CA needs both).
+TLS_FILES = {"tls_cert": "/tls/server.pem", "tls_key": "/tls/server.key"}
+COMPANIONS = {name: TLS_FILES for name in ("tls_cert", "tls_key", "tls_client_ca")}
+
+
+def flag_and_variable(field: dataclasses.Field) -> tuple[str, str]:
+    return flag_and_variable_of(field.name)
+
+
+def flag_and_variable_of(name: str) -> tuple[str, str]:
+    return "--" + name.replace("_", "-"), "SEQSERVE_" + name.upper()
+
+
+@pytest.mark.parametrize("field", dataclasses.fields(Settings), ids=lambda field: field.name)
+def test_every_setting_comes_from_its_flag_or_its_environment_variable(field: dataclasses.Field) -> None:
+    # Derived from the dataclass, so a new setting is covered (or fails here asking for a sample value).
+    flag, variable = flag_and_variable(field)
+    value, expected = sample_value(field)
+    assert expected != field.default
+    companions = {name: text for name, text in COMPANIONS.get(field.name, {}).items() if name != field.name}
+    flags = [word for name, text in companions.items() for word in (flag_and_variable_of(name)[0], text)]
+    variables = {flag_and_variable_of(name)[1]: text for name, text in companions.items()}
+    assert getattr(parse_settings([*flags, flag, value], env={}), field.name) == expected
+    assert getattr(parse_settings([], env={**variables, variable: value}), field.name) == expected
+
+
+NUMERIC_SETTINGS = [field for field in dataclasses.fields(Settings) if SETTING_TYPES[field.name] in (int, float)]
+
+
+@pytest.mark.parametrize("field", NUMERIC_SETTINGS, ids=lambda field: field.name)
+def test_every_numeric_setting_refuses_a_word_naming_its_flag_and_its_variable(
+    field: dataclasses.Field, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert getattr(parse_settings([flag, value], env={}), field) == expected
-    assert getattr(parse_settings([], env={variable: value}), field) == expected
+    flag, variable = flag_and_variable(field)
+    for argv, env, named in (([flag, "lots"], {}, f"argument {flag}:"), ([], {variable: "lots"}, variable)):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_settings(argv, env=env)
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err
+        assert named in error and "'lots' is not" in error, error
 
 
 def test_a_flag_overrides_its_environment_variable() -> None:

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from seqserve.v1 import sentiment_pb2, sentiment_pb2_grpc
+from waiting import wait_until
 
 API_TOKEN = "api-token-0123456789abcdef"
 REQUEST = sentiment_pb2.AnalyzeSentimentRequest(texts=["what a lovely day"])
@@ -158,7 +159,9 @@ def test_sigterm_under_load_drains_then_stops_without_losing_an_accepted_call(st
     outcomes: list[tuple[float, str]] = []
     stop = threading.Event()
 
-    def client() -> None:
+    answered = [threading.Event() for _ in range(3)]
+
+    def client(answered: threading.Event) -> None:
         with grpc.insecure_channel(server.target) as channel:
             analyze = sentiment_pb2_grpc.SentimentStub(channel).Analyze
             for _ in range(3000):
@@ -167,18 +170,21 @@ def test_sigterm_under_load_drains_then_stops_without_losing_an_accepted_call(st
                 try:
                     analyze(REQUEST, metadata=(("x-request-id", "load-1"),), timeout=30)
                     outcomes.append((time.monotonic(), "OK"))
+                    answered.set()
                 except grpc.RpcError as exc:
                     outcomes.append((time.monotonic(), exc.code().name))
                     return  # the server has stopped listening
 
-    threads = [threading.Thread(target=client) for _ in range(3)]
+    threads = [threading.Thread(target=client, args=(event,)) for event in answered]
     for thread in threads:
         thread.start()
-    time.sleep(0.5)
+    for event in answered:  # the signal comes once every client is being answered
+        assert event.wait(30), "a client got no answer before the signal"
     signalled = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    assert server.health() == health_pb2.HealthCheckResponse.NOT_SERVING  # at once, while still answering
+    # At once, while still answering: well inside the 1.5 s drain.
+    wait_until(lambda: server.health() == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=1.0,
+               what="health NOT_SERVING after SIGTERM, during the drain")
     assert server.wait_for_exit(timeout=60) == 0
     stop.set()
     for thread in threads:
@@ -204,10 +210,13 @@ def test_json_logs_carry_the_request_id(start_server) -> None:
             sentiment_pb2.AnalyzeSentimentRequest(texts=[]), metadata=(("x-request-id", "req-77"),), timeout=10
         )
     assert dict(error.value.trailing_metadata() or ()).get("x-request-id") == "req-77"
-    time.sleep(0.2)
-    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-    refusal = next(line for line in lines if "refused" in line["message"] and line.get("request_id") == "req-77")
-    assert refusal["level"] == "INFO"
+
+    def refusal_lines() -> list[dict]:
+        lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+        return [line for line in lines if "refused" in line["message"] and line.get("request_id") == "req-77"]
+
+    wait_until(refusal_lines, timeout=10, what="the refusal's log line with request id req-77")
+    assert refusal_lines()[0]["level"] == "INFO"
 
 
 def test_a_certificate_and_a_key_that_do_not_match_exit_1_naming_both_files(start_server, pki) -> None:
