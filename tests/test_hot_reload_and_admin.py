@@ -5,7 +5,6 @@ from __future__ import annotations
 import pathlib
 import shutil
 import threading
-import time
 import urllib.request
 
 import grpc
@@ -13,6 +12,7 @@ import pytest
 from exported_models import SENTIMENT, copy_as_version
 from prometheus_client.parser import text_string_to_metric_families
 from seqserve.v1 import admin_pb2, admin_pb2_grpc, models_pb2, models_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
+from waiting import wait_until
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
 API_TOKEN = "api-token-0123456789abcdef"
@@ -72,13 +72,6 @@ class Load:
         self.channel.close()
 
 
-def wait_for(condition, seconds: float = 60, what: str = "") -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def model_dir(tmp_path: pathlib.Path) -> pathlib.Path:
     root = tmp_path / "models"
@@ -89,13 +82,13 @@ def model_dir(tmp_path: pathlib.Path) -> pathlib.Path:
 def test_a_new_version_is_swapped_in_under_load_and_a_corrupt_one_never_serves(start_server, model_dir) -> None:
     server = start_server(model_dir=model_dir, extra_args=["--poll-seconds", "0.2"])
     with Load(server.target) as load:
-        wait_for(lambda: len(load.versions) >= 5, what="first answers")
+        wait_until(lambda: len(load.versions) >= 5, timeout=60, what="first answers")
         publish_version(model_dir, "2")
-        wait_for(lambda: "2" in load.versions[-4:], what="version 2 to serve")
+        wait_until(lambda: "2" in load.versions[-4:], timeout=60, what="version 2 to serve")
         publish_version(model_dir, "3", corrupt=True)
-        wait_for(lambda: "refusing model sentiment-bigru version 3" in server.log(), what="the refusal")
+        wait_until(lambda: "refusing model sentiment-bigru version 3" in server.log(), timeout=60, what="the refusal")
         count_at_refusal = len(load.versions)
-        wait_for(lambda: len(load.versions) >= count_at_refusal + 10, what="answers after the refusal")
+        wait_until(lambda: len(load.versions) >= count_at_refusal + 10, timeout=60, what="answers after the refusal")
     assert load.errors == []
     assert set(load.versions) == {"1", "2"}
     assert load.versions[-1] == "2"
@@ -195,7 +188,7 @@ def test_a_deleted_serving_folder_keeps_serving_and_models_and_admin_agree(
     shutil.rmtree(model_dir / "sentiment-bigru" / "1")
     # The poll that sees the folder gone writes this line, once.
     warning = "model sentiment-bigru version 1: its folder"
-    wait_for(lambda: warning in server.log(), what="the poll to notice the deleted folder")
+    wait_until(lambda: warning in server.log(), timeout=60, what="the poll to notice the deleted folder")
     with grpc.insecure_channel(server.target) as channel:
         info = models_pb2_grpc.ModelsStub(channel).GetModel(models_pb2.GetModelRequest(name="sentiment-bigru"),
                                                             timeout=10)
