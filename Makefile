@@ -2,12 +2,14 @@
 #   make serve   set up the serving environment and serve the committed models in exported/
 #   make test    set up the full environment (training + test tools) and run every test
 # Both create .venv/ with Python 3.11 and install the project; pip generates the gRPC stubs.
+# The inner loop: make test-fast runs every test but the `slow` ones (those that train, export, re-score a
+# whole test split or read a large data set) in a few minutes; CI (.ci/run) runs make test.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: serve test setup-serve setup-test lint container-test clean
+.PHONY: serve test test-fast setup-serve setup-test lint container-test clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "seqserve needs Python 3.11"'
@@ -29,6 +31,9 @@ lint: setup-test
 
 test: setup-test lint
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+test-fast: setup-test lint
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow"
 
 # Builds the Docker image with podman (no Docker engine needed) and tests it for real: docker-run
 # style and `podman kube play` of the Kubernetes Deployment, plus promtool. Root: it apt-installs

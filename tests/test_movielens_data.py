@@ -87,6 +87,7 @@ def test_loading_twice_gives_the_same_split_hashes(ml100k) -> None:
     assert info == again
 
 
+@pytest.mark.slow  # reads all 1M MovieLens ratings
 def test_ml1m_item_ids_are_titles_resolved_to_a_sorted_integer_map() -> None:
     data = load("ml-1m")
     assert data.num_items == 3706 and len(data.histories) == 6040

@@ -6,10 +6,14 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
+import pytest
+
 from training.configs import ner as cfg
 from training.data.ner import load_splits
 from training.ner_bilstm_recipe import build_vocab
 from training.train_ner import run_training
+
+pytestmark = pytest.mark.slow  # trains a BiLSTM-CRF on the tweets
 
 
 def test_a_refit_learns_from_dev_tweets_and_keeps_the_last_epoch(tmp_path: pathlib.Path) -> None:
