@@ -17,7 +17,7 @@ import numpy as np
 from seqserve.oip import grpc_service_pb2 as oip
 from seqserve.v1 import sentiment_pb2
 
-from service.repository.loader import prepare_version
+from service.registry.loader import prepare_version
 
 SENTIMENT_METHOD = "/seqserve.v1.Sentiment/Analyze"
 V2_INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"

@@ -149,7 +149,7 @@ class VariantSpeed:
 
 
 def variant_speed(version_dir: pathlib.Path, texts: Sequence[str], plan: Plan) -> VariantSpeed:
-    from service.repository.loader import prepare_version
+    from service.registry.loader import prepare_version
 
     pipeline = prepare_version(version_dir, intra_op_threads=1).pipeline
     batch = [texts[i % len(texts)] for i in range(32)]

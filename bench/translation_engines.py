@@ -30,7 +30,7 @@ import numpy as np
 
 from service.pipelines.seq2seq_runtime import DecoderState
 from service.pipelines.translation import DecodeOptions, TranslationPipeline, TranslationRequest
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 
 
 def onnx_pipeline(version_dir: pathlib.Path, threads: int) -> TranslationPipeline:

@@ -16,8 +16,8 @@ from service.config import Settings, configure_logging, parse_settings
 from service.grpc.server import ServeError, start_server, stop_server, stop_signal_future
 from service.metrics.http import start_metrics_server
 from service.metrics.registry import ServingMetrics
-from service.repository.manager import ModelManager
-from service.repository.model_config import BatchConfig, ModelConfigError, load_model_config
+from service.model.model_config import BatchConfig, ModelConfigError, load_model_config
+from service.registry.manager import ModelManager
 from service.runtime.threads import thread_budget
 from service.security.auth import TokenFileError, Tokens, read_token
 from service.security.tls import TlsConfigError
@@ -64,8 +64,8 @@ async def run(settings: Settings, metrics: ServingMetrics, executor: ThreadPoolE
             await manager.sync()
         except FileNotFoundError as exc:
             raise CannotServe(str(exc)) from None
-        if not manager.repository.models:
-            refused = ", ".join(f"{f.model} version {f.version}" for f in manager.repository.failures) or "none found"
+        if not manager.registry.models:
+            refused = ", ".join(f"{f.model} version {f.version}" for f in manager.registry.failures) or "none found"
             raise CannotServe(f"no model could be loaded from {settings.model_dir} (refused: {refused})")
         try:
             running = await start_server(settings, manager, executor, metrics, tokens)

@@ -13,7 +13,7 @@ import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from service.repository.model_config import QUEUE_DELAY_POLICIES
+from service.model.model_config import QUEUE_DELAY_POLICIES
 
 MIB = 1 << 20
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

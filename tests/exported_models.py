@@ -6,7 +6,7 @@ from __future__ import annotations
 import pathlib
 import shutil
 
-from service.repository.manifest import read_manifest, republish_manifest
+from service.model.manifest import read_manifest, republish_manifest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EXPORTED = REPO / "exported"

@@ -16,8 +16,8 @@ from service.batching.batcher import DynamicBatcher
 from service.batching.errors import DeadlineExpiredError, QueueFullError
 from service.batching.grouping import Candidate, choose_batch
 from service.metrics.registry import ServingMetrics
-from service.pipelines.timing import StageTimings
-from service.repository.model_config import BatchConfig
+from service.model.model_config import BatchConfig
+from service.model.timing import StageTimings
 
 EVENT_TIMEOUT = 10  # seconds; a test that waits this long has failed
 

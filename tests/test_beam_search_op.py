@@ -10,7 +10,7 @@ from exported_models import latest_version_dir
 
 from bench.converters.beam_search_op import BeamSearchOp
 from service.pipelines.translation import DecodeOptions, TranslationPipeline, TranslationRequest
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 from training.data.translation import load_splits
 
 BEAM = 4

@@ -12,7 +12,7 @@ import torch
 from recommendation_support import MAX_HISTORY, NAME
 
 from service.pipelines.recommendation import RecommendationPipeline, RecommendationRequest, pad_whole_histories
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 from training.evaluate.cooccurrence_grid import choose
 from training.export.recommendation import parity
 from training.models.cooccurrence import (
@@ -93,6 +93,7 @@ def with_term(tiny_recommendation, tmp_path_factory) -> tuple:
     return root / NAME / "2", trained, term, plain, RecommendationPipeline(load_version(root / NAME / "2"))
 
 
+@pytest.mark.slow  # trains the tiny SASRec and exports it with the term
 def test_the_exported_graph_matches_torch_with_the_term(with_term) -> None:
     version, trained, term, _, _ = with_term
     measured = parity(trained.model, version / "model.onnx", [[1], [MAX_HISTORY, 3, 9]], seed=5, cooccurrence=term)
@@ -102,6 +103,7 @@ def test_the_exported_graph_matches_torch_with_the_term(with_term) -> None:
     assert manifest["cooccurrence"]["rank"] == 32 and manifest["cooccurrence"]["weight"] == 1.5
 
 
+@pytest.mark.slow  # trains the tiny SASRec and exports it with the term
 def test_served_scores_are_sasrec_plus_the_term_over_the_whole_history(with_term) -> None:
     _, _, term, plain, combined = with_term
     history = list(range(1, MAX_HISTORY + 15))  # longer than SASRec reads
@@ -113,6 +115,7 @@ def test_served_scores_are_sasrec_plus_the_term_over_the_whole_history(with_term
     np.testing.assert_array_equal(attention, plain_attention)  # the attention is SASRec's alone
 
 
+@pytest.mark.slow  # trains the tiny SASRec and exports it with the term
 def test_items_beyond_max_history_still_move_the_list_and_truncation_is_reported(with_term) -> None:
     _, _, _, plain, combined = with_term
     recent = tuple(range(30, 30 + MAX_HISTORY))
@@ -124,6 +127,7 @@ def test_items_beyond_max_history_still_move_the_list_and_truncation_is_reported
         assert ([s.score for s in long.items] != [s.score for s in short.items]) == moves
 
 
+@pytest.mark.slow  # trains the tiny SASRec and exports it with the term
 def test_a_history_answers_the_same_alone_and_batched_with_the_term(with_term) -> None:
     _, _, _, _, combined = with_term
     requests = [RecommendationRequest(tuple(range(5, 5 + n)), 5, exclude_seen=True) for n in (1, 40, 3, 25)]
@@ -134,6 +138,7 @@ def test_a_history_answers_the_same_alone_and_batched_with_the_term(with_term) -
         assert [s.score for s in result.items] == pytest.approx([s.score for s in alone.items], abs=1e-5)
 
 
+@pytest.mark.slow  # trains the tiny SASRec and exports it with the term
 def test_a_repeated_item_counts_once_like_in_training(with_term) -> None:
     _, _, _, plain, combined = with_term
     with_repeat, _ = combined.score([[4, 8, 4, 15]])

@@ -11,8 +11,10 @@ from exported_models import latest_version_dir
 
 from bench.converters.ctranslate2_export import convert_version, converted_model
 from service.pipelines.translation import DecodeOptions, TranslationPipeline, TranslationRequest
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 from training.data.translation import load_splits
+
+pytestmark = pytest.mark.slow  # converts the Transformer to CTranslate2 and decodes the test verses
 
 SAMPLE_EVERY = 60  # ~18 verses spread over the 40 test chapters
 

@@ -13,8 +13,8 @@ from typing import Any
 import jsonschema
 import pytest
 
+from service.model.manifest import ManifestError, read_manifest
 from service.model.manifest_schema import json_schema
-from service.repository.manifest import ManifestError, read_manifest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "docs" / "manifest.schema.json"

@@ -7,8 +7,8 @@ import pathlib
 from typing import Any
 
 from service.grpc.model_info import flatten_metrics, model_info
-from service.repository.manifest import Manifest
-from service.repository.repository import LoadedModel
+from service.model.loaded_model import LoadedModel
+from service.model.manifest import Manifest
 
 
 def test_numeric_leaves_are_flattened_to_dotted_keys_and_the_rest_is_left_out() -> None:

@@ -28,9 +28,9 @@ def test_a_tweet_gets_the_same_answer_alone_and_in_any_batch() -> None:
     """The int8 MiniLM quantizes activations per run; the pipeline runs it one text at a time so that
     batch-mates never change an answer (they did: 16 of 5,134 dev words changed tag in batches of 32;
     2 for the BiLSTM-CRF int8)."""
+    from service.model.timing import StageTimings
     from service.pipelines.ner import NerPipeline
-    from service.pipelines.timing import StageTimings
-    from service.repository.repository import load_version
+    from service.runtime.version_loader import load_version
 
     texts = [t.text for t in load_splits()[0]["dev"][:96]]
     for name in ("ner-minilm-int8", "ner-bilstm-crf", "ner-bilstm-crf-int8"):

@@ -10,8 +10,10 @@ import pytest
 from exported_models import latest_version_dir
 
 from service.pipelines.ner import ARGMAX, BIO_VITERBI, NerPipeline
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 from training.export.ner_decoder import republish
+
+pytestmark = pytest.mark.slow  # republishes (re-exports and re-scores) a MiniLM NER version
 
 SOURCE = latest_version_dir("ner-minilm-int8")
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from service.pipelines.ner import NerPipeline, TaggedWord, entities_from_tags
 from service.pipelines.ner_words import split_words
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 
 PIECES = st.sampled_from([
     "Paris", "New York", "Zoë", "Beyoncé", "São Paulo", "Ünal", "e\u0301", "@justinbieber", "#NYC", "😀", "👍🏽",

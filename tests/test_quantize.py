@@ -8,9 +8,9 @@ import pathlib
 import pytest
 from exported_models import EXPORTED, SENTIMENT, latest_version_dir
 
+from service.model.manifest import read_manifest
 from service.pipelines.sentiment import SentimentPipeline
-from service.repository.manifest import read_manifest
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 from training.export.quantize import prepare, quantize
 
 TEXTS = ["What a wonderful, joyful day!", "The food was cold and the staff rude.", "The meeting is on Tuesday."]

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from exported_models import EXPORTED, latest_version_dir
 
+from service.model.manifest import read_manifest
 from service.pipelines.translation import DecodeOptions, TranslationPipeline, TranslationRequest
-from service.repository.manifest import read_manifest
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 
 VARIANT = "transformer-int8"
 SETTINGS = ("greedy", "beam4")

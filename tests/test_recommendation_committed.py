@@ -47,6 +47,7 @@ def test_served_test_quality_meets_the_target_and_beats_popularity(manifest) -> 
     assert manifest["parity"]["max_abs_score_diff"] < 1e-3 and manifest["parity"]["top10_equal"] == 1.0
 
 
+@pytest.mark.slow  # re-scores the whole test split
 def test_the_published_test_metrics_are_what_the_served_pipeline_scores_today(manifest) -> None:
     """The manifest's numbers are re-measured, not trusted: the committed graph through the service's own
     pipeline on the test split (all 6,040 users; ~10 s on one thread)."""
@@ -62,9 +63,9 @@ def test_a_history_gets_the_same_list_alone_and_in_any_batch(name) -> None:
     """The int8 graph quantizes activations per run, so batched with others a user's scores moved (1,291
     of 2,014 dev top-10 lists changed); the pipeline runs it one history at a time. The fp32 graph is
     padding-blind by construction and runs batched."""
+    from service.model.timing import StageTimings
     from service.pipelines.recommendation import RecommendationPipeline, RecommendationRequest
-    from service.pipelines.timing import StageTimings
-    from service.repository.repository import load_version
+    from service.runtime.version_loader import load_version
 
     _, splits, _ = load_splits("ml-1m")
     histories = [case.history for case in splits.dev[:96]]  # lengths 20..1,000+, mixed in each batch

@@ -8,7 +8,7 @@ import pytest
 from recommendation_support import MAX_HISTORY, NAME
 
 from service.pipelines.recommendation import RecommendationPipeline, RecommendationRequest
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 from training.evaluate.ranking import full_ranks, hit_rate_and_ndcg
 from training.evaluate.recommendation import evaluate_pipeline
 

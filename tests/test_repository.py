@@ -14,10 +14,10 @@ import pytest
 from exported_models import SENTIMENT, copy_as_version
 
 from service.metrics.registry import ServingMetrics
-from service.repository.manager import ModelManager, VersionState
-from service.repository.manifest import ManifestError, read_manifest, verify_checksums, write_manifest
-from service.repository.model_config import BatchConfig, load_model_config
-from service.repository.repository import ModelNotFoundError
+from service.model.manifest import ManifestError, read_manifest, verify_checksums, write_manifest
+from service.model.model_config import BatchConfig, load_model_config
+from service.registry.manager import ModelManager, VersionState
+from service.registry.registry import ModelNotFoundError
 from service.runtime.threads import ThreadBudget
 
 EXPORTED = pathlib.Path(__file__).resolve().parents[1] / "exported"
@@ -86,7 +86,7 @@ def test_a_deleted_serving_folder_keeps_serving_warns_once_and_is_listed_as_serv
     async def steps(manager: ModelManager) -> None:
         await manager.sync()
         shutil.rmtree(repo_copy / "sentiment-bigru" / "1")
-        with caplog.at_level(logging.WARNING, logger="service.repository.manager"):
+        with caplog.at_level(logging.WARNING, logger="service.registry.manager"):
             for _ in range(3):
                 await manager.sync()
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -94,7 +94,7 @@ def test_a_deleted_serving_folder_keeps_serving_warns_once_and_is_listed_as_serv
         assert FOLDER_GONE in warnings[0].getMessage()
         assert str(repo_copy / "sentiment-bigru" / "1") in warnings[0].getMessage()
         # GetModel reads repository.models; ListVersions reads list_versions: both say version 1 serves.
-        assert manager.repository.models["sentiment-bigru"].version == "1"
+        assert manager.registry.models["sentiment-bigru"].version == "1"
         (listed,) = manager.list_versions("sentiment-bigru")
         assert (listed.version, listed.state) == ("1", "SERVING")
         assert "sentiment-bigru/1 was deleted" in listed.reason and str(repo_copy) not in listed.reason
@@ -128,7 +128,7 @@ def test_when_the_serving_folder_is_deleted_the_policy_moves_to_the_version_left
         await manager.sync()
         assert states(manager) == [("1", "AVAILABLE"), ("2", "SERVING")]
         shutil.rmtree(repo_copy / "sentiment-bigru" / "2")
-        with caplog.at_level(logging.WARNING, logger="service.repository.manager"):
+        with caplog.at_level(logging.WARNING, logger="service.registry.manager"):
             await manager.sync()
         assert FOLDER_GONE in caplog.text
         assert manager.list_versions("sentiment-bigru") == [VersionState("sentiment-bigru", "1", "SERVING")]
@@ -144,10 +144,10 @@ def test_a_corrupted_model_file_is_refused_with_a_clear_log_line(
     flip_a_byte(repo_copy / "sentiment-bigru/1/model.onnx")
 
     async def steps(manager: ModelManager) -> None:
-        with caplog.at_level(logging.ERROR, logger="service.repository.manager"):
+        with caplog.at_level(logging.ERROR, logger="service.registry.manager"):
             await manager.sync()
-        assert manager.repository.models == {}
-        assert [f.model for f in manager.repository.failures] == ["sentiment-bigru"]
+        assert manager.registry.models == {}
+        assert [f.model for f in manager.registry.failures] == ["sentiment-bigru"]
         assert "model.onnx: sha256" in caplog.text and "checksum" in caplog.text
         assert states(manager) == [("1", "FAILED")]
 
@@ -163,9 +163,9 @@ def test_newest_version_wins_and_a_bad_model_does_not_hide_the_others(repo_copy:
 
     async def steps(manager: ModelManager) -> None:
         await manager.sync()
-        assert {name: model.version for name, model in manager.repository.models.items()} == {"sentiment-bigru": "2"}
-        assert [(f.model, f.version) for f in manager.repository.failures] == [("sentiment-copy", "1")]
-        assert manager.repository.get("sentiment").name == "sentiment-bigru"
+        assert {name: model.version for name, model in manager.registry.models.items()} == {"sentiment-bigru": "2"}
+        assert [(f.model, f.version) for f in manager.registry.failures] == [("sentiment-copy", "1")]
+        assert manager.registry.get("sentiment").name == "sentiment-bigru"
 
     with_manager(repo_copy, steps)
 
@@ -173,10 +173,10 @@ def test_newest_version_wins_and_a_bad_model_does_not_hide_the_others(repo_copy:
 def test_unknown_model_or_task_raises_not_found(repo_copy: pathlib.Path) -> None:
     async def steps(manager: ModelManager) -> None:
         await manager.sync()
-        assert manager.repository.get("sentiment").name == "sentiment-bigru"
+        assert manager.registry.get("sentiment").name == "sentiment-bigru"
         with pytest.raises(ModelNotFoundError, match="nope"):
-            manager.repository.get("sentiment", "nope")
+            manager.registry.get("sentiment", "nope")
         with pytest.raises(ModelNotFoundError):
-            manager.repository.get("translation")
+            manager.registry.get("translation")
 
     with_manager(repo_copy, steps)

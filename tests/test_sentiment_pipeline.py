@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from exported_models import SENTIMENT, latest_version_dir
 
+from service.model.timing import StageTimings
 from service.pipelines.sentiment import SentimentPipeline
-from service.pipelines.timing import StageTimings
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 
 VERSION_DIR = SENTIMENT
 

@@ -25,12 +25,14 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from service.repository.manifest import read_manifest, verify_checksums
+from service.model.manifest import read_manifest, verify_checksums
 from training.batching import pad_batch
 from training.decoding_seq2seq import greedy_decode
 from training.export.translation_parity import LOG_PROB_TOLERANCE as EXPORT_TOLERANCE
 from training.models.seq2seq_attention import Seq2SeqAttention, Seq2SeqConfig
 from training.tokenizer import BOS, EOS, PAD, train_joint_bpe
+
+pytestmark = pytest.mark.slow  # exports both seq2seq architectures (25 s); served: test_grpc_translation
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LOG_PROB_TOLERANCE = 1e-4  # float32, different GRU/matmul kernels; measured max differences are ~1e-6
@@ -174,7 +176,7 @@ def test_onnx_greedy_equals_torch_greedy(exported: Exported, src_lengths: list[i
 def test_served_pipeline_decodes_the_export(exported: Exported) -> None:
     """The generic service pipeline drives these graphs from the manifest alone, as torch would."""
     translation = pytest.importorskip("service.pipelines.translation")
-    from service.repository.repository import load_version
+    from service.runtime.version_loader import load_version
 
     pipeline = translation.TranslationPipeline(load_version(exported.version_dir))
     greedy = translation.DecodeOptions(beam_size=1)

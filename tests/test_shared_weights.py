@@ -13,9 +13,9 @@ import onnx
 import pytest
 from exported_models import EXPORTED
 
+from service.model.manifest import ManifestError, read_manifest, republish_manifest, sha256_file
 from service.pipelines.seq2seq_runtime import StepRunner
-from service.repository.manifest import ManifestError, read_manifest, republish_manifest, sha256_file
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 from training.export.quantize import quantize
 from training.export.shared_weights import SHARED_FILE, graph_bytes, repackage_version
 

@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from seqserve.v1 import models_pb2, models_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
 
-from service.repository.manifest import read_manifest, write_manifest
+from service.model.manifest import read_manifest, write_manifest
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVING = health_pb2.HealthCheckResponse.SERVING

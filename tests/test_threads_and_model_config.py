@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from service.repository.model_config import BatchConfig, ModelConfigError, load_model_config
+from service.model.model_config import BatchConfig, ModelConfigError, load_model_config
 from service.runtime.threads import affinity_cpus, cgroup_cpu_quota, thread_budget
 
 

@@ -22,11 +22,11 @@ from seqserve.v1 import translation_pb2, translation_pb2_grpc
 from service.batching.batcher import DynamicBatcher
 from service.batching.errors import DeadlineExpiredError
 from service.metrics.registry import ServingMetrics
+from service.model.model_config import BatchConfig
+from service.model.timing import StageTimings
 from service.pipelines.seq2seq_runtime import DecoderState, StepRunner
-from service.pipelines.timing import StageTimings
 from service.pipelines.translation import DecodeOptions, Translation, TranslationPipeline, TranslationRequest
-from service.repository.model_config import BatchConfig
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 
 TEXTS = ["Jesus wept.", "In the beginning, God created the heavens.", "Dieu dit: Que la lumière soit!",
          "And the earth was without form, and void.", "God is love."]

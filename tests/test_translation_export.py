@@ -13,9 +13,9 @@ import pytest
 from exported_models import EXPORTED
 from translation_support import load_tiny_model
 
+from service.model.manifest import read_manifest, verify_checksums
 from service.pipelines.seq2seq_runtime import StepRunner
-from service.repository.manifest import read_manifest, verify_checksums
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 from training.decoding import greedy_decode
 from training.export.translation_parity import LOG_PROB_TOLERANCE, greedy_matches, teacher_forced_difference
 

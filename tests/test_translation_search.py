@@ -9,7 +9,7 @@ from service.pipelines.beam_search import beam_search, top_candidates
 from service.pipelines.greedy import greedy_search
 from service.pipelines.hypothesis import length_penalty
 from service.pipelines.translation import DecodeOptions, TranslationPipeline, TranslationRequest
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 
 TEXTS = ["Jesus wept.", "In the beginning, God created the heavens.", "Dieu dit: Que la lumière soit!"]
 

@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.grpc.validation import RequestError, TextLimits, resolve_model, validate_texts
-from service.repository.manifest import Manifest
-from service.repository.repository import LoadedModel, ModelRepository
+from service.model.loaded_model import LoadedModel
+from service.model.manifest import Manifest
+from service.registry.registry import ModelRegistry
 
 LIMITS = TextLimits(max_texts=64, max_text_chars=2000)
 
@@ -93,13 +94,13 @@ def test_a_blank_text_anywhere_is_reported_at_its_index(texts: list[str], data: 
 
 
 def test_an_empty_model_name_picks_the_default_for_the_task() -> None:
-    repository = ModelRepository(models={m.name: m for m in (fake_model("a"), fake_model("b", default=True))})
+    repository = ModelRegistry(models={m.name: m for m in (fake_model("a"), fake_model("b", default=True))})
     assert resolve_model(repository, "sentiment", "").name == "b"
     assert resolve_model(repository, "sentiment", "a").name == "a"
 
 
 def test_an_unknown_model_is_not_found_and_the_loaded_ones_are_listed() -> None:
-    repository = ModelRepository(models={"sentiment-bigru": fake_model("sentiment-bigru")})
+    repository = ModelRegistry(models={"sentiment-bigru": fake_model("sentiment-bigru")})
     with pytest.raises(RequestError) as error:
         resolve_model(repository, "sentiment", "nope")
     assert error.value.code == grpc.StatusCode.NOT_FOUND
@@ -108,7 +109,7 @@ def test_an_unknown_model_is_not_found_and_the_loaded_ones_are_listed() -> None:
 
 
 def test_a_model_of_another_task_is_not_found() -> None:
-    repository = ModelRepository(models={"ner": fake_model("ner", task="ner")})
+    repository = ModelRegistry(models={"ner": fake_model("ner", task="ner")})
     with pytest.raises(RequestError) as error:
         resolve_model(repository, "sentiment", "ner")
     assert error.value.code == grpc.StatusCode.NOT_FOUND
@@ -116,6 +117,6 @@ def test_a_model_of_another_task_is_not_found() -> None:
 
 def test_an_absurdly_long_model_name_is_refused_before_it_is_echoed() -> None:
     with pytest.raises(RequestError) as error:
-        resolve_model(ModelRepository(), "sentiment", "m" * 5000)
+        resolve_model(ModelRegistry(), "sentiment", "m" * 5000)
     assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert error.value.message == "model: 5000 characters exceeds the limit of 200"

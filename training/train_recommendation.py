@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from service.repository.manifest import write_manifest
+from service.model.manifest import write_manifest
 from training.batching import bucketed_batches
 from training.configs import recommendation as cfg
 from training.data.movielens import PAD_ID, Case, MovieLens, Splits, item_popularity, load_splits

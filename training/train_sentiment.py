@@ -18,7 +18,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from service.repository.manifest import write_manifest
+from service.model.manifest import write_manifest
 from training.batching import bucketed_batches, pad_batch
 from training.configs import sentiment as cfg
 from training.data.crowdflower_tweets import load_tweets

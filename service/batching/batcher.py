@@ -38,10 +38,10 @@ from typing import Any
 from service.batching.errors import BatcherClosedError, DeadlineExpiredError, QueueFullError
 from service.batching.grouping import Candidate, choose_batch
 from service.metrics.registry import ServingMetrics
-from service.pipelines.registry import Pipeline
-from service.pipelines.timing import StageTimings
-from service.repository.model_config import BatchConfig
-from service.repository.repository import LoadedModel
+from service.model.loaded_model import LoadedModel
+from service.model.model_config import BatchConfig
+from service.model.pipeline import Pipeline
+from service.model.timing import StageTimings
 
 log = logging.getLogger(__name__)
 

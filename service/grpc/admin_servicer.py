@@ -8,8 +8,8 @@ from seqserve.v1 import admin_pb2, admin_pb2_grpc, models_pb2
 from service.grpc.calls import Call, CallRunner
 from service.grpc.validation import MAX_MODEL_NAME_CHARS, RequestError
 from service.metrics.registry import ServingMetrics
-from service.repository.loader import LoadError
-from service.repository.manager import ModelManager
+from service.registry.loader import LoadError
+from service.registry.manager import ModelManager
 
 SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
 
@@ -39,7 +39,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             except LookupError as exc:
                 raise RequestError(grpc.StatusCode.NOT_FOUND, str(exc)) from None
             except LoadError as exc:
-                serving = self._manager.repository.models.get(name)
+                serving = self._manager.registry.models.get(name)
                 still = f"; version {serving.version} keeps serving" if serving else ""
                 raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"{exc}{still}") from None
             call.model = model.name

@@ -15,8 +15,8 @@ from service.batching.batcher import BatchResult, DynamicBatcher
 from service.batching.errors import BatcherClosedError, DeadlineExpiredError, QueueFullError
 from service.grpc.calls import Call
 from service.grpc.validation import RequestError, TextLimits, resolve_model, validate_texts
-from service.repository.manager import ModelManager
-from service.repository.repository import LoadedModel
+from service.model.loaded_model import LoadedModel
+from service.registry.manager import ModelManager
 
 
 async def run_batched(
@@ -50,7 +50,7 @@ async def run_text_task(
     resolve the task's model (named, or its default), run them batched with other calls' texts in a
     worker thread, and record on the call the model and the version that actually ran them."""
     validate_texts(list(texts), limits)
-    model = resolve_model(manager.repository, task, model_name)
+    model = resolve_model(manager.registry, task, model_name)
     call.model = model.name
     result = await run_batched(manager, model, texts, context)
     call.version = result.model.version

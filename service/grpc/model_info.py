@@ -9,7 +9,8 @@ from typing import Any
 
 from seqserve.v1 import models_pb2
 
-from service.repository.repository import LoadedModel, LoadFailure
+from service.model.loaded_model import LoadedModel
+from service.registry.registry import LoadFailure
 
 
 def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:

@@ -9,13 +9,14 @@ from service.grpc.calls import Call, CallRunner
 from service.grpc.model_info import load_failure, model_info
 from service.grpc.validation import MAX_MODEL_NAME_CHARS, RequestError
 from service.metrics.registry import ServingMetrics
-from service.repository.repository import LoadedModel, ModelRepository
+from service.model.loaded_model import LoadedModel
+from service.registry.registry import ModelRegistry
 
 SERVICE_NAME = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
 
 
 class ModelsServicer(models_pb2_grpc.ModelsServicer):
-    def __init__(self, repository: ModelRepository, metrics: ServingMetrics) -> None:
+    def __init__(self, repository: ModelRegistry, metrics: ServingMetrics) -> None:
         self._repository = repository
         self._calls = CallRunner(SERVICE_NAME, ("ListModels", "GetModel"), metrics)
 

@@ -10,7 +10,7 @@ from service.grpc.calls import Call, CallRunner
 from service.grpc.validation import TextLimits
 from service.metrics.registry import ServingMetrics
 from service.pipelines.ner import TASK, NerPrediction
-from service.repository.manager import ModelManager
+from service.registry.manager import ModelManager
 
 SERVICE_NAME = ner_pb2.DESCRIPTOR.services_by_name["Ner"].full_name
 

@@ -10,10 +10,10 @@ from service.grpc.calls import Call, CallRunner
 from service.grpc.recommendation_validation import to_request
 from service.grpc.validation import RequestError, resolve_model
 from service.metrics.registry import ServingMetrics
+from service.model.loaded_model import LoadedModel
 from service.pipelines.item_catalogue import CatalogueItem
 from service.pipelines.recommendation import TASK, Recommendation, RecommendationPipeline
-from service.repository.manager import ModelManager
-from service.repository.repository import LoadedModel
+from service.registry.manager import ModelManager
 
 SERVICE_NAME = recommendation_pb2.DESCRIPTOR.services_by_name["Recommendation"].full_name
 
@@ -59,7 +59,7 @@ class RecommendationServicer(recommendation_pb2_grpc.RecommendationServicer):
     async def _recommend(
         self, request: recommendation_pb2.RecommendRequest, call: Call, context: grpc.aio.ServicerContext
     ) -> recommendation_pb2.RecommendResponse:
-        model = resolve_model(self._manager.repository, TASK, request.model)
+        model = resolve_model(self._manager.registry, TASK, request.model)
         call.model = model.name
         pipeline = self._pipeline(model)
         checked = to_request(request, pipeline)

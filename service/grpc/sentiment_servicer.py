@@ -10,7 +10,7 @@ from service.grpc.calls import Call, CallRunner
 from service.grpc.validation import TextLimits
 from service.metrics.registry import ServingMetrics
 from service.pipelines.sentiment import TASK, SentimentPrediction
-from service.repository.manager import ModelManager
+from service.registry.manager import ModelManager
 
 SERVICE_NAME = sentiment_pb2.DESCRIPTOR.services_by_name["Sentiment"].full_name
 

@@ -46,7 +46,7 @@ from service.grpc.v2 import servicer as v2_servicer
 from service.grpc.v2.servicer import InferenceServicer
 from service.grpc.validation import TextLimits
 from service.metrics.registry import ServingMetrics
-from service.repository.manager import ModelManager
+from service.registry.manager import ModelManager
 from service.security.auth import AuthInterceptor, Tokens
 from service.security.tls import server_credentials
 
@@ -131,7 +131,7 @@ async def start_server(
     )
     readiness = Readiness()
     add_task_servicers(server, manager, settings, metrics)
-    models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(manager.repository, metrics), server)
+    models_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(manager.registry, metrics), server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(manager, metrics), server)
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceServicer(manager, readiness, executor, metrics,

@@ -17,10 +17,10 @@ from service.grpc.calls import Call, CallRunner
 from service.grpc.translation_validation import validate_stream, validate_translate
 from service.grpc.validation import RequestError, TextLimits, resolve_model, validate_texts
 from service.metrics.registry import ServingMetrics
-from service.pipelines.timing import StageTimings
+from service.model.loaded_model import LoadedModel
+from service.model.timing import StageTimings
 from service.pipelines.translation import TASK, StreamPiece, Translation, TranslationPipeline, TranslationRequest
-from service.repository.manager import ModelManager
-from service.repository.repository import LoadedModel
+from service.registry.manager import ModelManager
 
 SERVICE_NAME = translation_pb2.DESCRIPTOR.services_by_name["Translation"].full_name
 DEFAULT_MAX_COST = Settings.max_translate_cost
@@ -71,7 +71,7 @@ class TranslationServicer(translation_pb2_grpc.TranslationServicer):
     ) -> translation_pb2.TranslateResponse:
         texts = list(request.texts)
         validate_texts(texts, self._limits)
-        model = resolve_model(self._manager.repository, TASK, request.model)
+        model = resolve_model(self._manager.registry, TASK, request.model)
         call.model = model.name
         pipeline = self._pipeline(model)
         options, source_tokens = validate_translate(request, self._limits, pipeline, self._max_cost)
@@ -99,7 +99,7 @@ class TranslationServicer(translation_pb2_grpc.TranslationServicer):
     async def _stream(
         self, request: translation_pb2.TranslateStreamRequest, call: Call, context: grpc.aio.ServicerContext
     ) -> None:
-        model = resolve_model(self._manager.repository, TASK, request.model)
+        model = resolve_model(self._manager.registry, TASK, request.model)
         call.model = model.name
         pipeline = self._pipeline(model)  # held for the whole stream: a hot swap does not change it midway
         validate_stream(request, self._limits, pipeline)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from service.repository.repository import LoadedModel, ModelNotFoundError, ModelRepository
+from service.model.loaded_model import LoadedModel
+from service.registry.registry import ModelNotFoundError, ModelRegistry
 
 # Model names are short; a longer one is refused before it is echoed into a NOT_FOUND message, which
 # travels in a response header that gRPC caps at a few kilobytes.
@@ -56,7 +57,7 @@ def validate_texts(texts: Sequence[str], limits: TextLimits) -> None:
             )
 
 
-def resolve_model(repository: ModelRepository, task: str, name: str) -> LoadedModel:
+def resolve_model(repository: ModelRegistry, task: str, name: str) -> LoadedModel:
     """The named model (or the task's default for an empty name), else NOT_FOUND."""
     if len(name) > MAX_MODEL_NAME_CHARS:
         raise RequestError(

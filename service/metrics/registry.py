@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
-from service.pipelines.timing import StageTimings
-from service.repository.manifest import sha256_file
-from service.repository.repository import LoadedModel
+from service.model.loaded_model import LoadedModel
+from service.model.manifest import sha256_file
+from service.model.timing import StageTimings
 
 # Request latency on this hardware runs from ~1 ms (validation errors) to seconds (64 long texts),
 # so the buckets start finer than prometheus-client's default 5 ms.

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.model.loaded_model import LoadedModel
+from service.model.timing import StageTimings
 from service.pipelines.crf_decoding import CRFParameters, bio_constraints, marginals, viterbi
 from service.pipelines.ner_features import SHAPE_ID, WordFeaturizer, word_shape
 from service.pipelines.ner_subwords import encode_words, prepare_tokenizer
 from service.pipelines.ner_words import WORD_PATTERN, Word, split_words
-from service.pipelines.timing import StageTimings
-from service.repository.repository import LoadedModel
 
 TASK = "ner"
 BIO_VITERBI = "bio-viterbi"  # the MiniLM decoder that only emits valid BIO sequences

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.model.loaded_model import LoadedModel
+from service.model.timing import StageTimings
 from service.pipelines.item_catalogue import CatalogueItem, ItemCatalogue
-from service.pipelines.timing import StageTimings
-from service.repository.repository import LoadedModel
 
 TASK = "recommendation"
 # A graph with a co-occurrence term (EASE over the whole history, beside SASRec over its last max_history

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.pipelines.timing import StageTimings
-from service.repository.repository import LoadedModel
+from service.model.loaded_model import LoadedModel
+from service.model.timing import StageTimings
 
 TASK = "sentiment"
 

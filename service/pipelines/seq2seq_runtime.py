@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from service.repository.repository import LoadedModel
+from service.model.loaded_model import LoadedModel
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from service.model.loaded_model import LoadedModel
+from service.model.timing import StageTimings
 from service.pipelines.beam_search import beam_search
 from service.pipelines.greedy import greedy_search, greedy_stream
 from service.pipelines.hypothesis import Hypothesis
 from service.pipelines.seq2seq_runtime import StepRunner
-from service.pipelines.timing import StageTimings
-from service.repository.repository import LoadedModel
 
 TASK = "translation"
 MAX_BEAM_SIZE = 16  # beyond this, quality stops improving and a request could take seconds per text

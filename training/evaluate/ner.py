@@ -29,9 +29,9 @@ from typing import Any
 from seqeval.metrics import classification_report
 from seqeval.metrics.sequence_labeling import get_entities
 
+from service.model.manifest import read_manifest, republish_manifest
 from service.pipelines.ner import Entity, NerPipeline
-from service.repository.manifest import read_manifest, republish_manifest
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 from training.data.ner import Tweet, load_splits
 
 BOOTSTRAP_SAMPLES = 2000

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from service.model.manifest import read_manifest, republish_manifest
 from service.pipelines.recommendation import RecommendationPipeline, RecommendationRequest
-from service.repository.manifest import read_manifest, republish_manifest
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 from training.data.movielens import Case, MovieLens, load_splits
 from training.evaluate.ranking import (
     NEGATIVE_SEED,

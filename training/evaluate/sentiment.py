@@ -14,9 +14,9 @@ import json
 import pathlib
 from typing import Any
 
+from service.model.manifest import read_manifest, write_manifest
 from service.pipelines.sentiment import SentimentPipeline
-from service.repository.manifest import read_manifest, write_manifest
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 from training.data.sentiment import DOMAINS, LABELS, Sentence, load_splits
 from training.metrics import accuracy, macro_f1, per_class_f1
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import sacrebleu
 
+from service.model.manifest import read_manifest, write_manifest
 from service.pipelines.translation import DecodeOptions, TranslationPipeline, TranslationRequest
-from service.repository.manifest import read_manifest, write_manifest
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 from training.data.translation import VersePair, load_splits
 
 SETTINGS = {"greedy": DecodeOptions(beam_size=1), "beam4": DecodeOptions(beam_size=4, length_penalty=0.6)}

@@ -22,9 +22,9 @@ import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from service.model.manifest import write_manifest
 from service.pipelines.ner import BIO_VITERBI
 from service.pipelines.ner_words import WORD_PATTERN
-from service.repository.manifest import write_manifest
 from training.configs import ner as cfg
 from training.data.ner import TAGS, Tweet
 from training.evaluate.ner import evaluate_version

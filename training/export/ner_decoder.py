@@ -17,8 +17,8 @@ import pathlib
 import shutil
 from typing import Any
 
+from service.model.manifest import read_manifest, republish_manifest
 from service.pipelines.ner import ARGMAX, BIO_VITERBI
-from service.repository.manifest import read_manifest, republish_manifest
 from training.data.ner import load_splits
 from training.evaluate.ner import evaluate_version
 

@@ -33,9 +33,9 @@ import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from service.model.manifest import Manifest, read_manifest, republish_manifest
 from service.pipelines.sentiment import SentimentPipeline
-from service.repository.manifest import Manifest, read_manifest, republish_manifest
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 from training.export.shared_weights import share_initializers
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import onnx
 from onnx import external_data_helper
 
-from service.repository.manifest import read_manifest, republish_manifest
+from service.model.manifest import read_manifest, republish_manifest
 
 SHARED_FILE = "shared_weights.bin"
 MIN_BYTES = 1024  # as onnx's own external-data threshold: smaller tensors are not worth an indirection

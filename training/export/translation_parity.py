@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 
 from service.pipelines.greedy import greedy_search
 from service.pipelines.seq2seq_runtime import StepRunner
-from service.repository.repository import load_version
+from service.runtime.version_loader import load_version
 from training.batching import pad_batch
 from training.decoding import source_ids
 from training.models.seq2seq_attention import Seq2SeqAttention

@@ -20,7 +20,7 @@ import onnx
 import torch
 from torch import nn
 
-from service.repository.manifest import write_manifest
+from service.model.manifest import write_manifest
 from training.export.onnx_export import OPSET, describe_io
 from training.export.shared_weights import share_initializers
 from training.export.translation_parity import GreedyDecode, check_parity

@@ -22,8 +22,8 @@ import numpy as np
 import onnxruntime as ort
 
 from service.grpc.v2.shapes import row_positions
-from service.pipelines.timing import StageTimings
-from service.repository.repository import LoadedModel
+from service.model.loaded_model import LoadedModel
+from service.model.timing import StageTimings
 
 
 @dataclass(frozen=True)

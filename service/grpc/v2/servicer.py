@@ -33,9 +33,9 @@ from service.grpc.v2.shapes import Dims, check_agreement, check_positions
 from service.grpc.v2.tensors import ORT_TYPES, decode_input, element_count, encode_output, v2_shape
 from service.grpc.validation import MAX_MODEL_NAME_CHARS, RequestError
 from service.metrics.registry import ServingMetrics
-from service.pipelines.timing import StageTimings
-from service.repository.manager import ModelManager
-from service.repository.repository import LoadedModel
+from service.model.loaded_model import LoadedModel
+from service.model.timing import StageTimings
+from service.registry.manager import ModelManager
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         max_positions: int,
     ) -> None:
         self._manager = manager
-        self._repository = manager.repository
+        self._repository = manager.registry
         self._readiness = readiness
         self._executor = executor
         self._metrics = metrics

@@ -6,29 +6,18 @@ adding its pipeline here and its servicer in service/grpc/server.py (add_task_se
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
 
+from service.model.loaded_model import LoadedModel
+from service.model.pipeline import Pipeline
 from service.pipelines.ner import TASK as NER_TASK
 from service.pipelines.ner import NerPipeline
 from service.pipelines.recommendation import TASK as RECOMMENDATION_TASK
 from service.pipelines.recommendation import RecommendationPipeline
 from service.pipelines.sentiment import TASK as SENTIMENT_TASK
 from service.pipelines.sentiment import SentimentPipeline
-from service.pipelines.timing import StageTimings
 from service.pipelines.translation import TASK as TRANSLATION_TASK
 from service.pipelines.translation import TranslationPipeline
-from service.repository.repository import LoadedModel
-
-
-class Pipeline(Protocol):
-    model: LoadedModel
-
-    # Items are texts, or task-specific requests carrying a text (translation: text + decoding options).
-    def __call__(self, texts: Sequence[Any], timings: StageTimings | None = None) -> list[Any]: ...
-
-    def estimate_tokens(self, text: Any) -> int: ...
-
 
 PipelineFactory = Callable[[LoadedModel], Pipeline]
 

@@ -14,8 +14,10 @@ import pathlib
 import time
 from dataclasses import dataclass
 
-from service.pipelines.registry import Pipeline, build_pipeline
-from service.repository.repository import LoadedModel, load_version
+from service.model.loaded_model import LoadedModel
+from service.model.pipeline import Pipeline
+from service.pipelines.factory import build_pipeline
+from service.runtime.version_loader import load_version
 
 log = logging.getLogger(__name__)
 

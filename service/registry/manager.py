@@ -27,25 +27,16 @@ from dataclasses import dataclass
 
 from service.batching.batcher import DynamicBatcher
 from service.metrics.registry import ServingMetrics
-from service.pipelines.registry import Pipeline
-from service.repository.loader import LoadError, ServableVersion, prepare_version
-from service.repository.model_config import ModelConfig
-from service.repository.repository import LoadedModel, LoadFailure, ModelRepository, choose_version, version_dirs
+from service.model.loaded_model import LoadedModel
+from service.model.model_config import ModelConfig
+from service.model.pipeline import Pipeline
+from service.model.version_policy import choose_version, version_dirs
+from service.registry.loader import LoadError, ServableVersion, prepare_version
+from service.registry.registry import LoadFailure, ModelRegistry
+from service.registry.repository import Signature, files_signature, model_names
 from service.runtime.threads import ThreadBudget
 
 log = logging.getLogger(__name__)
-
-Signature = tuple[tuple[str, int, int], ...]
-
-
-def files_signature(version_dir: pathlib.Path) -> Signature:
-    try:
-        return tuple(sorted(
-            (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in version_dir.iterdir() if p.is_file()
-        ))
-    except OSError:
-        return ()
-
 
 @dataclass(frozen=True)
 class VersionState:
@@ -68,7 +59,7 @@ class ModelManager:
         self.config = config
         self.budget = budget
         self.metrics = metrics
-        self.repository = ModelRepository(default_overrides={
+        self.registry = ModelRegistry(default_overrides={
             name: s.default_for_task for name, s in config.models.items() if s.default_for_task is not None
         })
         self.batchers: dict[str, DynamicBatcher] = {}
@@ -85,9 +76,7 @@ class ModelManager:
 
     # ---- lookups (event loop) ------------------------------------------------------------------
     def model_names_on_disk(self) -> list[str]:
-        if not self.model_dir.is_dir():
-            raise FileNotFoundError(f"model directory {self.model_dir} does not exist")
-        return sorted(p.name for p in self.model_dir.iterdir() if p.is_dir())
+        return model_names(self.model_dir)
 
     def batcher(self, name: str) -> DynamicBatcher | None:
         return self.batchers.get(name)
@@ -126,10 +115,10 @@ class ModelManager:
                 continue
             chosen = choose_version(self.model_dir / name, self._pins.get(name, ""))
             if chosen is None:
-                if name not in self.repository.models:  # a serving one was warned about just above
+                if name not in self.registry.models:  # a serving one was warned about just above
                     log.warning("model %s: no version folder to load in %s", name, self.model_dir / name)
                 continue
-            serving = self.repository.models.get(name)
+            serving = self.registry.models.get(name)
             if serving is not None and serving.version == chosen.name:
                 continue
             known = self._failed.get((name, chosen.name))
@@ -150,7 +139,7 @@ class ModelManager:
 
     def _notice_deleted_folders(self) -> None:
         """Warn once per serving version whose folder has disappeared (and note when it comes back)."""
-        serving = dict(sorted(self.repository.models.items()))
+        serving = dict(sorted(self.registry.models.items()))
         self._folder_gone &= {(name, model.version) for name, model in serving.items()}  # gone: replaced
         for name, model in serving.items():
             key, folder = (name, model.version), model.manifest.directory
@@ -186,7 +175,7 @@ class ModelManager:
         chosen = choose_version(self.model_dir / name, self._pins.get(name, ""))
         if chosen is None:
             raise LookupError(f"model {name!r} has no version {version or '(any)'} in the repository")
-        serving = self.repository.models.get(name)
+        serving = self.registry.models.get(name)
         if serving is not None and serving.version == chosen.name:
             return serving
         return await self._load(name, chosen)
@@ -205,7 +194,7 @@ class ModelManager:
                 log.error("refusing model %s version %s: %s", name, version_dir.name, reason)
                 self.metrics.record_load_failure(name)
                 self.metrics.loads.labels(name, "failed").inc()
-                self.repository.record_failure(LoadFailure(name, version_dir.name, reason))
+                self.registry.record_failure(LoadFailure(name, version_dir.name, reason))
                 self._failed[(name, version_dir.name)] = (signature, reason)
                 raise LoadError(reason) from None
             self._swap_in(prepared)
@@ -214,7 +203,7 @@ class ModelManager:
 
     def _swap_in(self, prepared: ServableVersion) -> None:
         model = prepared.model
-        old = self.repository.models.get(model.name)
+        old = self.registry.models.get(model.name)
         if prepared.pipeline is not None:
             batcher = self.batchers.get(model.name)
             if batcher is None:
@@ -226,8 +215,8 @@ class ModelManager:
                 self.batchers[model.name] = batcher
             else:
                 batcher.pipeline = prepared.pipeline
-        self.repository.models[model.name] = model
-        self.repository.loaded_at[model.name] = time.time()
+        self.registry.models[model.name] = model
+        self.registry.loaded_at[model.name] = time.time()
         self.metrics.loads.labels(model.name, "loaded").inc()
         self.metrics.load_duration.labels(model.name).observe(prepared.load_seconds)
         if old is not None:
@@ -242,11 +231,11 @@ class ModelManager:
 
     async def unload(self, name: str) -> LoadedModel:
         async with self._lock:
-            model = self.repository.models.pop(name, None)
+            model = self.registry.models.pop(name, None)
             if model is None:
                 raise LookupError(f"model {name!r} is not loaded")
             self._unloaded.add(name)
-            self.repository.loaded_at.pop(name, None)
+            self.registry.loaded_at.pop(name, None)
             self.metrics.record_unloaded_model(model)
             batcher = self.batchers.pop(name, None)
             graph_batchers = [self.graph_batchers.pop(key) for key in list(self.graph_batchers) if key[0] == name]
@@ -258,11 +247,11 @@ class ModelManager:
 
     def list_versions(self, name: str = "") -> list[VersionState]:
         """Every version on disk, and a serving version whose folder was deleted (SERVING, with why)."""
-        names = [name] if name else sorted({*self.model_names_on_disk(), *self.repository.models})
+        names = [name] if name else sorted({*self.model_names_on_disk(), *self.registry.models})
         states = []
         for model_name in names:
             root = self.model_dir / model_name
-            serving = self.repository.models.get(model_name)
+            serving = self.registry.models.get(model_name)
             if not root.is_dir() and serving is None:
                 raise LookupError(f"model {model_name!r} is not in the repository")
             on_disk = version_dirs(root) if root.is_dir() else []
