@@ -17,6 +17,7 @@ from exported_models import SENTIMENT, copy_as_version
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from seqserve.v1 import models_pb2, models_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
+from waiting import wait_until
 
 from service.model.manifest import read_manifest, write_manifest
 
@@ -55,10 +56,8 @@ def test_a_stop_signal_flips_health_lets_in_flight_calls_finish_and_exits_0(star
         calls = [pool.submit(analyze, request, timeout=60) for _ in range(4)]
         # Signal only once every call has reached its handler: a call still on the wire when the
         # server stops is refused, not "in flight". This also shows the in-flight gauge at work.
-        deadline = time.monotonic() + 30
-        while metric_value(server, "seqserve_requests_in_flight", method="Analyze") < len(calls):
-            assert time.monotonic() < deadline, "the calls did not all get in flight"
-            time.sleep(0.01)
+        wait_until(lambda: metric_value(server, "seqserve_requests_in_flight", method="Analyze") >= len(calls),
+                   timeout=30, what="the 4 calls to be in flight")
 
         server.process.send_signal(stop_signal)
         # Watchers hear NOT_SERVING before the calls in flight have finished.

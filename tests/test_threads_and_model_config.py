@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 
 import pytest
 
+from service.config import Settings
 from service.model.model_config import BatchConfig, ModelConfigError, load_model_config
 from service.runtime.threads import affinity_cpus, cgroup_cpu_quota, thread_budget
 
@@ -60,3 +62,26 @@ def test_a_bad_model_config_is_refused(tmp_path: pathlib.Path, models: dict) -> 
     path.write_text(json.dumps({"models": models}))
     with pytest.raises(ModelConfigError):
         load_model_config(path, BatchConfig())
+
+
+@pytest.mark.parametrize("field", dataclasses.fields(BatchConfig), ids=lambda field: field.name)
+def test_every_batching_setting_is_a_server_flag_and_can_be_set_per_model(
+        tmp_path: pathlib.Path, field: dataclasses.Field) -> None:
+    # Derived from the dataclass: a new batching field without its server setting (same name and
+    # default), or that the model config cannot set, fails here.
+    settings = {f.name: f for f in dataclasses.fields(Settings)}
+    assert field.name in settings, f"BatchConfig.{field.name} has no server setting of that name"
+    assert settings[field.name].default == field.default
+    chosen = "fixed" if field.name == "queue_delay_policy" else field.default * 2
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps({"models": {"a": {field.name: chosen}}}))
+    config = load_model_config(path, BatchConfig())
+    assert config.for_model("a").batching == dataclasses.replace(BatchConfig(), **{field.name: chosen})
+    assert config.for_model("b").batching == BatchConfig()
+
+
+def test_the_server_hands_every_batching_setting_to_the_model_config() -> None:
+    # service/__main__.py builds the BatchConfig from the settings field by field; each must reach it.
+    source = (pathlib.Path(__file__).resolve().parents[1] / "service" / "__main__.py").read_text("utf-8")
+    for field in dataclasses.fields(BatchConfig):
+        assert f"{field.name}=settings.{field.name}" in source, f"__main__ does not pass {field.name}"
