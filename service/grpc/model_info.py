@@ -10,6 +10,7 @@ from typing import Any
 from seqserve.v1 import models_pb2
 
 from service.model.loaded_model import LoadedModel
+from service.model.manifest_schema import TensorSpec
 from service.registry.registry import LoadFailure
 
 
@@ -29,12 +30,8 @@ def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, f
     return flat
 
 
-def tensor_spec(spec: Mapping[str, Any]) -> models_pb2.TensorSpec:
-    return models_pb2.TensorSpec(
-        name=str(spec.get("name", "")),
-        dtype=str(spec.get("dtype", "")),
-        shape=[str(dim) for dim in spec.get("shape", [])],
-    )
+def tensor_spec(spec: TensorSpec) -> models_pb2.TensorSpec:
+    return models_pb2.TensorSpec(name=spec.name, dtype=spec.dtype, shape=[str(dim) for dim in spec.shape])
 
 
 def data_sha256(data: Mapping[str, Any]) -> str:
@@ -58,19 +55,19 @@ def model_info(
     loaded_unix_time: float = 0.0,
 ) -> models_pb2.ModelInfo:
     data = model.manifest.data
-    onnx = data.get("onnx") or {}
+    onnx = model.manifest.spec.onnx
     return models_pb2.ModelInfo(
         name=model.name,
         version=model.version,
         task=model.task,
         is_default=is_default,
-        opset=int(onnx.get("opset", 0)),
-        inputs=[tensor_spec(spec) for spec in onnx.get("inputs", [])],
-        outputs=[tensor_spec(spec) for spec in onnx.get("outputs", [])],
+        opset=onnx.opset or 0,
+        inputs=[tensor_spec(spec) for spec in onnx.inputs],
+        outputs=[tensor_spec(spec) for spec in onnx.outputs],
         labels=model.manifest.labels,
         file_sha256=model.manifest.files,
         metrics=flatten_metrics(model.manifest.metrics),
-        data_sha256=data_sha256(data.get("data") or {}),
+        data_sha256=data_sha256(model.manifest.spec.data),
         manifest_json=json.dumps(data, sort_keys=True),
         load_failures=[load_failure(f) for f in failures],
         loaded_unix_time=loaded_unix_time,

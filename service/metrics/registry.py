@@ -103,7 +103,7 @@ class ServingMetrics:
     def record_loaded_model(self, model: LoadedModel) -> None:
         # The hash of the graph actually loaded (verified against the manifest at load), so a
         # dashboard can tell two deployments of "version 1" apart if they ever differ.
-        onnx_file = model.manifest.data["onnx"].get("file", "model.onnx")
+        onnx_file = model.manifest.spec.onnx.file
         sha256 = model.manifest.files.get(onnx_file) or sha256_file(model.manifest.path(onnx_file))
         self.model_info.labels(model.name, model.version, model.task, sha256).set(1)
 

@@ -46,37 +46,33 @@ class Manifest:
 
     @property
     def name(self) -> str:
-        return str(self.data["name"])
+        return self.spec.name
 
     @property
     def version(self) -> str:
-        return str(self.data["version"])
+        return self.spec.version
 
     @property
     def task(self) -> str:
-        return str(self.data["task"])
+        return self.spec.task
 
     @property
     def files(self) -> dict[str, str]:
-        return dict(self.data["files"])
+        return dict(self.spec.files)
 
     @property
     def labels(self) -> list[str]:
-        return list(self.data.get("labels", []))
-
-    @property
-    def limits(self) -> dict[str, int]:
-        return dict(self.data.get("limits", {}))
+        return list(self.spec.labels)
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return dict(self.data.get("metrics", {}))
+        return dict(self.spec.metrics)
 
     @property
     def dynamically_quantized(self) -> bool:
         """True for an int8 variant made by quantize_dynamic: its activation scales are computed per run
         over the whole batch tensor, so the pipelines run it one request per run."""
-        return "quantize_dynamic" in str(self.data.get("quantization", {}).get("method", ""))
+        return self.spec.quantization is not None and "quantize_dynamic" in self.spec.quantization.method
 
     def path(self, file_name: str) -> pathlib.Path:
         return self.directory / file_name

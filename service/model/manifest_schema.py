@@ -121,7 +121,9 @@ class DecodingSection(_Section):
 class NerSection(_Section):
     tagger: Literal["minilm", "bilstm-crf"] = Field(description="Which tagger pipeline runs the graph.")
     word_pattern: str = Field(description="The regex (the `regex` module's syntax) that splits text into words.")
-    decoder: str = Field(description="How tags are decoded from the graph's scores.")
+    decoder: str = Field("argmax at first subwords", description="How tags are decoded from the graph's "
+                         "scores: minilm: 'bio-viterbi' or 'argmax at first subwords'; bilstm-crf: a record.")
+    shape_features: bool = Field(False, description="minilm: the graph also takes word-shape ids (shape_ids).")
     vocab: str | None = Field(None, description="bilstm-crf: the word and character vocabulary file.")
     crf: str | None = Field(None, description="bilstm-crf: the CRF transition parameters file.")
     max_word_chars: int | None = Field(None, ge=1, description="bilstm-crf: characters per word kept.")

@@ -84,14 +84,16 @@ class NerPipeline:
     def __init__(self, model: LoadedModel) -> None:
         if model.task != TASK:
             raise ValueError(f"model {model.name} is not an NER model")
-        settings = model.manifest.data["ner"]
-        if settings.get("word_pattern") != WORD_PATTERN:
+        settings = model.manifest.spec.ner
+        if settings is None:
+            raise ValueError(f"model {model.name} has no ner section")
+        if settings.word_pattern != WORD_PATTERN:
             # The tagger learned on words cut by one pattern; another would hand it unseen units.
             raise ValueError(f"model {model.name} was trained on other word boundaries than this server's")
         self.model = model
         self.labels = model.manifest.labels
-        self.tagger = str(settings["tagger"])
-        self.max_words = int(model.manifest.limits.get("max_words", 128))
+        self.tagger = settings.tagger
+        self.max_words = model.manifest.spec.limits.max_words or 128
         # A dynamically quantized graph scales its activations per run over the whole batch tensor
         # (padding included), so batch-mates would change a tweet's tags and confidences (dev tweets,
         # alone vs batches of 32: 16 of 5,134 words for the MiniLM, 2 for the BiLSTM-CRF). Such a graph
@@ -100,16 +102,19 @@ class NerPipeline:
         # BiLSTM-CRF int8 1.16 ms alone vs 1.36 batched).
         self.one_text_per_run = model.manifest.dynamically_quantized
         if self.tagger == "bilstm-crf":
-            vocab = _read_json(model, settings["vocab"])
-            self.featurizer = WordFeaturizer(vocab["words"], vocab["chars"], int(settings["max_word_chars"]))
-            self.crf = CRFParameters.from_json(_read_json(model, settings["crf"]))
+            if settings.vocab is None or settings.crf is None or settings.max_word_chars is None:
+                raise ValueError(f"model {model.name}: a bilstm-crf tagger needs ner.vocab, ner.crf and "
+                                 "ner.max_word_chars")
+            vocab = _read_json(model, settings.vocab)
+            self.featurizer = WordFeaturizer(vocab["words"], vocab["chars"], settings.max_word_chars)
+            self.crf = CRFParameters.from_json(_read_json(model, settings.crf))
         elif self.tagger == "minilm":
             if model.tokenizer is None:
                 raise ValueError(f"model {model.name} has no tokenizer")
             self.tokenizer = prepare_tokenizer(model.tokenizer)
-            self.max_subwords = int(model.manifest.limits.get("max_subwords", 256))
-            self.shape_features = bool(settings.get("shape_features", False))
-            decoder = settings.get("decoder", ARGMAX)
+            self.max_subwords = model.manifest.spec.limits.max_subwords or 256
+            self.shape_features = settings.shape_features
+            decoder = settings.decoder
             if decoder not in (ARGMAX, BIO_VITERBI):
                 raise ValueError(f"model {model.name}: unknown decoder {decoder!r}")
             self.bio = bio_constraints(self.labels) if decoder == BIO_VITERBI else None

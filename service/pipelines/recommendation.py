@@ -60,12 +60,14 @@ class RecommendationPipeline:
         if model.task != TASK:
             raise ValueError(f"model {model.name} is not a recommendation model")
         self.model = model
-        files = model.manifest.data["catalogue"]
-        self.catalogue = ItemCatalogue.from_files(model.manifest.path(files["items"]),
-                                                  model.manifest.path(files["popularity"]))
-        limits = model.manifest.limits
-        self.max_history = int(limits["max_history"])
-        self.max_k = int(limits["max_k"])
+        catalogue, limits = model.manifest.spec.catalogue, model.manifest.spec.limits
+        if catalogue is None or catalogue.popularity is None or limits.max_history is None or limits.max_k is None:
+            raise ValueError(f"model {model.name}: a recommendation manifest needs catalogue.items, "
+                             "catalogue.popularity, limits.max_history and limits.max_k")
+        self.catalogue = ItemCatalogue.from_files(model.manifest.path(catalogue.items),
+                                                  model.manifest.path(catalogue.popularity))
+        self.max_history = limits.max_history
+        self.max_k = limits.max_k
         # A dynamically quantized graph scales its activations per run over the whole batch tensor, so
         # batch-mates would change a user's list (dev histories, sasrec-ml1m-int8 v1, alone vs batches
         # of 32: 1,291 of 2,014 top-10 lists differed, scores by up to 0.40). Such a graph scores one

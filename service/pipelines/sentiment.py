@@ -38,10 +38,12 @@ class SentimentPipeline:
             raise ValueError(f"model {model.name} is not a sentiment model with a tokenizer")
         self.model = model
         self.labels = model.manifest.labels
-        self.max_tokens = int(model.manifest.limits.get("max_tokens", 256))
-        self.pad_id = int(model.manifest.data["special_tokens"]["pad_id"])
-        self.unk_id = int(model.manifest.data["special_tokens"]["unk_id"])
-        self.unk_token = str(model.manifest.data["special_tokens"]["unk"])
+        special = model.manifest.spec.special_tokens
+        if special is None:
+            raise ValueError(f"model {model.name} has no special_tokens section")
+        self.max_tokens = model.manifest.spec.limits.max_tokens or 256
+        self.pad_id, self.unk_id = special.pad_id, special.unk_id
+        self.unk_token = special.unk if special.unk is not None else model.tokenizer.id_to_token(special.unk_id) or ""
         # A dynamically quantized graph quantizes activations with one scale per run over the whole batch
         # tensor, so batch-mates would move a text's answer (sentiment-bigru-int8 on the 2,370 dev texts,
         # alone vs batches of 32: 1 label changed, probabilities by up to 0.0024). Such a graph runs one

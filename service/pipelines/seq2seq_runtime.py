@@ -10,11 +10,11 @@ initial value from an encoder output or zeros). Greedy, beam search and streamin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from service.model.loaded_model import LoadedModel
+from service.model.manifest_schema import FromEncoderOutput, Zeros
 
 
 @dataclass(frozen=True)
@@ -45,14 +45,16 @@ class DecoderState:
 
 class StepRunner:
     def __init__(self, model: LoadedModel) -> None:
-        decoding: dict[str, Any] = model.manifest.data["decoding"]
-        self.encoder = model.sessions[decoding["encoder"]]
-        self.decoder = model.sessions[decoding["decoder"]]
-        self.memory_names: list[str] = list(decoding["memory"])
-        self.state_names: dict[str, str] = dict(decoding["state"])  # past_x -> present_x
-        self.initial_state: dict[str, dict[str, Any]] = dict(decoding["initial_state"])
-        self.bos_id, self.eos_id = int(decoding["bos_id"]), int(decoding["eos_id"])
-        self.pad_id = int(decoding["pad_id"])
+        decoding = model.manifest.spec.decoding
+        if decoding is None:
+            raise ValueError(f"model {model.name} has no decoding section")
+        self.encoder = model.sessions[decoding.encoder]
+        self.decoder = model.sessions[decoding.decoder]
+        self.memory_names: list[str] = list(decoding.memory)
+        self.state_names: dict[str, str] = dict(decoding.state)  # past_x -> present_x
+        self.initial_state: dict[str, FromEncoderOutput | Zeros] = dict(decoding.initial_state)
+        self.bos_id, self.eos_id = decoding.bos_id, decoding.eos_id
+        self.pad_id = decoding.pad_id
         self.encoder_outputs = [o.name for o in self.encoder.get_outputs()]
         self.step_outputs = ["log_probs", "cross_attention", *self.state_names.values()]
         missing = set(self.memory_names) - set(self.encoder_outputs)
@@ -65,11 +67,11 @@ class StepRunner:
         batch, src_len = src_ids.shape
         state = {}
         for past_name, init in self.initial_state.items():
-            if "encoder_output" in init:
-                state[past_name] = outputs[init["encoder_output"]]
+            if isinstance(init, FromEncoderOutput):
+                state[past_name] = outputs[init.encoder_output]
             else:  # zeros of a shape whose symbolic dims are the batch or source length
                 sizes = {"batch": batch, "src_len": src_len}
-                shape = [sizes[d] if isinstance(d, str) else int(d) for d in init["zeros"]]
+                shape = [sizes[d] if isinstance(d, str) else int(d) for d in init.zeros]
                 state[past_name] = np.zeros(shape, dtype=np.float32)
         return DecoderState(src_mask, {name: outputs[name] for name in self.memory_names}, state)
 

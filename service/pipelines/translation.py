@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -137,14 +136,15 @@ class TranslationPipeline:
         self.model = model
         self.tokenizer = model.tokenizer
         self.runner = StepRunner(model)
-        decoding: dict[str, Any] = model.manifest.data["decoding"]
-        self.max_source_tokens = int(decoding["max_source_tokens"])
-        self.max_target_tokens = int(decoding["max_target_tokens"])
-        self.output_ratio = float(decoding.get("max_output_ratio", 1.5))
-        self.output_extra = int(decoding.get("max_output_extra", 10))
-        defaults = dict(decoding.get("defaults") or {})
-        self.defaults = DecodeOptions(beam_size=int(defaults.get("beam_size", 1)),
-                                      length_penalty=float(defaults.get("length_penalty", 0.6)))
+        decoding = model.manifest.spec.decoding
+        if decoding is None:
+            raise ValueError(f"model {model.name} has no decoding section")
+        self.max_source_tokens = decoding.max_source_tokens
+        self.max_target_tokens = decoding.max_target_tokens
+        self.output_ratio = decoding.max_output_ratio
+        self.output_extra = decoding.max_output_extra
+        self.defaults = DecodeOptions(beam_size=decoding.defaults.beam_size,
+                                      length_penalty=decoding.defaults.length_penalty)
         # Measured on transformer-int8, 300 dev verses, greedy: 88 translations changed between decoding
         # each alone and in batches of 32 (docs/serving.md).
         self.one_text_per_run = model.manifest.dynamically_quantized

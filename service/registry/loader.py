@@ -34,7 +34,7 @@ class ServableVersion:
 
 
 def warm_up(model: LoadedModel, pipeline: Pipeline | None) -> None:
-    samples = model.manifest.data.get("sample_inputs") or []
+    samples = model.manifest.spec.sample_inputs
     if pipeline is None or not samples:
         log.info("model %s version %s: no sample_inputs or no pipeline; not warmed up", model.name, model.version)
         return

@@ -44,7 +44,7 @@ class ModelRegistry:
 
     def default_name(self, task: str) -> str:
         candidates = sorted(
-            (not self.default_overrides.get(m.name, bool(m.manifest.data.get("default_for_task", False))), m.name)
+            (not self.default_overrides.get(m.name, m.manifest.spec.default_for_task), m.name)
             for m in list(self.models.values())
             if m.task == task
         )

@@ -18,20 +18,19 @@ def load_version(
 ) -> LoadedModel:
     manifest = read_manifest(version_dir)
     verify_checksums(manifest)
-    onnx_file = manifest.data["onnx"].get("file", "model.onnx")
+    onnx_file = manifest.spec.onnx.file
     session = create_session(
         manifest.path(onnx_file), intra_op_threads=intra_op_threads, allow_spinning=allow_spinning
     )
     sessions = {onnx_file: session}
     # Further graphs: those the manifest lists, and a translation model's encoder/decoder-step pair.
-    decoding = manifest.data.get("decoding") or {}
-    graph_files = [*manifest.data["onnx"].get("graphs", {}),
-                   *(decoding[key] for key in ("encoder", "decoder") if key in decoding)]
+    decoding = manifest.spec.decoding
+    graph_files = [*manifest.spec.onnx.graphs, *((decoding.encoder, decoding.decoder) if decoding else ())]
     for graph_file in graph_files:
         if graph_file not in sessions:
             sessions[graph_file] = create_session(
                 manifest.path(graph_file), intra_op_threads=intra_op_threads, allow_spinning=allow_spinning
             )
-    tokenizer_file = manifest.data.get("tokenizer")
+    tokenizer_file = manifest.spec.tokenizer
     tokenizer = Tokenizer.from_file(str(manifest.path(tokenizer_file))) if tokenizer_file else None
     return LoadedModel(manifest=manifest, session=session, tokenizer=tokenizer, sessions=sessions)

@@ -17,7 +17,6 @@ import pathlib
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
 
 import grpc
 import numpy as np
@@ -34,6 +33,7 @@ from service.grpc.v2.tensors import ORT_TYPES, decode_input, element_count, enco
 from service.grpc.validation import MAX_MODEL_NAME_CHARS, RequestError
 from service.metrics.registry import ServingMetrics
 from service.model.loaded_model import LoadedModel
+from service.model.manifest_schema import TensorSpec, Zeros
 from service.model.timing import StageTimings
 from service.registry.manager import ModelManager
 
@@ -66,7 +66,7 @@ class Graph:
 
 def graph_names(model: LoadedModel) -> dict[str, str]:
     """V2 name -> graph file: the main graph under the model's name, the others as `<model>.<stem>`."""
-    main = str((model.manifest.data.get("onnx") or {}).get("file", "model.onnx"))
+    main = model.manifest.spec.onnx.file
     names = {model.name: main}
     for file, session in model.sessions.items():
         if session is not model.session:
@@ -78,28 +78,27 @@ def empty_cache_axes(graph: Graph) -> dict[str, frozenset[int]]:
     """Input -> the axes its decoder contract starts at length 0 (manifest decoding.initial_state:
     `{"zeros": ["batch", 4, 0, 64]}` is an empty key/value cache). Every other empty tensor is refused:
     onnxruntime aborts the process on some (the GRU kernels)."""
-    decoding = graph.model.manifest.data.get("decoding") or {}
-    if graph.file != decoding.get("decoder"):
+    decoding = graph.model.manifest.spec.decoding
+    if decoding is None or graph.file != decoding.decoder:
         return {}
-    axes = {}
-    for name, spec in (decoding.get("initial_state") or {}).items():
-        zeros = spec.get("zeros") if isinstance(spec, dict) else None
-        if isinstance(zeros, list):
-            axes[name] = frozenset(axis for axis, d in enumerate(zeros) if d == 0)
-    return axes
+    return {name: frozenset(axis for axis, d in enumerate(spec.zeros) if d == 0)
+            for name, spec in decoding.initial_state.items() if isinstance(spec, Zeros)}
 
 
-def manifest_specs(graph: Graph, kind: str) -> list[dict[str, Any]]:
+def manifest_specs(graph: Graph, kind: str) -> list[TensorSpec]:
     """The manifest's specs of the graph's "inputs" or "outputs" (per graph, or the main graph's), or []."""
-    onnx_spec = graph.model.manifest.data.get("onnx") or {}
-    per_graph = (onnx_spec.get("graphs") or {}).get(graph.file)
-    specs = per_graph.get(kind) if per_graph else (onnx_spec.get(kind) if graph.is_main else None)
-    return [s for s in specs or [] if isinstance(s, dict) and "name" in s]
+    onnx_spec = graph.model.manifest.spec.onnx
+    per_graph = onnx_spec.graphs.get(graph.file)
+    if per_graph is not None:
+        return list(per_graph.inputs if kind == "inputs" else per_graph.outputs)
+    if graph.is_main:
+        return list(onnx_spec.inputs if kind == "inputs" else onnx_spec.outputs)
+    return []
 
 
 def input_namings(graph: Graph) -> dict[str, list[Dims]]:
     """Input -> its dims as the manifest names them (if it does) and as the graph itself does."""
-    recorded = {str(s["name"]): s.get("shape") or [] for s in manifest_specs(graph, "inputs")}
+    recorded = {s.name: list(s.shape) for s in manifest_specs(graph, "inputs")}
     return {arg.name: ([recorded[arg.name]] if arg.name in recorded else []) + [list(arg.shape)]
             for arg in graph.session.get_inputs()}
 
@@ -115,8 +114,8 @@ def tensor_metadata(graph: Graph, kind: str) -> list[pb.ModelMetadataResponse.Te
     if specs:
         return [
             pb.ModelMetadataResponse.TensorMetadata(
-                name=str(s["name"]), datatype=ORT_TYPES.get(f"tensor({_ORT_NAMES.get(s['dtype'], s['dtype'])})", ""),
-                shape=v2_shape(s.get("shape", [])),
+                name=s.name, datatype=ORT_TYPES.get(f"tensor({_ORT_NAMES.get(s.dtype, s.dtype)})", ""),
+                shape=v2_shape(s.shape),
             )
             for s in specs
         ]
