@@ -16,7 +16,7 @@ from service.config import Settings, configure_logging, parse_settings
 from service.grpc.server import ServeError, start_server, stop_server, stop_signal_future
 from service.metrics.http import start_metrics_server
 from service.metrics.registry import ServingMetrics
-from service.model.model_config import BatchConfig, ModelConfigError, load_model_config
+from service.model.model_config import ModelConfigError, load_model_config
 from service.registry.manager import ModelManager
 from service.runtime.threads import thread_budget
 from service.security.auth import TokenFileError, Tokens, read_token
@@ -48,11 +48,7 @@ async def run(settings: Settings, metrics: ServingMetrics, executor: ThreadPoolE
     stop_signal = stop_signal_future()
     try:
         tokens = Tokens(admin=read_token(settings.admin_token_file), api=read_token(settings.api_token_file))
-        config = load_model_config(settings.model_config, BatchConfig(
-            max_batch_size=settings.max_batch_size, max_queue_delay_ms=settings.max_queue_delay_ms,
-            queue_delay_policy=settings.queue_delay_policy,
-            max_queue_texts=settings.max_queue_texts, batch_token_budget=settings.batch_token_budget,
-        ))
+        config = load_model_config(settings.model_config, settings.batch_config())
     except (TokenFileError, ModelConfigError) as exc:
         raise CannotServe(str(exc)) from None
     budget = thread_budget(settings.threads, settings.inference_workers)

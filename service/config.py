@@ -11,13 +11,14 @@ import logging
 import os
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
-from service.model.model_config import QUEUE_DELAY_POLICIES
+from service.model.model_config import QUEUE_DELAY_POLICIES, BatchConfig
 
 MIB = 1 << 20
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
+_BATCH = BatchConfig()
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,13 @@ class Settings:
     log_format: str = "text"  # "json": one JSON object per line, with the request id
     model_config: pathlib.Path | None = None  # JSON: per-model version pins and batching
     poll_seconds: float = 0.0  # repository polling interval; 0 = off
-    max_batch_size: int = 32  # texts per batch (default for every model)
-    max_queue_delay_ms: float = 5.0
-    queue_delay_policy: str = "adaptive"  # or "fixed": always wait max_queue_delay_ms for company
-    max_queue_texts: int = 1024  # texts waiting per model before RESOURCE_EXHAUSTED
-    batch_token_budget: int = 8192  # texts x padded length of one batch
+    # The server-wide batching defaults: BatchConfig's fields (service/model/model_config.py documents them),
+    # with its defaults; a model config file can override each per model.
+    max_batch_size: int = _BATCH.max_batch_size
+    max_queue_delay_ms: float = _BATCH.max_queue_delay_ms
+    queue_delay_policy: str = _BATCH.queue_delay_policy
+    max_queue_texts: int = _BATCH.max_queue_texts
+    batch_token_budget: int = _BATCH.batch_token_budget
     # Translate: texts x beam size x output tokens per call (64 texts x the default beam 4 x 256 tokens)
     max_translate_cost: int = 65536
     drain_seconds: float = 0.0  # on SIGTERM: NOT_SERVING but still answering for this long
@@ -50,6 +53,10 @@ class Settings:
     tls_client_ca: pathlib.Path | None = None  # set: clients must present a certificate it signed
     admin_token_file: pathlib.Path | None = None
     api_token_file: pathlib.Path | None = None  # set: every call but health needs a token
+
+    def batch_config(self) -> BatchConfig:
+        """The server-wide batch settings: every BatchConfig field from the setting of the same name."""
+        return BatchConfig(**{f.name: getattr(self, f.name) for f in fields(BatchConfig)})
 
 
 def _bounded_int(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
