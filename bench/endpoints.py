@@ -124,7 +124,7 @@ def translation_endpoint(exported: pathlib.Path, texts: Sequence[str]) -> Endpoi
     try:
         from seqserve.v1 import translation_pb2
 
-        from service.grpc.translation_servicer import decode_options
+        from service.grpc.translation_validation import decode_options
         from service.pipelines.translation import TranslationRequest
     except ImportError:
         return None
