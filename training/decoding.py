@@ -14,7 +14,9 @@ import torch
 from tokenizers import Tokenizer
 
 from training.batching import pad_batch
+from training.models.seq2seq_attention import Seq2SeqAttention
 from training.models.transformer import Transformer
+from training.token_ids import special_id
 from training.tokenizer import EOS
 
 
@@ -51,24 +53,25 @@ def greedy_decode(model: Transformer, src_ids: torch.Tensor, src_mask: torch.Ten
 
 def source_ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
     """Source side as the model saw it in training: subword ids then [EOS]."""
-    eos = tokenizer.token_to_id(EOS)
+    eos = special_id(tokenizer, EOS)
     return [[*enc.ids, eos] for enc in tokenizer.encode_batch(texts, add_special_tokens=False)]
 
 
-def translate(model: torch.nn.Module, tokenizer: Tokenizer, texts: list[str], batch_size: int = 50,
+def translate(model: Transformer | Seq2SeqAttention, tokenizer: Tokenizer, texts: list[str], batch_size: int = 50,
               decode: Callable[[Any, torch.Tensor, torch.Tensor], list[list[int]]] | None = None) -> list[str]:
     """Greedy translations in input order; batches hold similar source lengths, so little padding.
 
     `decode` is the model's batched greedy decoder (default: the Transformer's, above).
     """
-    decode = decode or greedy_decode
+    # Declared, not inferred from the default, so the one call below accepts either model.
+    run: Callable[[Any, torch.Tensor, torch.Tensor], list[list[int]]] = decode or greedy_decode
     encoded = source_ids(tokenizer, texts)
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
     outputs: list[str] = [""] * len(texts)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         ids, mask = pad_batch([encoded[i] for i in rows], model.config.pad_id)
-        decoded = tokenizer.decode_batch(decode(model, ids, mask), skip_special_tokens=True)
+        decoded = tokenizer.decode_batch(run(model, ids, mask), skip_special_tokens=True)
         for row, text in zip(rows, decoded, strict=True):
             outputs[row] = text
     return outputs

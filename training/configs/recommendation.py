@@ -1,5 +1,7 @@
 """SASRec on MovieLens-1M: plain data, edited here, recorded in the manifest."""
 
+from typing import Any
+
 from training.configs.checkpoints import checkpoint_dir
 from training.loop import LoopConfig
 
@@ -28,7 +30,8 @@ EVAL_BATCH_SIZE = 256
 # version 3's SASRec by `python -m training.evaluate.cooccurrence_grid`: the best full NDCG@10 among
 # settings whose sampled HR@10 is not below SASRec's alone (docs/recommendation.md): SASRec alone 0.1986
 # full NDCG@10 / 0.8545 sampled HR@10, with this term 0.2099 / 0.8690. None = SASRec alone.
-COOCCURRENCE = {"l2": 1000.0, "rank": 256, "weight": 3.0}
+# (keyword arguments of CooccurrenceConfig: ints and floats, so Any.)
+COOCCURRENCE: dict[str, Any] | None = {"l2": 1000.0, "rank": 256, "weight": 3.0}
 # Version 3 is two phases, both run by `python -m training.train_recommendation`. 1: LOOP below, a
 # constant rate for 22 epochs (the version 3 run was stopped there by hand; its best dev epoch was 21).
 # 2: FINAL_PHASE, from phase 1's best weights with a fresh optimizer, the rate decaying linearly to 0

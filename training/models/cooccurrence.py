@@ -78,6 +78,11 @@ class CooccurrenceScores(nn.Module):
     (column j = item j + 1). The factors are stored in float16 (half the file; the computation is
     float32), the weight folded into the item factors."""
 
+    # Registered as buffers in __init__ (declared here for the type checker: Module attributes are untyped).
+    history_factors: torch.Tensor
+    item_factors: torch.Tensor
+    self_scores: torch.Tensor
+
     def __init__(self, history_factors: np.ndarray, item_factors: np.ndarray, weight: float) -> None:
         super().__init__()
         self.register_buffer("history_factors", torch.from_numpy(history_factors).half())

