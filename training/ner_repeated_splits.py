@@ -23,14 +23,14 @@ from seqeval.metrics import f1_score
 
 from service.pipelines.ner import TaggedWord, entities_from_tags
 from training.configs.checkpoints import checkpoint_root
-from training.data.ner import read_tweets, split, split_hashes, word_tags
+from training.data.ner import Tweet, read_tweets, split, split_hashes, word_tags
 from training.evaluate.ner import entities_to_token_tags
-from training.train_ner import RECIPES, run_training
+from training.train_ner import RECIPES, Recipe, run_training
 
 log = logging.getLogger("ner_repeated_splits")
 
 
-def test_f1(recipe, tweets) -> float:
+def test_f1(recipe: Recipe, tweets: list[Tweet]) -> float:
     rows = recipe.encode(tweets)
     predicted = []
     for start in range(0, len(rows), 64):

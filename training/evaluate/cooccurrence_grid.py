@@ -13,6 +13,7 @@ import argparse
 import itertools
 import json
 import pathlib
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,8 @@ from training.models.cooccurrence import CooccurrenceScores, ease_low_rank, eige
 from training.models.sasrec import SASRec, SASRecConfig
 from training.train_recommendation import torch_scores
 
-GRID = {"l2": (1000.0, 2000.0, 3000.0), "rank": (128, 256), "weight": (2.5, 3.0, 3.4, 4.0)}
+# Values of mixed types (rank is an int), so Any.
+GRID: dict[str, tuple[Any, ...]] = {"l2": (1000.0, 2000.0, 3000.0), "rank": (128, 256), "weight": (2.5, 3.0, 3.4, 4.0)}
 DEFAULT_CHECKPOINT = pathlib.Path(f"{cfg.LOOP.checkpoint_dir}-decay/best.pt")
 
 
