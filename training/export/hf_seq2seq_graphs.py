@@ -1,0 +1,169 @@
+"""A Hugging Face Marian model as the two graphs of docs/translation-graphs.md.
+
+    encoder.onnx       src_ids, src_mask -> cross_key_{i}, cross_value_{i}   (memory: one pair per decoder layer)
+    decoder_step.onnx  token_ids, src_mask, cross_key_{i}, cross_value_{i}, past_self_key_{i}, past_self_value_{i}
+                       -> log_probs, cross_attention, present_self_key_{i}, present_self_value_{i}
+
+The forward is written here over the checkpoint's own weights (the HF modules' Linear and LayerNorm
+layers are called, their attention code is not): HF's attention goes through its cache objects and
+mask helpers, which do not export as a step graph with the cache as an input. The math is Marian's
+(post-LN layers, sinusoid positions, embeddings scaled by sqrt(d) when config.scale_embedding,
+logits + final_logits_bias); the export parity check compares it with the HF model itself, so a
+difference cannot go unnoticed. Masks are finite additive biases (-1e4), as in our own Transformer.
+
+Tokens the checkpoint's generation config never lets `generate` emit (single-token bad_words_ids,
+suppress_tokens; opus-mt models forbid their pad token, which is also the decoder start) get
+SUPPRESSED_BIAS added to their logit inside the step graph, so greedy and beam search skip them too.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from training.export.onnx_export import OPSET, finish_graph
+from training.export.translation_graphs import EXAMPLE_BATCH, EXAMPLE_CACHE, EXAMPLE_SOURCE, memory_names, state_names
+
+MASK_BIAS = -1e4
+SUPPRESSED_BIAS = -1e4
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """[batch, time, d] -> [batch, heads, time, d_head]."""
+    return x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    """[batch, heads, time, d_head] -> [batch, time, d]."""
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
+
+
+def _attend(attention: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+            bias: torch.Tensor | None, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """HF's eager attention: softmax(q k^T * head_dim^-0.5 + bias) v, then out_proj; also the weights."""
+    scores = torch.matmul(_heads(attention.q_proj(query), heads), key.transpose(2, 3)) * attention.scaling
+    if bias is not None:
+        scores = scores + bias
+    weights = torch.softmax(scores, dim=-1)
+    return attention.out_proj(_merge(torch.matmul(weights, value))), weights
+
+
+def _project(linear: nn.Module, states: torch.Tensor, heads: int) -> torch.Tensor:
+    return _heads(linear(states), heads)
+
+
+def _source_bias(src_mask: torch.Tensor) -> torch.Tensor:
+    return (1.0 - src_mask[:, None, None, :].to(torch.float32)) * MASK_BIAS
+
+
+class MarianEncoderGraph(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.encoder = model.model.encoder
+        self.decoder_layers = model.model.decoder.layers
+        self.heads = model.config.encoder_attention_heads
+        self.decoder_heads = model.config.decoder_attention_heads
+
+    def forward(self, src_ids: torch.Tensor, src_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        encoder = self.encoder
+        positions = encoder.embed_positions.weight[: src_ids.shape[1]]
+        hidden = encoder.embed_tokens(src_ids) * encoder.embed_scale + positions[None]
+        bias = _source_bias(src_mask)
+        for layer in encoder.layers:
+            keys = _project(layer.self_attn.k_proj, hidden, self.heads)
+            values = _project(layer.self_attn.v_proj, hidden, self.heads)
+            attended, _ = _attend(layer.self_attn, hidden, keys, values, bias, self.heads)
+            hidden = layer.self_attn_layer_norm(hidden + attended)
+            hidden = layer.final_layer_norm(hidden + layer.fc2(layer.activation_fn(layer.fc1(hidden))))
+        return tuple(_project(projection, hidden, self.decoder_heads)
+                     for layer in self.decoder_layers
+                     for projection in (layer.encoder_attn.k_proj, layer.encoder_attn.v_proj))
+
+
+class MarianDecoderStepGraph(nn.Module):
+    def __init__(self, model: nn.Module, suppressed: Sequence[int]) -> None:
+        super().__init__()
+        self.decoder = model.model.decoder
+        self.lm_head = model.lm_head
+        self.heads = model.config.decoder_attention_heads
+        bias = model.final_logits_bias.detach().clone().reshape(-1)
+        bias[list(suppressed)] += SUPPRESSED_BIAS
+        self.register_buffer("logit_bias", bias)
+
+    def forward(self, token_ids: torch.Tensor, src_mask: torch.Tensor, *tensors: torch.Tensor
+                ) -> tuple[torch.Tensor, ...]:
+        decoder, layers = self.decoder, len(self.decoder.layers)
+        past_length = tensors[2 * layers].shape[2]  # the step's position is the cache length
+        position = decoder.embed_positions.weight.narrow(0, past_length, 1)
+        hidden = decoder.embed_tokens(token_ids[:, None]) * decoder.embed_scale + position[None]
+        bias = _source_bias(src_mask)
+        present, weights = [], None
+        for i, layer in enumerate(decoder.layers):
+            keys = torch.cat([tensors[2 * layers + 2 * i], _project(layer.self_attn.k_proj, hidden, self.heads)], 2)
+            values = torch.cat([tensors[2 * layers + 2 * i + 1], _project(layer.self_attn.v_proj, hidden, self.heads)],
+                               2)
+            present += [keys, values]
+            attended, _ = _attend(layer.self_attn, hidden, keys, values, None, self.heads)  # no future to mask
+            hidden = layer.self_attn_layer_norm(hidden + attended)
+            attended, weights = _attend(layer.encoder_attn, hidden, tensors[2 * i], tensors[2 * i + 1], bias,
+                                        self.heads)
+            hidden = layer.encoder_attn_layer_norm(hidden + attended)
+            hidden = layer.final_layer_norm(hidden + layer.fc2(layer.activation_fn(layer.fc1(hidden))))
+        logits = self.lm_head(hidden[:, 0]) + self.logit_bias
+        assert weights is not None
+        # As our Transformer: the last layer's cross-attention, averaged over heads.
+        return (torch.log_softmax(logits, dim=-1), weights[:, :, 0].mean(dim=1), *present)
+
+
+def export_marian_graphs(model: nn.Module, out_dir: pathlib.Path, suppressed: Sequence[int]) -> dict[str, Any]:
+    """Write encoder.onnx and decoder_step.onnx; return the decoding section's graph part and the graphs."""
+    model.eval()
+    config = model.config
+    layers, heads = config.decoder_layers, config.decoder_attention_heads
+    d_head = config.d_model // heads
+    batch, source, cache = torch.export.Dim("batch"), torch.export.Dim("src_len"), torch.export.Dim("cache")
+    memory, states = memory_names(layers), state_names(layers)
+    encoder_graph, step_graph = MarianEncoderGraph(model).eval(), MarianDecoderStepGraph(model, suppressed).eval()
+    generator = torch.Generator().manual_seed(0)
+    src_ids = torch.randint(0, config.vocab_size, (EXAMPLE_BATCH, EXAMPLE_SOURCE), generator=generator)
+    src_mask = torch.ones(EXAMPLE_BATCH, EXAMPLE_SOURCE, dtype=torch.long)
+    src_mask[0, -2:] = 0
+    with torch.no_grad():
+        torch.onnx.export(
+            encoder_graph, (src_ids, src_mask), str(out_dir / "encoder.onnx"),
+            input_names=["src_ids", "src_mask"], output_names=memory,
+            dynamic_shapes={"src_ids": {0: batch, 1: source}, "src_mask": {0: batch, 1: source}},
+            opset_version=OPSET, external_data=False, verbose=False,
+        )
+        cross = encoder_graph(src_ids, src_mask)
+        past = [torch.randn(EXAMPLE_BATCH, heads, EXAMPLE_CACHE, d_head, generator=generator) for _ in states]
+        token_ids = torch.randint(0, config.vocab_size, (EXAMPLE_BATCH,), generator=generator)
+        tensor_shapes = [{0: batch, 2: source}] * len(memory) + [{0: batch, 2: cache}] * len(states)
+        torch.onnx.export(
+            step_graph, (token_ids, src_mask, *cross, *past), str(out_dir / "decoder_step.onnx"),
+            input_names=["token_ids", "src_mask", *memory, *(f"past_{n}" for n in states)],
+            output_names=["log_probs", "cross_attention", *(f"present_{n}" for n in states)],
+            dynamic_shapes={"token_ids": {0: batch}, "src_mask": {0: batch, 1: source},
+                            "tensors": tuple(tensor_shapes)},
+            opset_version=OPSET, external_data=False, verbose=False,
+        )
+    encoder_axes = {"src_ids": {0: "batch", 1: "src_len"}, "src_mask": {0: "batch", 1: "src_len"},
+                    **{name: {0: "batch", 2: "src_len"} for name in memory}}
+    step_axes = {"token_ids": {0: "batch"}, "src_mask": {0: "batch", 1: "src_len"},
+                 "log_probs": {0: "batch"}, "cross_attention": {0: "batch", 1: "src_len"},
+                 **{name: {0: "batch", 2: "src_len"} for name in memory},
+                 **{f"past_{name}": {0: "batch", 2: "cache"} for name in states},
+                 **{f"present_{name}": {0: "batch", 2: "cache_plus_1"} for name in states}}
+    return {
+        "encoder": "encoder.onnx",
+        "decoder": "decoder_step.onnx",
+        "memory": memory,
+        "state": {f"past_{n}": f"present_{n}" for n in states},
+        "initial_state": {f"past_{n}": {"zeros": ["batch", heads, 0, d_head]} for n in states},
+        "graphs": {"encoder.onnx": finish_graph(out_dir / "encoder.onnx", encoder_axes),
+                   "decoder_step.onnx": finish_graph(out_dir / "decoder_step.onnx", step_axes)},
+    }
