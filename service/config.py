@@ -44,6 +44,7 @@ class Settings:
     queue_delay_policy: str = _BATCH.queue_delay_policy
     max_queue_texts: int = _BATCH.max_queue_texts
     batch_token_budget: int = _BATCH.batch_token_budget
+    items_per_run: int = _BATCH.items_per_run  # 0: each model's manifest decides (1 for dynamic int8)
     # Translate: texts x beam size x output tokens per call (64 texts x the default beam 4 x 256 tokens)
     max_translate_cost: int = 65536
     drain_seconds: float = 0.0  # on SIGTERM: NOT_SERVING but still answering for this long
@@ -174,6 +175,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "texts queued per model before calls get RESOURCE_EXHAUSTED")
     add("--batch-token-budget", "SEQSERVE_BATCH_TOKEN_BUDGET", _bounded_int(1), defaults.batch_token_budget,
         "most texts x padded length in one batch")
+    add("--items-per-run", "SEQSERVE_ITEMS_PER_RUN", _bounded_int(0), defaults.items_per_run,
+        "most items per onnxruntime run; 0: each model's manifest decides (1 for a dynamically quantized "
+        "graph, so batch-mates never change an answer; else no limit)")
     add("--max-translate-cost", "SEQSERVE_MAX_TRANSLATE_COST", _bounded_int(1), defaults.max_translate_cost,
         "most decoder work one Translate call may ask for, texts x beam size x output tokens (each text's "
         "max_output_tokens, or its default from the source length); above it the call gets RESOURCE_EXHAUSTED")

@@ -25,9 +25,10 @@ def test_the_published_test_f1_is_what_the_served_pipeline_scores() -> None:
 
 
 def test_a_tweet_gets_the_same_answer_alone_and_in_any_batch() -> None:
-    """The int8 MiniLM quantizes activations per run; the pipeline runs it one text at a time so that
-    batch-mates never change an answer (they did: 16 of 5,134 dev words changed tag in batches of 32;
-    2 for the BiLSTM-CRF int8)."""
+    """The int8 MiniLM quantizes activations per run; the server (and evaluation, both through
+    run_pipeline) runs it one text at a time so that batch-mates never change an answer (they did: 16
+    of 5,134 dev words changed tag in batches of 32; 2 for the BiLSTM-CRF int8)."""
+    from service.batching.runs import run_pipeline
     from service.model.timing import StageTimings
     from service.pipelines.ner import NerPipeline
     from service.runtime.version_loader import load_version
@@ -36,11 +37,11 @@ def test_a_tweet_gets_the_same_answer_alone_and_in_any_batch() -> None:
     for name in ("ner-minilm-int8", "ner-bilstm-crf", "ner-bilstm-crf-int8"):
         pipeline = NerPipeline(load_version(latest_version_dir(name)))
         alone = [pipeline([text])[0] for text in texts]
-        batched = [p for start in range(0, len(texts), 32) for p in pipeline(texts[start : start + 32])]
+        batched = [p for start in range(0, len(texts), 32) for p in run_pipeline(pipeline, texts[start : start + 32])]
         for one, many in zip(alone, batched, strict=True):
             assert [(w.tag, round(w.confidence, 5)) for w in one.words] == \
                 [(w.tag, round(w.confidence, 5)) for w in many.words], name
         if name.endswith("int8"):  # run unpadded, so the padding metric must not count the batch's padding
             timings = StageTimings()
-            pipeline(texts[:32], timings)
+            run_pipeline(pipeline, texts[:32], timings)
             assert timings.padding_ratio == 0.0, name

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from exported_models import EXPORTED, latest_version_dir
 
+from service.batching.runs import NO_LIMIT, items_per_run_for, run_pipeline
 from service.model.manifest import read_manifest
 from service.pipelines.translation import DecodeOptions, TranslationPipeline, TranslationRequest
 from service.runtime.version_loader import load_version
@@ -89,9 +90,9 @@ BABEL = [
 @pytest.mark.parametrize("beam_size", [1, 4])
 def test_an_int8_translation_does_not_depend_on_the_texts_batched_with_it(beam_size: int) -> None:
     int8 = TranslationPipeline(load_version(latest_version_dir(VARIANT), intra_op_threads=1))
-    assert int8.one_text_per_run
+    assert items_per_run_for(int8.model) == 1
     requests = [TranslationRequest(text, DecodeOptions(beam_size=beam_size)) for text in BABEL]
-    together = [t.hypotheses[0] for t in int8(requests)]
+    together = [t.hypotheses[0] for t in run_pipeline(int8, requests)]  # as the server runs a batch
     for request, batched in zip(requests, together, strict=True):
         (alone,) = int8([request])
         assert batched.tokens == alone.hypotheses[0].tokens
@@ -101,4 +102,4 @@ def test_an_int8_translation_does_not_depend_on_the_texts_batched_with_it(beam_s
 def test_the_fp32_transformer_still_decodes_a_batch_in_one_run() -> None:
     source = read_manifest(latest_version_dir(VARIANT)).data["quantization"]["source"]
     fp32 = TranslationPipeline(load_version(EXPORTED / source["name"] / source["version"], intra_op_threads=1))
-    assert not fp32.one_text_per_run
+    assert items_per_run_for(fp32.model) == NO_LIMIT

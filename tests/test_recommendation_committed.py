@@ -61,8 +61,9 @@ def test_the_published_test_metrics_are_what_the_served_pipeline_scores_today(ma
 @pytest.mark.parametrize("name", ["sasrec-ml1m", "sasrec-ml1m-int8"])
 def test_a_history_gets_the_same_list_alone_and_in_any_batch(name) -> None:
     """The int8 graph quantizes activations per run, so batched with others a user's scores moved (1,291
-    of 2,014 dev top-10 lists changed); the pipeline runs it one history at a time. The fp32 graph is
-    padding-blind by construction and runs batched."""
+    of 2,014 dev top-10 lists changed); the server (and evaluation, both through run_pipeline) runs it
+    one history at a time. The fp32 graph is padding-blind by construction and runs batched."""
+    from service.batching.runs import run_pipeline
     from service.model.timing import StageTimings
     from service.pipelines.recommendation import RecommendationPipeline, RecommendationRequest
     from service.runtime.version_loader import load_version
@@ -72,14 +73,14 @@ def test_a_history_gets_the_same_list_alone_and_in_any_batch(name) -> None:
     pipeline = RecommendationPipeline(load_version(latest_version_dir(name)))
     requests = [RecommendationRequest(tuple(h), 10, exclude_seen=True) for h in histories]
     alone = [pipeline([request])[0] for request in requests]
-    batched = [r for start in range(0, len(requests), 32) for r in pipeline(requests[start : start + 32])]
+    batched = [r for start in range(0, len(requests), 32) for r in run_pipeline(pipeline, requests[start : start + 32])]
     for one, many in zip(alone, batched, strict=True):
         assert [s.item.id for s in one.items] == [s.item.id for s in many.items]
         # float tolerance only: the int8 defect moved scores by 0.01-0.40
         assert [s.score for s in one.items] == pytest.approx([s.score for s in many.items], abs=1e-5)
         assert one.attention == pytest.approx(many.attention, abs=1e-6)
     timings = StageTimings()
-    pipeline(requests[:32], timings)
+    run_pipeline(pipeline, requests[:32], timings)
     assert (timings.padding_ratio == 0.0) == name.endswith("int8")  # int8 runs unpadded
 
 

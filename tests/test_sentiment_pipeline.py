@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from exported_models import SENTIMENT, latest_version_dir
 
+from service.batching.runs import run_pipeline
 from service.model.timing import StageTimings
 from service.pipelines.sentiment import SentimentPipeline
 from service.runtime.version_loader import load_version
@@ -13,8 +14,8 @@ from service.runtime.version_loader import load_version
 VERSION_DIR = SENTIMENT
 
 
-# The int8 variant quantizes activations per run, so it runs one text per run to keep answers independent
-# of batch-mates: every behaviour below holds for it too.
+# The int8 variant quantizes activations per run, so it is served one text per run (run_pipeline) to keep
+# answers independent of batch-mates: every behaviour below holds for it too.
 @pytest.fixture(scope="module", params=[VERSION_DIR, latest_version_dir("sentiment-bigru-int8")], ids=["fp32", "int8"])
 def pipeline(request: pytest.FixtureRequest) -> SentimentPipeline:
     return SentimentPipeline(load_version(request.param))
@@ -49,7 +50,7 @@ def test_token_offsets_point_into_the_raw_text(pipeline: SentimentPipeline) -> N
 def test_a_text_gets_the_same_answer_alone_or_in_a_batch(pipeline: SentimentPipeline) -> None:
     text = "The plot was thin but the acting saved it."
     (alone,) = pipeline([text])
-    batched = pipeline(["short", text, "a much longer text " * 20])[1]
+    batched = run_pipeline(pipeline, ["short", text, "a much longer text " * 20])[1]  # as served
     for label in alone.probabilities:
         assert abs(alone.probabilities[label] - batched.probabilities[label]) < 1e-5
     assert [t.token for t in alone.tokens] == [t.token for t in batched.tokens]

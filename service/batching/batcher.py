@@ -14,11 +14,15 @@ Stopping work nobody waits for (issue #16): every queued call carries a stop sig
 flag set from the event loop when the call is cancelled (the client left, or grpc ended it at its
 deadline) plus the deadline itself, read by the inference thread. A pipeline that declares
 `takes_stop_signals` (translation, whose decoding can run for seconds) gets one signal per text and
-checks it each decoder step, and a hook to call between its bounded chunks: the hook takes whatever
+checks it each decoder step, and a hook to call between its bounded chunks (and between two runs of a
+batch cut by items_per_run, runs.py): the hook takes whatever
 calls are queued at that moment (those of the default group: not another heavy call, which the
 translation servicer gives a group of its own) and runs them right there, in the same thread, before
 the next chunk. So a heavy batch delays light calls by about one chunk, still one batch of the model
 at a time.
+
+Every batch runs through runs.run_in_runs: at most `config.items_per_run` items per onnxruntime run
+(1 for a dynamically quantized graph, set by the registry), so batch-mates never change an answer.
 """
 
 from __future__ import annotations
@@ -33,33 +37,37 @@ from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, TypeVar, cast
 
 from service.batching.errors import BatcherClosedError, DeadlineExpiredError, QueueFullError
 from service.batching.grouping import Candidate, choose_batch
+from service.batching.runs import NO_LIMIT, run_in_runs
 from service.metrics.registry import ServingMetrics
 from service.model.loaded_model import LoadedModel
 from service.model.model_config import BatchConfig
-from service.model.pipeline import Pipeline
+from service.model.pipeline import Pipeline, StoppablePipeline, is_stoppable
 from service.model.timing import StageTimings
 
 log = logging.getLogger(__name__)
 
+RequestT = TypeVar("RequestT")
+ResultT = TypeVar("ResultT")
+
 
 @dataclass(frozen=True)
-class BatchResult:
-    outputs: list[Any]       # one per text of the call, in order
+class BatchResult(Generic[ResultT]):
+    outputs: list[ResultT]   # one per text of the call, in order
     model: LoadedModel       # the version that ran it
     batch_texts: int         # texts in the batch the call ran in
     queue_seconds: float
 
 
 @dataclass(eq=False)  # queued calls are removed by identity
-class _Queued:
-    texts: Sequence[str]
+class _Queued(Generic[RequestT, ResultT]):
+    texts: Sequence[RequestT]
     tokens: int
     deadline: float | None   # loop.time() after which the call is dropped
-    future: asyncio.Future[BatchResult]
+    future: asyncio.Future[BatchResult[ResultT]]
     group: Hashable = None   # only calls of one group share a batch (see grouping.Candidate)
     enqueued: float = field(default_factory=time.monotonic)
     stop_at: float | None = None  # time.monotonic() of the deadline, for the inference thread
@@ -70,19 +78,20 @@ class _Queued:
         return self.cancelled.is_set() or (self.stop_at is not None and time.monotonic() >= self.stop_at)
 
 
-class DynamicBatcher:
+class DynamicBatcher(Generic[RequestT, ResultT]):
     def __init__(
-        self, pipeline: Pipeline, config: BatchConfig, executor: Executor, metrics: ServingMetrics,
-        label: str = "",
+        self, pipeline: Pipeline[RequestT, ResultT] | StoppablePipeline[RequestT, ResultT], config: BatchConfig,
+        executor: Executor, metrics: ServingMetrics, label: str = "",
     ) -> None:
         self.pipeline = pipeline
+        # Swapped with the pipeline (the registry sets items_per_run per version); a batch reads both once.
         self.config = config
         self._executor = executor
         self._metrics = metrics
         # The `model` label of the batching metrics: the model's name, unless two batchers serve one
         # model (the task API's and a V2 graph's), which must not overwrite each other's queue depth.
         self._name = label or pipeline.model.name
-        self._queue: deque[_Queued] = deque()
+        self._queue: deque[_Queued[RequestT, ResultT]] = deque()
         self._queued_texts = 0
         self._wakeup = asyncio.Event()
         self._closed = False
@@ -109,8 +118,8 @@ class DynamicBatcher:
             await self._worker
 
     async def submit(
-        self, texts: Sequence[Any], timeout: float | None = None, group: Hashable = None
-    ) -> BatchResult:
+        self, texts: Sequence[RequestT], timeout: float | None = None, group: Hashable = None
+    ) -> BatchResult[ResultT]:
         """Queue one call's texts and wait for their outputs. `timeout`: the client's remaining deadline;
         `group`: the call only shares a batch with calls of the same group."""
         if self._closed:
@@ -122,7 +131,7 @@ class DynamicBatcher:
                 f"{self.config.max_queue_texts}); retry later"
             )
         loop = asyncio.get_running_loop()
-        item = _Queued(
+        item: _Queued[RequestT, ResultT] = _Queued(
             texts=texts,
             tokens=max(self.pipeline.estimate_tokens(t) for t in texts),
             deadline=None if timeout is None else loop.time() + timeout,
@@ -146,7 +155,7 @@ class DynamicBatcher:
             self._forget_cancelled(item)
             raise
 
-    def _forget_cancelled(self, item: _Queued) -> None:
+    def _forget_cancelled(self, item: _Queued[RequestT, ResultT]) -> None:
         try:
             self._queue.remove(item)
         except ValueError:  # already taken into a batch (or dropped)
@@ -156,7 +165,7 @@ class DynamicBatcher:
         self._depth.set(self._queued_texts)
 
     def _drop_dead(self, now: float) -> None:
-        kept: deque[_Queued] = deque()
+        kept: deque[_Queued[RequestT, ResultT]] = deque()
         for item in self._queue:
             if item.future.done():  # cancelled by its client
                 self._metrics.batch_rejects.labels(self._name, "cancelled").inc()
@@ -191,7 +200,7 @@ class DynamicBatcher:
             except TimeoutError:
                 return
 
-    def _take_batch(self, shared_only: bool = False) -> list[_Queued]:
+    def _take_batch(self, shared_only: bool = False) -> list[_Queued[RequestT, ResultT]]:
         """(Event loop) Drop dead calls, then take the next batch off the queue (empty if none).
         `shared_only`: only calls of the default group (None); calls that asked for a batch of their
         own (a translation too big for one chunk) are left for the worker's regular turn."""
@@ -222,7 +231,7 @@ class DynamicBatcher:
             if batch:
                 await self._run_batch(batch)
 
-    def _begin(self, batch: list[_Queued], model: LoadedModel) -> tuple[list[Any], float]:
+    def _begin(self, batch: list[_Queued[RequestT, ResultT]], model: LoadedModel) -> tuple[list[RequestT], float]:
         """(Event loop) The batch's texts, and its start time, after recording its queue metrics."""
         texts = [text for item in batch for text in item.texts]
         self._last_batch_texts = len(texts)
@@ -232,12 +241,13 @@ class DynamicBatcher:
         self._metrics.batch_size.labels(self._name).observe(len(texts))
         return texts, now
 
-    async def _run_batch(self, batch: list[_Queued]) -> None:
+    async def _run_batch(self, batch: list[_Queued[RequestT, ResultT]]) -> None:
         pipeline = self.pipeline  # read once: a swap during the run does not affect this batch
+        items_per_run = self._items_per_run()  # read with it: the limit belongs to the version
         texts, now = self._begin(batch, pipeline.model)
         timings = StageTimings()
-        hook = self._between_chunks(pipeline, asyncio.get_running_loop())
-        job = functools.partial(self._call_pipeline, pipeline, batch, texts, timings, hook)
+        hook = self._between_chunks(pipeline, items_per_run, asyncio.get_running_loop())
+        job = functools.partial(self._call_pipeline, pipeline, items_per_run, batch, texts, timings, hook)
         try:
             outputs = await asyncio.get_running_loop().run_in_executor(self._executor, job)
         except Exception as exc:  # handed to every caller; CallRunner logs it and answers INTERNAL
@@ -245,19 +255,30 @@ class DynamicBatcher:
             return
         self._settle(batch, pipeline.model, len(texts), now, timings, outputs, None)
 
-    @staticmethod
-    def _call_pipeline(pipeline: Pipeline, batch: list[_Queued], texts: list[Any], timings: StageTimings,
-                       hook: Callable[[], None] | None) -> list[Any]:
-        """(Inference thread) Run the pipeline, with the calls' stop signals if it takes them."""
-        if not getattr(pipeline, "takes_stop_signals", False):
-            return pipeline(texts, timings)
-        stops = [item.stopped for item in batch for _ in item.texts]
-        return pipeline(texts, timings, stops=stops, between_chunks=hook)  # type: ignore[call-arg]
+    def _items_per_run(self) -> int:
+        """The limit the registry resolved into the config (runs.items_per_run_for); 0 is no limit."""
+        return max(NO_LIMIT, self.config.items_per_run)
 
-    def _between_chunks(self, pipeline: Pipeline, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    @staticmethod
+    def _call_pipeline(
+        pipeline: Pipeline[RequestT, ResultT] | StoppablePipeline[RequestT, ResultT], items_per_run: int,
+        batch: list[_Queued[RequestT, ResultT]], texts: list[RequestT], timings: StageTimings,
+        hook: Callable[[], None] | None,
+    ) -> list[ResultT | None]:
+        """(Inference thread) Run the pipeline in runs of at most items_per_run items, with the calls'
+        stop signals and the between-chunks hook if it takes them."""
+        if not is_stoppable(pipeline):
+            return run_in_runs(pipeline, texts, items_per_run, timings)
+        stops = [item.stopped for item in batch for _ in item.texts]
+        return run_in_runs(pipeline, texts, items_per_run, timings, stops=stops, between_chunks=hook)
+
+    def _between_chunks(
+        self, pipeline: Pipeline[RequestT, ResultT] | StoppablePipeline[RequestT, ResultT], items_per_run: int,
+        loop: asyncio.AbstractEventLoop,
+    ) -> Callable[[], None]:
         """The hook a chunked pipeline calls in the inference thread between two chunks: it runs the
         calls queued meanwhile (one batch, taken in the event loop) before the heavy batch goes on."""
-        async def take() -> tuple[list[_Queued], list[Any], float] | None:
+        async def take() -> tuple[list[_Queued[RequestT, ResultT]], list[RequestT], float] | None:
             if self.pipeline is not pipeline:  # swapped: queued calls wait for the new version's batch
                 return None
             batch = self._take_batch(shared_only=True)
@@ -272,16 +293,17 @@ class DynamicBatcher:
                 return
             batch, texts, now = taken
             timings = StageTimings()
+            outputs: list[ResultT | None] | None
             try:  # no hook of its own: interleaved batches do not nest
-                outputs, error = self._call_pipeline(pipeline, batch, texts, timings, None), None
+                outputs, error = self._call_pipeline(pipeline, items_per_run, batch, texts, timings, None), None
             except Exception as exc:
                 outputs, error = None, exc
             loop.call_soon_threadsafe(self._settle, batch, pipeline.model, len(texts), now, timings, outputs, error)
 
         return hook
 
-    def _settle(self, batch: list[_Queued], model: LoadedModel, batch_texts: int, now: float, timings: StageTimings,
-                outputs: list[Any] | None, error: Exception | None) -> None:
+    def _settle(self, batch: list[_Queued[RequestT, ResultT]], model: LoadedModel, batch_texts: int, now: float,
+                timings: StageTimings, outputs: list[ResultT | None] | None, error: Exception | None) -> None:
         """(Event loop) Hand each call its outputs, or the batch's error."""
         if error is not None or outputs is None:
             for item in batch:
@@ -300,6 +322,7 @@ class DynamicBatcher:
                 self._metrics.batch_rejects.labels(self._name, "deadline").inc()
                 item.future.set_exception(DeadlineExpiredError(
                     f"deadline passed while model {self._name} ran the call; its decoding stopped"))
-            else:
-                item.future.set_result(BatchResult(outputs[start:end], model, batch_texts, now - item.enqueued))
+            else:  # a call not stopped has every output (only a fired stop signal leaves None)
+                mine = cast(list[ResultT], outputs[start:end])
+                item.future.set_result(BatchResult(mine, model, batch_texts, now - item.enqueued))
             start = end

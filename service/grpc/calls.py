@@ -1,8 +1,9 @@
 """One place where every seqserve RPC is timed, counted, logged and turned into a status code.
 
-Servicers hand their work to `CallRunner.run`; it maps RequestError to its code, anything unexpected
-to INTERNAL with a generic message (the traceback goes to the log, under the request id, never to
-the client), and records the metrics with the code the client actually receives.
+Servicers hand their work to `CallRunner.run`; it answers a refusal (RequestError, a batcher's refusal)
+by the table in statuses.py, anything unexpected with INTERNAL and a generic message (the traceback
+goes to the log, under the request id, never to the client), and records the metrics with the code
+the client actually receives.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TypeVar
 
 import grpc
 
-from service.grpc.validation import RequestError
+from service.grpc.statuses import status_of
 from service.metrics.registry import ServingMetrics
 from service.observability.request_context import request_id_var
 
@@ -73,18 +74,20 @@ class CallRunner:
         code, message = grpc.StatusCode.OK, ""
         try:
             response = await handler(call)
-        except RequestError as exc:
-            code, message = exc.code, exc.message
-            log.info("request %s %s/%s refused: %s: %s",
-                     call.request_id, self.service, method, code.name, message)
         except asyncio.CancelledError:
             # The client went away or its deadline passed; grpc cancelled this task.
             code = grpc.StatusCode.CANCELLED
             log.info("request %s %s/%s cancelled", call.request_id, self.service, method)
             raise
-        except Exception:
-            code, message = grpc.StatusCode.INTERNAL, f"internal error (request id {call.request_id})"
-            log.exception("request %s %s/%s failed", call.request_id, self.service, method)
+        except Exception as exc:
+            refusal = status_of(exc)
+            if refusal is not None:
+                code, message = refusal
+                log.info("request %s %s/%s refused: %s: %s",
+                         call.request_id, self.service, method, code.name, message)
+            else:
+                code, message = grpc.StatusCode.INTERNAL, f"internal error (request id {call.request_id})"
+                log.exception("request %s %s/%s failed", call.request_id, self.service, method)
         finally:
             in_flight.dec()
             ended = code is not grpc.StatusCode.CANCELLED and deadline_has_passed(context, code)

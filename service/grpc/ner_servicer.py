@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import grpc
-from seqserve.v1 import models_pb2, ner_pb2, ner_pb2_grpc
+from seqserve.v1 import ner_pb2, ner_pb2_grpc
 
-from service.grpc.batched import run_text_task
+from service.grpc.batched import Served, Submission, serve_batched
 from service.grpc.calls import Call, CallRunner
-from service.grpc.validation import TextLimits
+from service.grpc.validation import TextLimits, validate_texts
 from service.metrics.registry import ServingMetrics
-from service.pipelines.ner import TASK, NerPrediction
+from service.pipelines.ner import TASK, NerPipeline, NerPrediction
 from service.registry.manager import ModelManager
 
 SERVICE_NAME = ner_pb2.DESCRIPTOR.services_by_name["Ner"].full_name
@@ -43,9 +43,9 @@ class NerServicer(ner_pb2_grpc.NerServicer):
     async def _recognize(
         self, request: ner_pb2.RecognizeEntitiesRequest, call: Call, context: grpc.aio.ServicerContext
     ) -> ner_pb2.RecognizeEntitiesResponse:
-        result = await run_text_task(self._manager, self._limits, TASK, list(request.texts), request.model,
-                                     call, context)
+        texts = list(request.texts)
+        validate_texts(texts, self._limits)  # before the model: a bad call is refused whatever it names
+        served: Served[NerPipeline, NerPrediction] = await serve_batched(
+            self._manager, TASK, request.model, NerPipeline, lambda _: Submission(texts), call, context)
         return ner_pb2.RecognizeEntitiesResponse(
-            results=[to_result(p, request.include_tokens) for p in result.outputs],
-            model=models_pb2.ModelRef(name=result.model.name, version=result.model.version),
-        )
+            results=[to_result(p, request.include_tokens) for p in served.outputs], model=served.model_ref)

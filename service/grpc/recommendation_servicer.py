@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import grpc
-from seqserve.v1 import models_pb2, recommendation_pb2, recommendation_pb2_grpc
+from seqserve.v1 import recommendation_pb2, recommendation_pb2_grpc
 
-from service.grpc.batched import run_batched
+from service.grpc.batched import Served, Submission, model_ref, serve_batched
 from service.grpc.calls import Call, CallRunner
 from service.grpc.recommendation_validation import to_request
-from service.grpc.validation import RequestError, resolve_model
 from service.metrics.registry import ServingMetrics
 from service.model.loaded_model import LoadedModel
 from service.pipelines.item_catalogue import CatalogueItem
-from service.pipelines.recommendation import TASK, Recommendation, RecommendationPipeline
+from service.pipelines.recommendation import TASK, Recommendation, RecommendationPipeline, RecommendationRequest
 from service.registry.manager import ModelManager
 
 SERVICE_NAME = recommendation_pb2.DESCRIPTOR.services_by_name["Recommendation"].full_name
@@ -35,7 +34,7 @@ def to_response(result: Recommendation, history: tuple[int, ...], pipeline: Reco
         truncated=result.truncated,
         history_used=len(result.attention),
         max_history=pipeline.max_history,
-        model=models_pb2.ModelRef(name=model.name, version=model.version),
+        model=model_ref(model),
         whole_history_scored=pipeline.reads_whole_history and not result.fallback,
     )
 
@@ -45,12 +44,6 @@ class RecommendationServicer(recommendation_pb2_grpc.RecommendationServicer):
         self._manager = manager
         self._calls = CallRunner(SERVICE_NAME, ("Recommend",), metrics)
 
-    def _pipeline(self, model: LoadedModel) -> RecommendationPipeline:
-        batcher = self._manager.batcher(model.name)
-        if batcher is None or not isinstance(batcher.pipeline, RecommendationPipeline):
-            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"model {model.name!r} is being unloaded; retry")
-        return batcher.pipeline
-
     async def Recommend(
         self, request: recommendation_pb2.RecommendRequest, context: grpc.aio.ServicerContext
     ) -> recommendation_pb2.RecommendResponse:
@@ -59,12 +52,12 @@ class RecommendationServicer(recommendation_pb2_grpc.RecommendationServicer):
     async def _recommend(
         self, request: recommendation_pb2.RecommendRequest, call: Call, context: grpc.aio.ServicerContext
     ) -> recommendation_pb2.RecommendResponse:
-        model = resolve_model(self._manager.registry, TASK, request.model)
-        call.model = model.name
-        pipeline = self._pipeline(model)
-        checked = to_request(request, pipeline)
+        def validate(pipeline: RecommendationPipeline) -> Submission[RecommendationRequest]:
+            return Submission([to_request(request, pipeline)])
+
         # Calls with histories of similar length share a batch (the pipeline's estimate_tokens).
-        result = await run_batched(self._manager, model, [checked], context)
-        call.version = result.model.version
+        served: Served[RecommendationPipeline, Recommendation] = await serve_batched(
+            self._manager, TASK, request.model, RecommendationPipeline, validate, call, context)
+        checked: RecommendationRequest = served.submission.items[0]
         # Titles come from the catalogue the ids were resolved against; versions of one model share it.
-        return to_response(result.outputs[0], checked.history, pipeline, result.model)
+        return to_response(served.outputs[0], checked.history, served.pipeline, served.result.model)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import grpc
-from seqserve.v1 import models_pb2, sentiment_pb2, sentiment_pb2_grpc
+from seqserve.v1 import sentiment_pb2, sentiment_pb2_grpc
 
-from service.grpc.batched import run_text_task
+from service.grpc.batched import Served, Submission, serve_batched
 from service.grpc.calls import Call, CallRunner
-from service.grpc.validation import TextLimits
+from service.grpc.validation import TextLimits, validate_texts
 from service.metrics.registry import ServingMetrics
-from service.pipelines.sentiment import TASK, SentimentPrediction
+from service.pipelines.sentiment import TASK, SentimentPipeline, SentimentPrediction
 from service.registry.manager import ModelManager
 
 SERVICE_NAME = sentiment_pb2.DESCRIPTOR.services_by_name["Sentiment"].full_name
@@ -45,10 +45,10 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServicer):
     async def _analyze(
         self, request: sentiment_pb2.AnalyzeSentimentRequest, call: Call, context: grpc.aio.ServicerContext
     ) -> sentiment_pb2.AnalyzeSentimentResponse:
+        texts = list(request.texts)
+        validate_texts(texts, self._limits)  # before the model: a bad call is refused whatever it names
         # Tokenizing and onnxruntime release the GIL: the worker thread runs while the loop serves others.
-        result = await run_text_task(self._manager, self._limits, TASK, list(request.texts), request.model,
-                                     call, context)
-        return sentiment_pb2.AnalyzeSentimentResponse(
-            results=[to_result(p) for p in result.outputs],
-            model=models_pb2.ModelRef(name=result.model.name, version=result.model.version),
-        )
+        served: Served[SentimentPipeline, SentimentPrediction] = await serve_batched(
+            self._manager, TASK, request.model, SentimentPipeline, lambda _: Submission(texts), call, context)
+        return sentiment_pb2.AnalyzeSentimentResponse(results=[to_result(p) for p in served.outputs],
+                                                      model=served.model_ref)

@@ -8,16 +8,14 @@ from collections.abc import Iterator
 
 import grpc
 import numpy as np
-from seqserve.v1 import models_pb2, translation_pb2, translation_pb2_grpc
+from seqserve.v1 import translation_pb2, translation_pb2_grpc
 
-from service.batching.batcher import DynamicBatcher
 from service.config import Settings
-from service.grpc.batched import submit_batched
+from service.grpc.batched import Served, Submission, live_pipeline, model_ref, serve_batched
 from service.grpc.calls import Call, CallRunner
 from service.grpc.translation_validation import validate_stream, validate_translate
-from service.grpc.validation import RequestError, TextLimits, resolve_model, validate_texts
+from service.grpc.validation import TextLimits, validate_texts
 from service.metrics.registry import ServingMetrics
-from service.model.loaded_model import LoadedModel
 from service.model.timing import StageTimings
 from service.pipelines.translation import TASK, StreamPiece, Translation, TranslationPipeline, TranslationRequest
 from service.registry.manager import ModelManager
@@ -50,17 +48,6 @@ class TranslationServicer(translation_pb2_grpc.TranslationServicer):
         self._metrics = metrics
         self._calls = CallRunner(SERVICE_NAME, ("Translate", "TranslateStream"), metrics)
 
-    def _batcher(self, model: LoadedModel) -> DynamicBatcher:
-        batcher = self._manager.batcher(model.name)
-        if batcher is None or not isinstance(batcher.pipeline, TranslationPipeline):
-            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"model {model.name!r} is being unloaded; retry")
-        return batcher
-
-    def _pipeline(self, model: LoadedModel) -> TranslationPipeline:
-        pipeline = self._batcher(model).pipeline
-        assert isinstance(pipeline, TranslationPipeline)  # checked by _batcher
-        return pipeline
-
     async def Translate(
         self, request: translation_pb2.TranslateRequest, context: grpc.aio.ServicerContext
     ) -> translation_pb2.TranslateResponse:
@@ -70,25 +57,23 @@ class TranslationServicer(translation_pb2_grpc.TranslationServicer):
         self, request: translation_pb2.TranslateRequest, call: Call, context: grpc.aio.ServicerContext
     ) -> translation_pb2.TranslateResponse:
         texts = list(request.texts)
-        validate_texts(texts, self._limits)
-        model = resolve_model(self._manager.registry, TASK, request.model)
-        call.model = model.name
-        pipeline = self._pipeline(model)
-        options, source_tokens = validate_translate(request, self._limits, pipeline, self._max_cost)
-        # Calls with other options may share the batch: the pipeline decodes each options group apart.
-        # A call too big for one decoding chunk runs in a batch of its own (a group of one), so light
-        # calls never wait for all of its chunks: the batcher runs them between two of its chunks.
-        # A cancelled call (client gone, deadline passed) stops decoding at the next step: the batcher
-        # hands the pipeline its stop signal.
-        steps = np.array([pipeline.max_steps(count, options) for count in source_tokens])
-        group = object() if len(pipeline.chunks(max(source_tokens), steps, options)) > 1 else None
-        items = [TranslationRequest(t, options) for t in texts]
-        result = await submit_batched(self._batcher(model), items, context, group=group)
-        call.version = result.model.version
-        return translation_pb2.TranslateResponse(
-            results=[to_result(t) for t in result.outputs],
-            model=models_pb2.ModelRef(name=result.model.name, version=result.model.version),
-        )
+        validate_texts(texts, self._limits)  # before the model: a bad call is refused whatever it names
+
+        def validate(pipeline: TranslationPipeline) -> Submission[TranslationRequest]:
+            options, source_tokens = validate_translate(request, self._limits, pipeline, self._max_cost)
+            # Calls with other options may share the batch: the pipeline decodes each options group apart.
+            # A call too big for one decoding chunk runs in a batch of its own (a group of one), so light
+            # calls never wait for all of its chunks: the batcher runs them between two of its chunks.
+            # A cancelled call (client gone, deadline passed) stops decoding at the next step: the batcher
+            # hands the pipeline its stop signal.
+            steps = np.array([pipeline.max_steps(count, options) for count in source_tokens])
+            group = object() if len(pipeline.chunks(max(source_tokens), steps, options)) > 1 else None
+            return Submission([TranslationRequest(t, options) for t in texts], group)
+
+        served: Served[TranslationPipeline, Translation] = await serve_batched(
+            self._manager, TASK, request.model, TranslationPipeline, validate, call, context)
+        return translation_pb2.TranslateResponse(results=[to_result(t) for t in served.outputs],
+                                                 model=served.model_ref)
 
     async def TranslateStream(
         self, request: translation_pb2.TranslateStreamRequest, context: grpc.aio.ServicerContext
@@ -99,12 +84,11 @@ class TranslationServicer(translation_pb2_grpc.TranslationServicer):
     async def _stream(
         self, request: translation_pb2.TranslateStreamRequest, call: Call, context: grpc.aio.ServicerContext
     ) -> None:
-        model = resolve_model(self._manager.registry, TASK, request.model)
-        call.model = model.name
-        pipeline = self._pipeline(model)  # held for the whole stream: a hot swap does not change it midway
+        # Held for the whole stream: a hot swap does not change it midway.
+        pipeline = live_pipeline(self._manager, TASK, request.model, TranslationPipeline, call).pipeline
         validate_stream(request, self._limits, pipeline)
         call.version = pipeline.model.version
-        ref = models_pb2.ModelRef(name=pipeline.model.name, version=pipeline.model.version)
+        ref = model_ref(pipeline.model)
         loop = asyncio.get_running_loop()
         executor = self._manager.inference_executor
         pieces: Iterator[StreamPiece] = pipeline.stream(request.text, request.max_output_tokens)

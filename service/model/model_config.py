@@ -32,6 +32,10 @@ class BatchConfig:
     # lone client never waits for company that is not coming; "fixed": always wait the full delay
     # or until max_batch_size texts are queued. See docs/serving.md for the measured difference.
     queue_delay_policy: str = "adaptive"
+    # At most this many items (texts, requests, V2 rows) per onnxruntime run. 0: the manifest decides,
+    # 1 for a dynamically quantized graph (its activation scales span the whole batch tensor, so
+    # batch-mates would change an answer), else no limit. docs/serving.md "One item per run".
+    items_per_run: int = 0
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,8 @@ def _model_settings(name: str, raw: Any, defaults: BatchConfig) -> ModelSettings
     batching = replace(defaults, **{k: type(getattr(defaults, k))(raw[k]) for k in _BATCH_KEYS & set(raw)})
     if batching.max_batch_size < 1 or batching.max_queue_texts < 1 or batching.batch_token_budget < 1:
         raise ModelConfigError(f"models.{name}: batch sizes and budgets must be at least 1")
+    if batching.items_per_run < 0:
+        raise ModelConfigError(f"models.{name}.items_per_run: must not be negative (0: the manifest decides)")
     if batching.max_queue_delay_ms < 0:
         raise ModelConfigError(f"models.{name}: max_queue_delay_ms must not be negative")
     if batching.queue_delay_policy not in QUEUE_DELAY_POLICIES:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from service.model.loaded_model import LoadedModel
-from service.model.pipeline import Pipeline
+from service.model.pipeline import AnyPipeline
 from service.pipelines.ner import TASK as NER_TASK
 from service.pipelines.ner import NerPipeline
 from service.pipelines.recommendation import TASK as RECOMMENDATION_TASK
@@ -19,13 +19,13 @@ from service.pipelines.sentiment import SentimentPipeline
 from service.pipelines.translation import TASK as TRANSLATION_TASK
 from service.pipelines.translation import TranslationPipeline
 
-PipelineFactory = Callable[[LoadedModel], Pipeline]
+PipelineFactory = Callable[[LoadedModel], AnyPipeline]
 
 _FACTORIES: dict[str, PipelineFactory] = {SENTIMENT_TASK: SentimentPipeline, TRANSLATION_TASK: TranslationPipeline,
                                            RECOMMENDATION_TASK: RecommendationPipeline, NER_TASK: NerPipeline}
 
 
-def build_pipeline(model: LoadedModel) -> Pipeline | None:
+def build_pipeline(model: LoadedModel) -> AnyPipeline | None:
     """The task's pipeline, or None for a task with none (it is still served raw over the V2 protocol)."""
     factory = _FACTORIES.get(model.task)
     return factory(model) if factory is not None else None

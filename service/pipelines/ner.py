@@ -6,8 +6,8 @@ Two taggers sit behind the same pipeline, told apart by the manifest's `ner.tagg
 - "minilm": BERT subwords -> tag logits graph, read at each word's first subword -> log-softmax ->
   Viterbi under BIO constraints (`ner.decoder` = "bio-viterbi"; models published before it use argmax);
   a word's confidence is its marginal probability under those constraints (the softmax with argmax).
-A dynamically quantized graph (either tagger) runs one text at a time, so batch-mates never change an
-answer.
+A dynamically quantized graph (either tagger) is handed one text at a time (service/batching/runs.py),
+so batch-mates never change an answer.
 
 Entities follow the conlleval reading of BIO (as seqeval does by default): B-x starts an entity, I-x
 continues an x entity or else starts one, O ends it. An entity's offsets run from its first word's
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.model.loaded_model import LoadedModel
+from service.model.pipeline import Pipeline
 from service.model.timing import StageTimings
 from service.pipelines.crf_decoding import CRFParameters, bio_constraints, marginals, viterbi
 from service.pipelines.ner_features import SHAPE_ID, WordFeaturizer, word_shape
@@ -80,7 +81,7 @@ def entities_from_tags(text: str, words: Sequence[TaggedWord]) -> list[Entity]:
     ]
 
 
-class NerPipeline:
+class NerPipeline(Pipeline[str, NerPrediction]):
     def __init__(self, model: LoadedModel) -> None:
         if model.task != TASK:
             raise ValueError(f"model {model.name} is not an NER model")
@@ -94,13 +95,6 @@ class NerPipeline:
         self.labels = model.manifest.labels
         self.tagger = settings.tagger
         self.max_words = model.manifest.spec.limits.max_words or 128
-        # A dynamically quantized graph scales its activations per run over the whole batch tensor
-        # (padding included), so batch-mates would change a tweet's tags and confidences (dev tweets,
-        # alone vs batches of 32: 16 of 5,134 words for the MiniLM, 2 for the BiLSTM-CRF). Such a graph
-        # runs one text at a time: every answer is the text's answer alone, and measured on the dev
-        # tweets it is faster too, having no padding (MiniLM 4.6 vs 6.8 ms a tweet in batches of 32,
-        # BiLSTM-CRF int8 1.16 ms alone vs 1.36 batched).
-        self.one_text_per_run = model.manifest.dynamically_quantized
         if self.tagger == "bilstm-crf":
             if settings.vocab is None or settings.crf is None or settings.max_word_chars is None:
                 raise ValueError(f"model {model.name}: a bilstm-crf tagger needs ner.vocab, ner.crf and "
@@ -151,12 +145,10 @@ class NerPipeline:
             return []
         texts = [[w.text for w in words] for words in sentences]
         with timings.stage("tokenize"):
-            groups = [[t] for t in texts] if self.one_text_per_run else [texts]
-            runs = [self.featurizer.batch(group) for group in groups]
-            timings.padding_ratio = 1.0 - sum(float(r["mask"].sum()) for r in runs) / sum(r["mask"].size for r in runs)
+            inputs = self.featurizer.batch(texts)
+            timings.padding_ratio = 1.0 - float(inputs["mask"].sum()) / inputs["mask"].size
         with timings.stage("inference"):
-            outputs = [self.model.session.run(["emissions"], inputs)[0] for inputs in runs]
-            emissions = [row for output in outputs for row in output]  # one [words, tags] array per text
+            emissions = list(self.model.session.run(["emissions"], inputs)[0])  # one [words, tags] array per text
         with timings.stage("decode"):
             tagged = []
             for row, words in enumerate(sentences):
@@ -183,20 +175,12 @@ class NerPipeline:
                 attention_mask[i, : len(row.ids)] = 1
                 tagged_words = words[: len(row.first_positions)]
                 shape_ids[i, row.first_positions] = [SHAPE_ID[word_shape(w.text)] for w in tagged_words]
-            # Run one text at a time, nothing padded is computed (the batch arrays are only sliced).
-            timings.padding_ratio = 0.0 if self.one_text_per_run else \
-                1.0 - float(attention_mask.sum()) / attention_mask.size
+            timings.padding_ratio = 1.0 - float(attention_mask.sum()) / attention_mask.size
             feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
             if self.shape_features:
                 feeds["shape_ids"] = shape_ids
         with timings.stage("inference"):
-            if self.one_text_per_run:
-                logits = np.zeros((len(encoded), width, len(self.labels)), dtype=np.float32)
-                for i, row in enumerate(encoded):
-                    alone = {name: value[i : i + 1, : len(row.ids)] for name, value in feeds.items()}
-                    logits[i, : len(row.ids)] = self.model.session.run(["logits"], alone)[0][0]
-            else:
-                (logits,) = self.model.session.run(["logits"], feeds)
+            (logits,) = self.model.session.run(["logits"], feeds)
         with timings.stage("decode"):
             tagged = []
             for i, row in enumerate(encoded):

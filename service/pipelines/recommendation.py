@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.model.loaded_model import LoadedModel
+from service.model.pipeline import Pipeline
 from service.model.timing import StageTimings
 from service.pipelines.item_catalogue import CatalogueItem, ItemCatalogue
 
@@ -55,7 +56,7 @@ class Recommendation:
     truncated: bool  # the history was longer than max_history
 
 
-class RecommendationPipeline:
+class RecommendationPipeline(Pipeline[RecommendationRequest, Recommendation]):
     def __init__(self, model: LoadedModel) -> None:
         if model.task != TASK:
             raise ValueError(f"model {model.name} is not a recommendation model")
@@ -68,11 +69,6 @@ class RecommendationPipeline:
                                                   model.manifest.path(catalogue.popularity))
         self.max_history = limits.max_history
         self.max_k = limits.max_k
-        # A dynamically quantized graph scales its activations per run over the whole batch tensor, so
-        # batch-mates would change a user's list (dev histories, sasrec-ml1m-int8 v1, alone vs batches
-        # of 32: 1,291 of 2,014 top-10 lists differed, scores by up to 0.40). Such a graph scores one
-        # history per run: every answer is the history's answer alone (fp32 graphs are exact either way).
-        self.one_history_per_run = model.manifest.dynamically_quantized
         self.reads_whole_history = WHOLE_HISTORY in {i.name for i in model.session.get_inputs()}
         # A tiny first run so the first served call does not pay onnxruntime's lazy initialisation.
         self.score([[1]])
@@ -92,21 +88,11 @@ class RecommendationPipeline:
         padded = np.zeros((len(used), int(lengths.max())), dtype=np.int64)
         for row, history in enumerate(used):
             padded[row, : len(history)] = history
-        timings.padding_ratio = 0.0 if self.one_history_per_run else 1.0 - float(lengths.sum()) / padded.size
+        timings.padding_ratio = 1.0 - float(lengths.sum()) / padded.size
         whole = pad_whole_histories(histories) if self.reads_whole_history else None
         with timings.stage("inference"):
-            if self.one_history_per_run:
-                runs = [self.model.session.run(["scores", "attention"], self._feeds(
-                            padded[row : row + 1, :length], lengths[row : row + 1],
-                            None if whole is None else whole[row : row + 1, : int(np.count_nonzero(whole[row]))]))
-                        for row, length in enumerate(lengths)]
-                scores = np.concatenate([run[0] for run in runs])
-                attention = np.zeros(padded.shape, dtype=np.float32)
-                for row, (length, run) in enumerate(zip(lengths, runs, strict=True)):
-                    attention[row, :length] = run[1][0]
-            else:
-                scores, attention = self.model.session.run(["scores", "attention"],
-                                                            self._feeds(padded, lengths, whole))
+            # A dynamically quantized graph is handed one request at a time (service/batching/runs.py).
+            scores, attention = self.model.session.run(["scores", "attention"], self._feeds(padded, lengths, whole))
         return scores, attention
 
     @staticmethod

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.model.loaded_model import LoadedModel
+from service.model.pipeline import Pipeline
 from service.model.timing import StageTimings
 
 TASK = "sentiment"
@@ -32,7 +33,7 @@ class SentimentPrediction:
     truncated: bool
 
 
-class SentimentPipeline:
+class SentimentPipeline(Pipeline[str, "SentimentPrediction"]):
     def __init__(self, model: LoadedModel) -> None:
         if model.task != TASK or model.tokenizer is None:
             raise ValueError(f"model {model.name} is not a sentiment model with a tokenizer")
@@ -44,11 +45,6 @@ class SentimentPipeline:
         self.max_tokens = model.manifest.spec.limits.max_tokens or 256
         self.pad_id, self.unk_id = special.pad_id, special.unk_id
         self.unk_token = special.unk if special.unk is not None else model.tokenizer.id_to_token(special.unk_id) or ""
-        # A dynamically quantized graph quantizes activations with one scale per run over the whole batch
-        # tensor, so batch-mates would move a text's answer (sentiment-bigru-int8 on the 2,370 dev texts,
-        # alone vs batches of 32: 1 label changed, probabilities by up to 0.0024). Such a graph runs one
-        # text per run, unpadded: measured no slower (0.49 vs 0.65 ms a text in length-sorted batches of 32).
-        self.one_text_per_run = model.manifest.dynamically_quantized
 
     def estimate_tokens(self, text: str) -> int:
         """A cheap guess of the token count, for grouping texts of similar length into one batch.
@@ -78,21 +74,12 @@ class SentimentPipeline:
                 input_ids[i, : len(ids)] = ids
                 attention_mask[i, : len(ids)] = 1
             # Share of the tensor that is padding: what length grouping in the batcher keeps down.
-            timings.padding_ratio = 0.0 if self.one_text_per_run else \
-                1.0 - float(attention_mask.sum()) / attention_mask.size
+            timings.padding_ratio = 1.0 - float(attention_mask.sum()) / attention_mask.size
         with timings.stage("inference"):
-            if self.one_text_per_run:
-                probabilities = np.zeros((len(rows), len(self.labels)), dtype=np.float32)
-                attention = np.zeros((len(rows), width), dtype=np.float32)
-                for i, (ids, _, _, _) in enumerate(rows):
-                    alone = {"input_ids": input_ids[i : i + 1, : len(ids)],
-                             "attention_mask": attention_mask[i : i + 1, : len(ids)]}
-                    row_probabilities, row_attention = self.model.session.run(["probabilities", "attention"], alone)
-                    probabilities[i], attention[i, : len(ids)] = row_probabilities[0], row_attention[0]
-            else:
-                probabilities, attention = self.model.session.run(
-                    ["probabilities", "attention"], {"input_ids": input_ids, "attention_mask": attention_mask}
-                )
+            # A dynamically quantized graph is handed one text at a time (service/batching/runs.py).
+            probabilities, attention = self.model.session.run(
+                ["probabilities", "attention"], {"input_ids": input_ids, "attention_mask": attention_mask}
+            )
         with timings.stage("postprocess"):
             predictions = []
             for i, (_, tokens, offsets, truncated) in enumerate(rows):

@@ -7,8 +7,9 @@ server (through the batcher) and training/evaluate/translation.py both call `Tra
 The batcher merges calls, and calls may ask for different decoding options, so the pipeline takes
 `TranslationRequest`s (text + options; a bare string means the model's defaults) and decodes each
 group of equal options as one batch. A dynamically quantized model (int8 made by quantize_dynamic)
-computes its activation scales over the whole batch tensor, so it decodes one text per run (its beams
-still share one): a text's translation must not depend on the texts it was batched with.
+computes its activation scales over the whole batch tensor, so it is handed one text per call
+(service/batching/runs.py; its beams still share one run): a text's translation must not depend on
+the texts it was batched with.
 
 Bounded work (issue #16): each group decodes in chunks of consecutive texts whose estimated working
 memory (`DecodeFootprint`, measured on the model's own graphs) stays within `chunk_bytes`, so a batch's
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.model.loaded_model import LoadedModel
+from service.model.pipeline import Stop, StoppablePipeline
 from service.model.timing import StageTimings
 from service.pipelines.beam_search import beam_search
 from service.pipelines.greedy import greedy_search, greedy_stream
@@ -39,8 +41,6 @@ MIB = 1 << 20
 # Estimated working memory of one decoding chunk; docs/reliability.md "Translation cost and cancellation"
 # has the measured peak RSS it gives. One text is never split, so a chunk holds at least one text.
 DECODE_CHUNK_BYTES = 64 * MIB
-
-Stop = Callable[[], bool]  # true once the item's call is cancelled or past its deadline
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def measure_footprint(runner: StepRunner) -> DecodeFootprint:
                            fixed=max(0, memory_1 + state_1 - per_source - per_step), vocab=vocab)
 
 
-class TranslationPipeline:
+class TranslationPipeline(StoppablePipeline[TranslationRequest, Translation]):
     # The batcher hands this pipeline per-item stop signals and a between-chunks hook.
     takes_stop_signals = True
 
@@ -145,9 +145,6 @@ class TranslationPipeline:
         self.output_extra = decoding.max_output_extra
         self.defaults = DecodeOptions(beam_size=decoding.defaults.beam_size,
                                       length_penalty=decoding.defaults.length_penalty)
-        # Measured on transformer-int8, 300 dev verses, greedy: 88 translations changed between decoding
-        # each alone and in batches of 32 (docs/serving.md).
-        self.one_text_per_run = model.manifest.dynamically_quantized
         self.chunk_bytes = chunk_bytes
         self.footprint = measure_footprint(self.runner)
 
@@ -182,8 +179,7 @@ class TranslationPipeline:
             groups.setdefault(request.options, []).append(index)
         results: list[Translation | None] = [None] * len(requests)
         padded = 0
-        runs = [([i], options) for options, indices in groups.items() for i in indices] if self.one_text_per_run \
-            else [(indices, options) for options, indices in groups.items()]
+        runs = [(indices, options) for options, indices in groups.items()]
         first = True
         for indices, options in runs:
             src_ids, src_mask = self._pad([ids[i] for i in indices])

@@ -14,8 +14,9 @@ import pathlib
 import time
 from dataclasses import dataclass
 
+from service.batching.runs import run_pipeline
 from service.model.loaded_model import LoadedModel
-from service.model.pipeline import Pipeline
+from service.model.pipeline import AnyPipeline
 from service.pipelines.factory import build_pipeline
 from service.runtime.version_loader import load_version
 
@@ -29,18 +30,18 @@ class LoadError(Exception):
 @dataclass(frozen=True)
 class ServableVersion:
     model: LoadedModel
-    pipeline: Pipeline | None   # None for a task without a pipeline: V2 raw tensors only
+    pipeline: AnyPipeline | None   # None for a task without a pipeline: V2 raw tensors only
     load_seconds: float
 
 
-def warm_up(model: LoadedModel, pipeline: Pipeline | None) -> None:
+def warm_up(model: LoadedModel, pipeline: AnyPipeline | None) -> None:
     samples = model.manifest.spec.sample_inputs
     if pipeline is None or not samples:
         log.info("model %s version %s: no sample_inputs or no pipeline; not warmed up", model.name, model.version)
         return
     if not isinstance(samples, list) or not all(isinstance(s, str) and s for s in samples):
         raise LoadError("sample_inputs must be a list of non-empty strings")
-    outputs = pipeline(samples)
+    outputs = run_pipeline(pipeline, samples)  # in the runs the server will use
     if len(outputs) != len(samples):
         raise LoadError(f"warm-up gave {len(outputs)} outputs for {len(samples)} sample inputs")
     for output in outputs:

@@ -23,13 +23,15 @@ import pathlib
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from service.batching.batcher import DynamicBatcher
+from service.batching.runs import items_per_run_for
 from service.metrics.registry import ServingMetrics
 from service.model.loaded_model import LoadedModel
-from service.model.model_config import ModelConfig
-from service.model.pipeline import Pipeline
+from service.model.model_config import BatchConfig, ModelConfig
+from service.model.pipeline import AnyPipeline
 from service.model.version_policy import choose_version, version_dirs
 from service.registry.loader import LoadError, ServableVersion, prepare_version
 from service.registry.registry import LoadFailure, ModelRegistry
@@ -62,9 +64,9 @@ class ModelManager:
         self.registry = ModelRegistry(default_overrides={
             name: s.default_for_task for name, s in config.models.items() if s.default_for_task is not None
         })
-        self.batchers: dict[str, DynamicBatcher] = {}
+        self.batchers: dict[str, DynamicBatcher[Any, Any]] = {}
         # V2 ModelInfer's batchers, one per (model, graph file): raw tensors batch apart from task calls.
-        self.graph_batchers: dict[tuple[str, str], DynamicBatcher] = {}
+        self.graph_batchers: dict[tuple[str, str], DynamicBatcher[Any, Any]] = {}
         self._inference_executor = inference_executor
         # One loader thread: loads queue behind each other instead of competing with inference for cores.
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="model-loader")
@@ -78,12 +80,18 @@ class ModelManager:
     def model_names_on_disk(self) -> list[str]:
         return model_names(self.model_dir)
 
-    def batcher(self, name: str) -> DynamicBatcher | None:
+    def batcher(self, name: str) -> DynamicBatcher[Any, Any] | None:
         return self.batchers.get(name)
 
+    def batch_settings(self, model: LoadedModel) -> BatchConfig:
+        """The version's batch settings: the model config's, with items_per_run from the manifest unless
+        the config sets it (1 for a dynamically quantized graph: batch-mates must not change an answer)."""
+        batching = self.config.for_model(model.name).batching
+        return replace(batching, items_per_run=items_per_run_for(model, batching.items_per_run))
+
     def graph_batcher(
-        self, model: LoadedModel, graph: str, pipeline: Callable[[], Pipeline]
-    ) -> DynamicBatcher:
+        self, model: LoadedModel, graph: str, pipeline: Callable[[], AnyPipeline]
+    ) -> DynamicBatcher[Any, Any]:
         """The batcher of one graph of a loaded model for raw-tensor calls, made on first use.
 
         `pipeline` builds the graph's pipeline; it is called again when a new version of the model
@@ -92,12 +100,12 @@ class ModelManager:
         key = (model.name, graph)
         batcher = self.graph_batchers.get(key)
         if batcher is None:
-            batcher = DynamicBatcher(pipeline(), self.config.for_model(model.name).batching,
+            batcher = DynamicBatcher(pipeline(), self.batch_settings(model),
                                      self._inference_executor, self.metrics, label=f"{model.name}:{graph}")
             batcher.start()
             self.graph_batchers[key] = batcher
         elif batcher.pipeline.model is not model:
-            batcher.pipeline = pipeline()
+            batcher.pipeline, batcher.config = pipeline(), self.batch_settings(model)
         return batcher
 
     @property
@@ -208,13 +216,12 @@ class ModelManager:
             batcher = self.batchers.get(model.name)
             if batcher is None:
                 batcher = DynamicBatcher(
-                    prepared.pipeline, self.config.for_model(model.name).batching,
-                    self._inference_executor, self.metrics,
+                    prepared.pipeline, self.batch_settings(model), self._inference_executor, self.metrics,
                 )
                 batcher.start()
                 self.batchers[model.name] = batcher
-            else:
-                batcher.pipeline = prepared.pipeline
+            else:  # both in one step: a batch reads the pipeline and its limit together
+                batcher.pipeline, batcher.config = prepared.pipeline, self.batch_settings(model)
         self.registry.models[model.name] = model
         self.registry.loaded_at[model.name] = time.time()
         self.metrics.loads.labels(model.name, "loaded").inc()

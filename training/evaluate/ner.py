@@ -29,6 +29,7 @@ from typing import Any
 from seqeval.metrics import classification_report
 from seqeval.metrics.sequence_labeling import get_entities
 
+from service.batching.runs import run_pipeline
 from service.model.manifest import read_manifest, republish_manifest
 from service.pipelines.ner import Entity, NerPipeline
 from service.runtime.version_loader import load_version
@@ -54,7 +55,7 @@ def served_tags(version_dir: pathlib.Path, tweets: list[Tweet], batch_size: int 
     started = time.perf_counter()
     for start in range(0, len(tweets), batch_size):
         chunk = tweets[start : start + batch_size]
-        for tweet, prediction in zip(chunk, pipeline([t.text for t in chunk]), strict=True):
+        for tweet, prediction in zip(chunk, run_pipeline(pipeline, [t.text for t in chunk]), strict=True):
             n_entities += len(prediction.entities)
             offset_errors += sum(tweet.text[e.start : e.end] != e.text for e in prediction.entities)
             predicted.append(entities_to_token_tags(tweet, prediction.entities))

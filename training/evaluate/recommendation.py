@@ -17,11 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from service.batching.runs import run_pipeline
 from service.model.manifest import read_manifest, republish_manifest
+from service.model.pipeline import Pipeline
+from service.model.timing import StageTimings
 from service.pipelines.recommendation import RecommendationPipeline, RecommendationRequest
 from service.runtime.version_loader import load_version
 from training.data.movielens import Case, MovieLens, load_splits
@@ -46,6 +50,22 @@ def summary(full: np.ndarray, sampled: np.ndarray) -> dict[str, float]:
             "full_hr@10": round(full_hr, 4), "full_ndcg@10": round(full_ndcg, 4)}
 
 
+class HistoryScores(Pipeline[Sequence[int], np.ndarray]):
+    """The pipeline's full score row of each history, run as the server runs the pipeline (run_pipeline:
+    one history per run for a dynamically quantized graph), for the sampled protocol."""
+
+    def __init__(self, pipeline: RecommendationPipeline) -> None:
+        self.pipeline = pipeline
+        self.model = pipeline.model
+
+    def estimate_tokens(self, item: Sequence[int]) -> int:
+        return max(1, min(len(item), self.pipeline.max_history))
+
+    def __call__(self, items: Sequence[Sequence[int]], timings: StageTimings | None = None) -> list[np.ndarray]:
+        scores, _ = self.pipeline.score(items, timings)
+        return list(scores)
+
+
 def evaluate_pipeline(pipeline: RecommendationPipeline, data: MovieLens, cases: list[Case]) -> dict[str, Any]:
     user_index = {user: i for i, user in enumerate(data.histories)}
     negatives = np.stack([sample_negatives(user_index[c.user], set(data.histories[c.user]), data.num_items)
@@ -56,12 +76,14 @@ def evaluate_pipeline(pipeline: RecommendationPipeline, data: MovieLens, cases: 
     served_sampled = np.zeros(len(cases), dtype=np.int64)
     for start in range(0, len(order), BATCH_SIZE):
         rows = order[start : start + BATCH_SIZE]
-        recommendations = pipeline([RecommendationRequest(cases[i].history, K, exclude_seen=True) for i in rows])
+        requests = [RecommendationRequest(cases[i].history, K, exclude_seen=True) for i in rows]
+        recommendations = run_pipeline(pipeline, requests)
         for i, recommendation in zip(rows, recommendations, strict=True):
             ids = [s.item.id for s in recommendation.items]
             if cases[i].target in ids:
                 served_full[i] = ids.index(cases[i].target)
-        scores, _ = pipeline.score([cases[i].history for i in rows])
+        score_rows: list[np.ndarray] = run_pipeline(HistoryScores(pipeline), [cases[i].history for i in rows])
+        scores = np.stack(score_rows)
         served_sampled[rows] = sampled_ranks(scores, targets[rows], negatives[rows])
 
     popularity = np.asarray(pipeline.catalogue.counts[1:], dtype=np.float64)[None, :]

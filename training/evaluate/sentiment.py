@@ -14,6 +14,7 @@ import json
 import pathlib
 from typing import Any
 
+from service.batching.runs import run_pipeline
 from service.model.manifest import read_manifest, write_manifest
 from service.pipelines.sentiment import SentimentPipeline
 from service.runtime.version_loader import load_version
@@ -38,7 +39,7 @@ def served_labels(version_dir: pathlib.Path, texts: list[str], batch_size: int =
     pipeline = SentimentPipeline(load_version(version_dir))
     labels = []
     for start in range(0, len(texts), batch_size):
-        labels += [LABELS.index(p.label) for p in pipeline(texts[start : start + batch_size])]
+        labels += [LABELS.index(p.label) for p in run_pipeline(pipeline, texts[start : start + batch_size])]
     return labels
 
 

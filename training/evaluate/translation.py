@@ -18,6 +18,7 @@ from typing import Any
 
 import sacrebleu
 
+from service.batching.runs import run_pipeline
 from service.model.manifest import read_manifest, write_manifest
 from service.pipelines.translation import DecodeOptions, TranslationPipeline, TranslationRequest
 from service.runtime.version_loader import load_version
@@ -41,7 +42,8 @@ def translate_all(pipeline: TranslationPipeline, texts: list[str], options: Deco
     started = time.perf_counter()
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        for row, result in zip(rows, pipeline([TranslationRequest(texts[i], options) for i in rows]), strict=True):
+        requests = [TranslationRequest(texts[i], options) for i in rows]
+        for row, result in zip(rows, run_pipeline(pipeline, requests), strict=True):
             outputs[row] = result.hypotheses[0].text
             target_tokens += len(result.hypotheses[0].tokens)
     seconds = time.perf_counter() - started

@@ -23,6 +23,7 @@ import onnxruntime as ort
 
 from service.grpc.v2.shapes import row_positions
 from service.model.loaded_model import LoadedModel
+from service.model.pipeline import Pipeline
 from service.model.timing import StageTimings
 
 
@@ -59,7 +60,10 @@ def join_rows(rows: Sequence[dict[str, np.ndarray]], outputs: Sequence[str]) -> 
     return [np.concatenate([row[name] for row in rows]) for name in outputs]
 
 
-class GraphPipeline:
+RowResult = dict[str, np.ndarray] | Exception  # a row's outputs, or what running it alone raised
+
+
+class GraphPipeline(Pipeline[Row, RowResult]):
     """The batcher's pipeline for one graph: its items are Rows, its outputs one dict per row (or the
     exception that row raised when run alone)."""
 
@@ -76,7 +80,7 @@ class GraphPipeline:
 
     def __call__(
         self, rows: Sequence[Row], timings: StageTimings | None = None
-    ) -> list[dict[str, np.ndarray] | Exception]:
+    ) -> list[RowResult]:
         timings = timings or StageTimings()
         outputs = list(rows[0].outputs)
         feeds = {name: np.concatenate([row.feeds[name] for row in rows]) for name in rows[0].feeds}

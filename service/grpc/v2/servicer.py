@@ -24,6 +24,7 @@ import onnxruntime as ort
 from seqserve.oip import grpc_service_pb2 as pb
 from seqserve.oip import grpc_service_pb2_grpc as pb_grpc
 
+from service.batching.runs import NO_LIMIT
 from service.grpc.batched import submit_batched
 from service.grpc.calls import Call, CallRunner
 from service.grpc.readiness import Readiness
@@ -239,9 +240,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     f"outputs: {unknown[0][:100]!r} is not an output of {graph.name} ({', '.join(graph_outputs)})",
                 )
             rows = next(iter(feeds.values())).shape[0] if feeds else 0
-            # A dynamically quantized graph scales its activations over the whole batch tensor, so rows
-            # of other calls would change this call's numbers: it runs as sent (docs/serving.md).
-            if rows > 0 and batch_axis(graph.session) is not None and not graph.model.manifest.dynamically_quantized:
+            # Rows of other calls stack on this call's only where the model's batch settings put no limit
+            # on items per run (a dynamically quantized graph's do: its activation scales span the batch
+            # tensor). Otherwise the call runs as sent: its rows are the one tensor the client chose.
+            if rows > 0 and batch_axis(graph.session) is not None and self._stacks_rows(graph):
                 model, arrays = await self._infer_batched(graph, feeds, wanted, call, context)
             else:
                 model, arrays = graph.model, await self._infer_alone(graph, feeds, wanted, call)
@@ -254,6 +256,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             return response
 
         return await self._calls.run("ModelInfer", context, handle)
+
+    def _stacks_rows(self, graph: Graph) -> bool:
+        return self._manager.batch_settings(graph.model).items_per_run == NO_LIMIT
 
     async def _infer_batched(
         self, graph: Graph, feeds: dict[str, np.ndarray], wanted: list[str], call: Call,
