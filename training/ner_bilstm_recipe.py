@@ -4,6 +4,7 @@ service's own featurizer, CRF loss, torch Viterbi for dev early stopping."""
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -32,14 +33,18 @@ def to_tensors(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v) for k, v in batch.items()}
 
 
-def build_bilstm_recipe(train_tweets: list[Tweet], recipe_class: type) -> Any:
+def build_bilstm_recipe(train_tweets: list[Tweet], recipe_class: type, tags: Sequence[str] = TAGS,
+                        model_config: dict[str, Any] | None = None) -> Any:
+    """`tags`: the tag set, O first (WNUT's by default); `model_config`: BiLSTMCRFConfig sizes (default
+    cfg.BILSTM)."""
     vocab = build_vocab(train_tweets)
     featurizer = WordFeaturizer(vocab["words"], vocab["chars"], cfg.BILSTM_MAX_WORD_CHARS)
+    tag_names = list(tags)
     config = BiLSTMCRFConfig(vocab_size=len(vocab["words"]), char_vocab_size=len(vocab["chars"]),
-                             shape_vocab_size=len(SHAPES) + 1, num_tags=len(TAGS),
-                             unk_id=vocab["words"].index(UNK), **cfg.BILSTM)
+                             shape_vocab_size=len(SHAPES) + 1, num_tags=len(tag_names),
+                             unk_id=vocab["words"].index(UNK), **(cfg.BILSTM if model_config is None else model_config))
     model = BiLSTMCRF(config)
-    tag_id = {tag: i for i, tag in enumerate(TAGS)}
+    tag_id = {tag: i for i, tag in enumerate(tag_names)}
 
     def encode(tweets: list[Tweet]) -> list[Any]:
         rows = []
@@ -63,7 +68,7 @@ def build_bilstm_recipe(train_tweets: list[Tweet], recipe_class: type) -> Any:
     def predict(module: nn.Module, batch: Any) -> list[list[str]]:
         inputs, _ = batch
         emissions = module(inputs["word_ids"], inputs["char_ids"], inputs["shape_ids"], inputs["mask"])
-        return [[TAGS[t] for t in path] for path in module.crf.viterbi(emissions, inputs["mask"])]
+        return [[tag_names[t] for t in path] for path in module.crf.viterbi(emissions, inputs["mask"])]
 
     return recipe_class(model, encode, collate, loss, predict,
                         {"vocab": vocab, "model_config": config.__dict__})

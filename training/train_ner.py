@@ -9,6 +9,9 @@ Both learn on the served words (service/pipelines/ner_words.py) of each tweet's 
 tags projected onto them, early-stop on dev entity F1 (seqeval), resume from their checkpoint dir, and
 are evaluated on the test split through the service's own pipeline. `--smoke-steps N` trains N steps
 (tests use it with --out in a temporary directory).
+
+The recipes and `run_training` take the tag set and the model config as parameters (WNUT's and
+training/configs/ner.py's by default): `python -m training.train ner` trains them on a user's file.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import dataclasses
 import json
 import logging
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -31,7 +34,6 @@ from training.data.ner import TAGS, Tweet, load_splits, word_tags
 from training.loop import LoopConfig, epochs_trained_evaluator, refit_loop_config, train
 
 log = logging.getLogger("train_ner")
-TAG_ID = {tag: i for i, tag in enumerate(TAGS)}
 
 
 @dataclasses.dataclass
@@ -46,8 +48,10 @@ class Recipe:
     extra: dict[str, Any]
 
 
-def minilm_recipe(train_tweets: list[Tweet], model: nn.Module | None = None) -> Recipe:
-    """`model`: a MiniLMTagger to use instead of the pre-trained one (tests pass a tiny one)."""
+def minilm_recipe(train_tweets: list[Tweet], model: nn.Module | None = None, tags: Sequence[str] = TAGS,
+                  model_config: dict[str, Any] | None = None) -> Recipe:
+    """`model`: a MiniLMTagger to use instead of the pre-trained one (tests pass a tiny one); `tags`: the
+    tag set (O first); `model_config`: MiniLMTagger keyword arguments (default cfg.MINILM)."""
     from tokenizers import Tokenizer
 
     from service.pipelines.ner_features import SHAPE_ID, word_shape
@@ -56,7 +60,10 @@ def minilm_recipe(train_tweets: list[Tweet], model: nn.Module | None = None) -> 
 
     tokenizer = prepare_tokenizer(Tokenizer.from_file(str(minilm_dir() / "tokenizer.json")))
     pad_id = tokenizer.token_to_id("[PAD]")
-    model = model or MiniLMTagger(len(TAGS), **cfg.MINILM)
+    model_config = dict(cfg.MINILM if model_config is None else model_config)
+    model = model or MiniLMTagger(len(tags), **model_config)
+    tag_names = list(tags)
+    tag_id = {tag: i for i, tag in enumerate(tag_names)}
 
     def encode(tweets: list[Tweet]) -> list[Any]:
         rows = []
@@ -64,7 +71,7 @@ def minilm_recipe(train_tweets: list[Tweet], model: nn.Module | None = None) -> 
             words, tags = word_tags(tweet)
             row = encode_words(tokenizer, [w.text for w in words], cfg.MAX_SUBWORDS)
             shapes = [SHAPE_ID[word_shape(w.text)] for w in words[: len(row.first_positions)]]
-            rows.append((row.ids, row.first_positions, [TAG_ID[t] for t in tags[: len(row.first_positions)]], shapes))
+            rows.append((row.ids, row.first_positions, [tag_id[t] for t in tags[: len(row.first_positions)]], shapes))
         return rows
 
     def collate(rows: list[Any]) -> Any:
@@ -91,15 +98,16 @@ def minilm_recipe(train_tweets: list[Tweet], model: nn.Module | None = None) -> 
     def predict(module: nn.Module, batch: Any) -> list[list[str]]:
         inputs, _, firsts = batch
         best = module(**inputs).argmax(-1)
-        return [[TAGS[int(best[i, p])] for p in positions] for i, positions in enumerate(firsts)]
+        return [[tag_names[int(best[i, p])] for p in positions] for i, positions in enumerate(firsts)]
 
-    return Recipe(model, encode, collate, loss, predict, {"pad_id": pad_id})
+    return Recipe(model, encode, collate, loss, predict, {"pad_id": pad_id, "model_config": model_config})
 
 
-def bilstm_recipe(train_tweets: list[Tweet]) -> Recipe:
+def bilstm_recipe(train_tweets: list[Tweet], tags: Sequence[str] = TAGS,
+                  model_config: dict[str, Any] | None = None) -> Recipe:
     from training.ner_bilstm_recipe import build_bilstm_recipe
 
-    return build_bilstm_recipe(train_tweets, Recipe)
+    return build_bilstm_recipe(train_tweets, Recipe, tags=tags, model_config=model_config)
 
 
 RECIPES = {"minilm": (minilm_recipe, cfg.MINILM_LOOP, cfg.MINILM_BATCH_SIZE),
@@ -111,13 +119,15 @@ def gold_word_tags(tweets: list[Tweet]) -> list[list[str]]:
 
 
 def run_training(tagger: str, parts: dict[str, list[Tweet]], loop_config: LoopConfig,
-                 batch_size: int, refit: bool = False) -> tuple[Recipe, Any]:
+                 batch_size: int, refit: bool = False, tags: Sequence[str] = TAGS,
+                 model_config: dict[str, Any] | None = None) -> tuple[Recipe, Any]:
     """Train on parts["train"], early-stopping on parts["dev"]; with `refit`, train on train + dev for
-    exactly loop_config.max_epochs (a count chosen on dev by an earlier run) and keep the last epoch."""
+    exactly loop_config.max_epochs (a count chosen on dev by an earlier run) and keep the last epoch.
+    `tags` and `model_config` default to WNUT's tag set and training/configs/ner.py."""
     make_recipe = RECIPES[tagger][0]
     torch.manual_seed(loop_config.seed)
     training_tweets = parts["train"] + parts["dev"] if refit else parts["train"]
-    recipe = make_recipe(training_tweets)
+    recipe = make_recipe(training_tweets, tags=tags, model_config=model_config)
     train_rows = recipe.encode(training_tweets)
     dev_rows = recipe.encode(parts["dev"])
     dev_gold = gold_word_tags(parts["dev"])

@@ -10,11 +10,16 @@ entity offsets are checked against.
 
 Split: tweets are ordered by sha256("<index>:<raw text>") and cut 80/10/10. The index is in the key
 because the file holds a few identical tweets; they still land wherever their hash says.
+
+The record (`Tweet`), the tag order (`tag_set`) and the projection of token tags onto served words
+(`word_tags`) hold for any CoNLL-style sentence: `python -m training.train ner` (training/byo/ner.py)
+reads a user's file into the same records.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from service.pipelines.ner_words import Word, split_words
@@ -25,13 +30,21 @@ DATA_FILE = "data/ner.txt"
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 ENTITY_TYPES = ("company", "facility", "geo-loc", "movie", "musicartist", "other", "person", "product",
                 "sportsteam", "tvshow")
-# Tag ids: O first, then B-/I- per type; the served model's labels.json holds this list.
-TAGS = ("O", *(f"{prefix}-{kind}" for kind in ENTITY_TYPES for prefix in ("B", "I")))
+
+
+def tag_set(entity_types: Iterable[str]) -> tuple[str, ...]:
+    """Tag ids: O first, then B-/I- per type, types sorted; the served model's labels.json holds this list."""
+    return ("O", *(f"{prefix}-{kind}" for kind in sorted(set(entity_types)) for prefix in ("B", "I")))
+
+
+TAGS = tag_set(ENTITY_TYPES)
 
 
 @dataclass(frozen=True)
 class Tweet:
-    index: int  # position in ner.txt
+    """One sentence: a WNUT tweet, or a sentence of the user's CoNLL file."""
+
+    index: int  # position in the file (0-based, in sentences)
     tokens: tuple[str, ...]
     tags: tuple[str, ...]
 

