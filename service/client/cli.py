@@ -1,9 +1,10 @@
 """`seqserve`: call a seqserve server from the shell.
 
     seqserve [--target HOST:PORT] [--json] sentiment TEXT...
+    seqserve classify TEXT... [--model NAME]
     seqserve translate TEXT... [--model NAME] [--beam N] [--n-best N] [--stream] [--alignment-png FILE]
     seqserve ner TEXT... [--model NAME] [--tokens]
-    seqserve recommend [ITEM...] [-k N] [--exclude-seen] [--model NAME]   (ITEM: a title or #ID, oldest first)
+    seqserve recommend [ITEM...] [-k N] [--exclude-seen] [--model NAME]   (ITEM: a title, #ID or @KEY, oldest first)
     seqserve models
     seqserve health [--service NAME]
 
@@ -24,7 +25,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
-from seqserve.v1 import models_pb2, ner_pb2, sentiment_pb2, translation_pb2
+from seqserve.v1 import classification_pb2, models_pb2, ner_pb2, sentiment_pb2, translation_pb2
 
 from service.client.alignment_plot import PlottingUnavailableError, save_alignment_png
 from service.client.channel import Connection
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     sentiment = commands.add_parser("sentiment", help="classify the sentiment of one or more texts")
     sentiment.add_argument("texts", nargs="+", metavar="TEXT")
     sentiment.add_argument("--model", default="", help="model name (default: the server's default)")
+    classify = commands.add_parser("classify", help="label texts with a classification model (your own labels)")
+    classify.add_argument("texts", nargs="+", metavar="TEXT")
+    classify.add_argument("--model", default="", help="model name (default: the server's default classifier)")
     translate = commands.add_parser("translate", help="translate one or more texts (English -> French)")
     translate.add_argument("texts", nargs="+", metavar="TEXT")
     translate.add_argument("--model", default="", help="transformer or seq2seq-attention (default: the server's)")
@@ -73,9 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     ner.add_argument("texts", nargs="+", metavar="TEXT")
     ner.add_argument("--model", default="", help="model name (default: the server's default)")
     ner.add_argument("--tokens", action="store_true", help="also show every word with its BIO tag")
-    recommend = commands.add_parser("recommend", help="recommend movies to watch after a history of movies")
+    recommend = commands.add_parser("recommend", help="recommend items (movies, or a model's own catalogue) "
+                                                      "after a history of them")
     recommend.add_argument("history", nargs="*", metavar="ITEM",
-                           help='a title ("Toy Story (1995)") or #ID, oldest first; none: the most popular')
+                           help='a title ("Toy Story (1995)"), #ID, or @KEY (the item\'s own id, e.g. '
+                                '@sku-0042), oldest first; none: the most popular')
     recommend.add_argument("-k", type=int, default=None, help="how many items (default 10)")
     recommend.add_argument("--exclude-seen", action="store_true", help="never recommend a history item")
     recommend.add_argument("--model", default="", help="model name (default: the server's default)")
@@ -99,8 +105,11 @@ def _shorten(text: str, width: int = 72) -> str:
 
 
 def print_sentiment(
-    texts: Sequence[str], response: sentiment_pb2.AnalyzeSentimentResponse, out: TextIO
+    texts: Sequence[str],
+    response: sentiment_pb2.AnalyzeSentimentResponse | classification_pb2.ClassifyResponse,
+    out: TextIO,
 ) -> None:
+    """Label, probabilities and the most attended tokens per text (a Classify answer has the same shape)."""
     for number, (text, result) in enumerate(zip(texts, response.results, strict=True), start=1):
         print(f"[{number}] {_shorten(text)}", file=out)
         probabilities = "  ".join(f"{p.label} {p.probability:.3f}" for p in result.probabilities)
@@ -212,6 +221,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         response: Message
         if args.command == "sentiment":
             response = client.sentiment(args.texts, model=args.model)
+            if not args.json:
+                print_sentiment(args.texts, response, out)
+        elif args.command == "classify":
+            response = client.classify(args.texts, model=args.model)
             if not args.json:
                 print_sentiment(args.texts, response, out)
         elif args.command == "ner":

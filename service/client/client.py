@@ -7,6 +7,8 @@ from types import TracebackType
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from seqserve.v1 import (
+    classification_pb2,
+    classification_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
     ner_pb2,
@@ -31,6 +33,7 @@ class SeqserveClient:
         self.timeout = timeout
         self._channel = open_channel(target, connection)
         self._sentiment = sentiment_pb2_grpc.SentimentStub(self._channel)
+        self._classification = classification_pb2_grpc.ClassificationStub(self._channel)
         self._models = models_pb2_grpc.ModelsStub(self._channel)
         self._translation = translation_pb2_grpc.TranslationStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -40,6 +43,11 @@ class SeqserveClient:
     def sentiment(self, texts: Sequence[str], model: str = "") -> sentiment_pb2.AnalyzeSentimentResponse:
         request = sentiment_pb2.AnalyzeSentimentRequest(texts=list(texts), model=model)
         return self._sentiment.Analyze(request, timeout=self.timeout)
+
+    def classify(self, texts: Sequence[str], model: str = "") -> classification_pb2.ClassifyResponse:
+        """Labels, probabilities and token attention from a classification (or sentiment) model."""
+        request = classification_pb2.ClassifyRequest(texts=list(texts), model=model)
+        return self._classification.Classify(request, timeout=self.timeout)
 
     def translate(
         self, texts: Sequence[str], model: str = "", beam_size: int = 0, n_best: int = 0,
@@ -67,10 +75,13 @@ class SeqserveClient:
         return self._ner.Recognize(request, timeout=self.timeout)
 
     def recommend(
-        self, history: Sequence[int | str], k: int | None = None, exclude_seen: bool = False, model: str = ""
+        self, history: Sequence[int | str | recommendation_pb2.HistoryItem], k: int | None = None,
+        exclude_seen: bool = False, model: str = ""
     ) -> recommendation_pb2.RecommendResponse:
-        """History oldest first: ints are catalogue ids, strings titles ("Toy Story (1995)"); k None = 10."""
-        items = [recommendation_pb2.HistoryItem(id=item) if isinstance(item, int)
+        """History oldest first: ints are catalogue ids, strings titles ("Toy Story (1995)"), a HistoryItem as
+        given (e.g. HistoryItem(key="sku-0042")); k None = 10."""
+        items = [item if isinstance(item, recommendation_pb2.HistoryItem)
+                 else recommendation_pb2.HistoryItem(id=item) if isinstance(item, int)
                  else recommendation_pb2.HistoryItem(title=item) for item in history]
         request = recommendation_pb2.RecommendRequest(history=items, k=k, exclude_seen=exclude_seen, model=model)
         return self._recommendation.Recommend(request, timeout=self.timeout)

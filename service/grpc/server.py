@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from seqserve.oip import grpc_service_pb2_grpc
 from seqserve.v1 import (
     admin_pb2_grpc,
+    classification_pb2_grpc,
     models_pb2_grpc,
     ner_pb2_grpc,
     recommendation_pb2_grpc,
@@ -26,6 +27,7 @@ from seqserve.v1 import (
 from service.config import Settings
 from service.grpc import (
     admin_servicer,
+    classification_servicer,
     models_servicer,
     ner_servicer,
     recommendation_servicer,
@@ -33,6 +35,7 @@ from service.grpc import (
     translation_servicer,
 )
 from service.grpc.admin_servicer import AdminServicer
+from service.grpc.classification_servicer import ClassificationServicer
 from service.grpc.decoding import DecodeErrorInterceptor
 from service.grpc.health import HealthServicer
 from service.grpc.models_servicer import ModelsServicer
@@ -55,7 +58,7 @@ log = logging.getLogger(__name__)
 # Services answering for a task or for the models; each has a health name of its own.
 SEQSERVE_SERVICES = (
     sentiment_servicer.SERVICE_NAME, translation_servicer.SERVICE_NAME, models_servicer.SERVICE_NAME,
-    ner_servicer.SERVICE_NAME,
+    ner_servicer.SERVICE_NAME, classification_servicer.SERVICE_NAME,
     admin_servicer.SERVICE_NAME, v2_servicer.SERVICE_NAME, recommendation_servicer.SERVICE_NAME,
 )
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -105,6 +108,8 @@ def add_task_servicers(server: grpc.aio.Server, manager: ModelManager, settings:
     SEQSERVE_SERVICES; it gets batching, auth, metrics and health from the rest of this module."""
     limits = TextLimits(max_texts=settings.max_texts, max_text_chars=settings.max_text_chars)
     sentiment_pb2_grpc.add_SentimentServicer_to_server(SentimentServicer(manager, limits, metrics), server)
+    classification_pb2_grpc.add_ClassificationServicer_to_server(
+        ClassificationServicer(manager, limits, metrics), server)
     translation_pb2_grpc.add_TranslationServicer_to_server(
         TranslationServicer(manager, limits, metrics, max_cost=settings.max_translate_cost), server)
     ner_pb2_grpc.add_NerServicer_to_server(NerServicer(manager, limits, metrics), server)

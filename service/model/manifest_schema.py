@@ -134,10 +134,20 @@ class CatalogueSection(_Section):
     popularity: str | None = Field(None, description="Item popularity counts (the cold-start answer).")
 
 
+class ClassificationSection(_Section):
+    """How a classification graph reads text (docs/your-own-models.md)."""
+
+    add_special_tokens: bool = Field(
+        False, description="Encode with the tokenizer's special tokens ([CLS] text [SEP] for a BERT-family "
+        "encoder); false for a model trained on the text's subwords alone (the BiGRU). Special tokens are "
+        "never listed among the tokens answered.")
+    architecture: str | None = Field(None, description="What the graph is, e.g. bigru or minilm (a record).")
+
+
 class Limits(_Section):
     """Request sizes the model was built for; the pipelines refuse larger requests."""
 
-    max_tokens: int | None = Field(None, ge=1, description="sentiment: subword tokens per text.")
+    max_tokens: int | None = Field(None, ge=1, description="sentiment, classification: subword tokens per text.")
     max_words: int | None = Field(None, ge=1, description="ner: words per text.")
     max_subwords: int | None = Field(None, ge=1, description="ner: subwords per text.")
     max_source_tokens: int | None = Field(None, ge=1, description="translation: source subwords.")
@@ -169,7 +179,7 @@ class ManifestModel(BaseModel):
     format_version: Literal[1] = Field(description="The manifest format; this server reads format 1.")
     name: str = Field(min_length=1, description="The model name clients ask for; the folder's parent.")
     version: str = Field(pattern=r"^[0-9]+$", description="The version; the folder's name.")
-    task: Literal["sentiment", "translation", "ner", "recommendation"] = Field(
+    task: Literal["sentiment", "classification", "translation", "ner", "recommendation"] = Field(
         description="Which task API serves it and which pipeline runs it.")
     files: dict[str, Sha256] = Field(description="Every file of the version -> its sha256, verified at load.")
     onnx: OnnxSection = Field(description="The graphs and their tensors.")
@@ -184,6 +194,8 @@ class ManifestModel(BaseModel):
     decoding: DecodingSection | None = Field(None, description="translation: the step-graph contract.")
     ner: NerSection | None = Field(None, description="ner: the tagger and how text becomes words.")
     catalogue: CatalogueSection | None = Field(None, description="recommendation: the items.")
+    classification: ClassificationSection | None = Field(
+        None, description="classification: how text is encoded (absent: as the BiGRU, no special tokens).")
     quantization: Quantization | None = Field(None, description="int8 variants: how they were made.")
     sample_inputs: list[Any] = Field(default_factory=list, description="Inputs run once at load to warm up.")
     metrics: Record = Field(default_factory=dict, description="Measured quality (a record, shown by GetModel).")
@@ -205,6 +217,8 @@ class ManifestModel(BaseModel):
 # The sections each task's pipeline reads (beside onnx and files).
 TASK_SECTIONS: dict[str, tuple[str, ...]] = {
     "sentiment": ("tokenizer", "special_tokens", "labels"),
+    # Any label set of 2 or more; the graph gives probabilities and attention (pipelines/classification.py).
+    "classification": ("tokenizer", "special_tokens", "labels"),
     "translation": ("tokenizer", "decoding"),
     "ner": ("ner", "labels"),
     "recommendation": ("catalogue",),

@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 from service.model.loaded_model import LoadedModel
 from service.model.pipeline import AnyPipeline
+from service.pipelines.classification import TASK as CLASSIFICATION_TASK
+from service.pipelines.classification import ClassificationPipeline
 from service.pipelines.ner import TASK as NER_TASK
 from service.pipelines.ner import NerPipeline
 from service.pipelines.recommendation import TASK as RECOMMENDATION_TASK
@@ -22,7 +24,8 @@ from service.pipelines.translation import TranslationPipeline
 PipelineFactory = Callable[[LoadedModel], AnyPipeline]
 
 _FACTORIES: dict[str, PipelineFactory] = {SENTIMENT_TASK: SentimentPipeline, TRANSLATION_TASK: TranslationPipeline,
-                                           RECOMMENDATION_TASK: RecommendationPipeline, NER_TASK: NerPipeline}
+                                           RECOMMENDATION_TASK: RecommendationPipeline, NER_TASK: NerPipeline,
+                                           CLASSIFICATION_TASK: ClassificationPipeline}
 
 
 def build_pipeline(model: LoadedModel) -> AnyPipeline | None:

@@ -1,0 +1,125 @@
+"""Text classification with any label set: tokenize -> onnxruntime -> labels, probabilities and
+attention over tokens.
+
+One pipeline serves every classifier whose graph takes `input_ids` and `attention_mask` and gives
+`probabilities` [batch, labels] and `attention` [batch, sequence] (weights of one text summing to 1):
+the models `python -m training.train classification` makes (task "classification": a BiGRU trained
+from scratch, or a fine-tuned BERT-family encoder whose tokenizer adds [CLS]/[SEP]) and the sentiment
+models (task "sentiment", served through Sentiment.Analyze as well). The server and the evaluation
+commands both call it, so published quality is served quality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.model.loaded_model import LoadedModel
+from service.model.pipeline import Pipeline
+from service.model.timing import StageTimings
+
+TASK = "classification"
+# Sentiment models are classifiers with the labels negative/neutral/positive; Classify serves them too.
+TASKS = (TASK, "sentiment")
+
+
+@dataclass(frozen=True)
+class TokenWeight:
+    token: str
+    weight: float
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class ClassPrediction:
+    label: str
+    probabilities: dict[str, float]  # in the model's label order
+    tokens: list[TokenWeight]
+    truncated: bool
+
+
+class ClassificationPipeline(Pipeline[str, ClassPrediction]):
+    tasks: tuple[str, ...] = TASKS
+
+    def __init__(self, model: LoadedModel) -> None:
+        if model.task not in self.tasks or model.tokenizer is None:
+            raise ValueError(f"model {model.name} is not a {' or '.join(self.tasks)} model with a tokenizer")
+        self.model = model
+        self.labels = model.manifest.labels
+        special = model.manifest.spec.special_tokens
+        if special is None:
+            raise ValueError(f"model {model.name} has no special_tokens section")
+        section = model.manifest.spec.classification
+        # A BERT-family encoder was trained on [CLS] text [SEP]; the BiGRU on the text's subwords alone.
+        self.add_special_tokens = section.add_special_tokens if section is not None else False
+        self.max_tokens = model.manifest.spec.limits.max_tokens or 256
+        self.pad_id, self.unk_id = special.pad_id, special.unk_id
+        self.unk_token = special.unk if special.unk is not None else model.tokenizer.id_to_token(special.unk_id) or ""
+
+    def estimate_tokens(self, text: str) -> int:
+        """A cheap guess of the token count, for grouping texts of similar length into one batch.
+
+        About 4 characters per subword on these vocabularies; exact counts would mean tokenizing twice.
+        """
+        return min(self.max_tokens, len(text) // 4 + 1)
+
+    def _row(self, encoding: object) -> tuple[list[int], list[str], list[tuple[int, int]], list[bool], bool]:
+        """One text's ids, tokens, offsets, which positions are answered (not special) and truncation."""
+        ids, tokens, offsets = list(encoding.ids), list(encoding.tokens), list(encoding.offsets)  # type: ignore[attr-defined]
+        shown = [not s for s in encoding.special_tokens_mask] if self.add_special_tokens else [True] * len(ids)  # type: ignore[attr-defined]
+        truncated = len(ids) > self.max_tokens
+        if truncated and self.add_special_tokens:
+            # Keep the closing special token ([SEP]) the encoder was trained to see.
+            keep = self.max_tokens - 1
+            ids, tokens, offsets, shown = (ids[:keep] + ids[-1:], tokens[:keep] + tokens[-1:],
+                                           offsets[:keep] + offsets[-1:], shown[:keep] + shown[-1:])
+        else:
+            ids, tokens, offsets, shown = (ids[: self.max_tokens], tokens[: self.max_tokens],
+                                           offsets[: self.max_tokens], shown[: self.max_tokens])
+        if not any(shown):  # a text the normaliser empties still gets one position to attend to
+            position = 1 if self.add_special_tokens and ids else 0
+            ids.insert(position, self.unk_id)
+            tokens.insert(position, self.unk_token)
+            offsets.insert(position, (0, 0))
+            shown.insert(position, True)
+        return ids, tokens, offsets, shown, truncated
+
+    def __call__(self, texts: Sequence[str], timings: StageTimings | None = None) -> list[ClassPrediction]:
+        timings = timings or StageTimings()
+        with timings.stage("tokenize"):
+            encodings = self.model.tokenizer.encode_batch(list(texts), add_special_tokens=self.add_special_tokens)
+            rows = [self._row(encoding) for encoding in encodings]
+            width = max(len(r[0]) for r in rows)
+            input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+            attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+            for i, (ids, *_) in enumerate(rows):
+                input_ids[i, : len(ids)] = ids
+                attention_mask[i, : len(ids)] = 1
+            # Share of the tensor that is padding: what length grouping in the batcher keeps down.
+            timings.padding_ratio = 1.0 - float(attention_mask.sum()) / attention_mask.size
+        with timings.stage("inference"):
+            # A dynamically quantized graph is handed one text at a time (service/batching/runs.py).
+            probabilities, attention = self.model.session.run(
+                ["probabilities", "attention"], {"input_ids": input_ids, "attention_mask": attention_mask}
+            )
+        with timings.stage("postprocess"):
+            predictions = []
+            for i, (_, tokens, offsets, shown, truncated) in enumerate(rows):
+                probs = probabilities[i]
+                weights = attention[i, : len(tokens)]
+                predictions.append(
+                    ClassPrediction(
+                        label=self.labels[int(np.argmax(probs))],
+                        probabilities={label: float(p) for label, p in zip(self.labels, probs, strict=True)},
+                        tokens=[
+                            TokenWeight(tok, float(w), int(s), int(e))
+                            for tok, w, (s, e), keep in zip(tokens, weights, offsets, shown, strict=True)
+                            if keep
+                        ],
+                        truncated=truncated,
+                    )
+                )
+        return predictions
