@@ -127,3 +127,32 @@ def test_nothing_is_written_to_a_call_whose_deadline_has_passed(outcome: str) ->
         asyncio.run(runner.run("Do", context, handler))  # type: ignore[arg-type]
     assert context.aborted is None and context.trailing is None
     assert count(metrics, "DEADLINE_EXCEEDED") == 1
+
+
+def test_a_response_larger_than_the_server_sends_is_refused_resource_exhausted_with_what_to_do() -> None:
+    # grpc core would fail to send it after all the work, answer "Sent message larger than max" and log an
+    # ExecuteBatchError traceback (found with 40 long texts and alignments under --max-message-bytes 1 MiB).
+    from seqserve.v1 import translation_pb2
+
+    from service.grpc.calls import set_max_response_bytes
+
+    big = translation_pb2.TranslateResponse(results=[translation_pb2.TranslationResult(
+        alignment=translation_pb2.Alignment(weights=[0.5] * 1000))])
+
+    async def handler(call: Call) -> Any:
+        call.model = "m"
+        return big
+
+    set_max_response_bytes(big.ByteSize() - 1)
+    try:
+        context = FakeContext()
+        metrics, result = run(handler, context)
+        assert result is None and context.aborted is not None
+        code, message, _ = context.aborted
+        assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"would be {big.ByteSize()} bytes" in message and "--max-message-bytes" in message
+        assert count(metrics, "RESOURCE_EXHAUSTED", model="m") == 1
+        set_max_response_bytes(big.ByteSize())  # exactly the limit is fine
+        assert run(handler, FakeContext())[1] is big
+    finally:
+        set_max_response_bytes(4 << 20)

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import grpc
 
-from service.grpc.statuses import status_of
+from service.grpc.statuses import ResponseTooLargeError, status_of
 from service.metrics.registry import ServingMetrics
 from service.observability.request_context import request_id_var
 
@@ -30,6 +30,16 @@ REQUEST_ID_KEY = "x-request-id"
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 Response = TypeVar("Response")
+
+# The largest response grpc will send (the server's grpc.max_send_message_length, --max-message-bytes);
+# start_server sets it. A bigger one would fail inside grpc core after all the work was done: the client
+# got RESOURCE_EXHAUSTED "Sent message larger than max" and the log an ExecuteBatchError traceback.
+_max_response_bytes = 4 << 20
+
+
+def set_max_response_bytes(limit: int) -> None:
+    global _max_response_bytes
+    _max_response_bytes = limit
 
 
 @dataclass
@@ -74,6 +84,7 @@ class CallRunner:
         code, message = grpc.StatusCode.OK, ""
         try:
             response = await handler(call)
+            check_response_size(response)
         except asyncio.CancelledError:
             # The client went away or its deadline passed; grpc cancelled this task.
             code = grpc.StatusCode.CANCELLED
@@ -106,6 +117,14 @@ class CallRunner:
             await context.abort(code, message, metadata)
         context.set_trailing_metadata(metadata)
         return response
+
+
+def check_response_size(response: object) -> None:
+    size = response.ByteSize() if hasattr(response, "ByteSize") else 0
+    if size > _max_response_bytes:
+        raise ResponseTooLargeError(
+            f"the response would be {size} bytes, above the server's limit of {_max_response_bytes} bytes "
+            "(--max-message-bytes): ask for fewer texts per call, fewer hypotheses (n_best) or no alignment")
 
 
 def deadline_has_passed(context: grpc.aio.ServicerContext, code: grpc.StatusCode) -> bool:

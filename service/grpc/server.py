@@ -35,6 +35,7 @@ from service.grpc import (
     translation_servicer,
 )
 from service.grpc.admin_servicer import AdminServicer
+from service.grpc.calls import set_max_response_bytes
 from service.grpc.classification_servicer import ClassificationServicer
 from service.grpc.decoding import DecodeErrorInterceptor
 from service.grpc.health import HealthServicer
@@ -130,6 +131,7 @@ async def start_server(
 
     # The gate comes last: a call auth refuses is answered (and counted) once, by auth.
     gate = ShutdownGate((HEALTH_SERVICE,), count_refusal)
+    set_max_response_bytes(settings.max_message_bytes)
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(tokens, count_refusal), DecodeErrorInterceptor(metrics, SEQSERVE_SERVICES), gate],
         options=server_options(settings),

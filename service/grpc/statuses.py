@@ -16,6 +16,10 @@ from service.batching.errors import BatcherClosedError, DeadlineExpiredError, Qu
 from service.grpc.validation import RequestError
 
 
+class ResponseTooLargeError(Exception):
+    """The answer is larger than the server sends (RESOURCE_EXHAUSTED, with what to ask for instead)."""
+
+
 @dataclass(frozen=True)
 class Status:
     code: grpc.StatusCode
@@ -23,6 +27,7 @@ class Status:
 
 
 STATUSES: dict[type[Exception], Status] = {
+    ResponseTooLargeError: Status(grpc.StatusCode.RESOURCE_EXHAUSTED),  # message: the size, the limit, what to do
     QueueFullError: Status(grpc.StatusCode.RESOURCE_EXHAUSTED),    # message: the queue, its limit, retry later
     BatcherClosedError: Status(grpc.StatusCode.UNAVAILABLE, "; retry"),  # unloaded, or the server is stopping
     DeadlineExpiredError: Status(grpc.StatusCode.DEADLINE_EXCEEDED),
