@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import pathlib
 import shutil
+from collections.abc import Sequence
 
 from tokenizers import Tokenizer
 
 from training.configs import translation_seq2seq as cfg
-from training.data.translation import VersePair
+from training.data.translation import TranslationPair
 from training.decoding_seq2seq import translate
 from training.models.seq2seq_attention import Seq2SeqAttention, Seq2SeqConfig
 from training.translation_run import TranslationRecipe, run
@@ -23,7 +24,7 @@ from training.translation_run import TranslationRecipe, run
 log = logging.getLogger("train_seq2seq")
 
 
-def load_shared_tokenizer(checkpoint_dir: pathlib.Path, train_pairs: list[VersePair]) -> Tokenizer:
+def load_shared_tokenizer(checkpoint_dir: pathlib.Path, train_pairs: Sequence[TranslationPair]) -> Tokenizer:
     """The Transformer run's tokenizer, copied once; a resumed run keeps its own copy (ids must not move)."""
     path = checkpoint_dir / "tokenizer.json"
     shared = pathlib.Path(cfg.SHARED_TOKENIZER)

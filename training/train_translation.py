@@ -8,22 +8,24 @@ training/configs/translation_transformer.py. Export: python -m training.export.t
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Sequence
 
 from tokenizers import Tokenizer
 
 from training.configs import translation_transformer as cfg
-from training.data.translation import VersePair
+from training.data.translation import TranslationPair
 from training.decoding import translate
 from training.models.transformer import Transformer, TransformerConfig
 from training.tokenizer import train_joint_bpe
 from training.translation_run import TranslationRecipe, run
 
 
-def load_or_train_tokenizer(checkpoint_dir: pathlib.Path, train_pairs: list[VersePair]) -> Tokenizer:
+def load_or_train_tokenizer(checkpoint_dir: pathlib.Path, train_pairs: Sequence[TranslationPair]) -> Tokenizer:
     path = checkpoint_dir / "tokenizer.json"
     if path.exists():  # resuming: the ids must mean what they meant
         return Tokenizer.from_file(str(path))
-    tokenizer = train_joint_bpe([text for p in train_pairs for text in (p.english, p.french)], **cfg.TOKENIZER)
+    tokenizer = train_joint_bpe([text for p in train_pairs for text in (p.source, p.target)],
+                                vocab_size=cfg.TOKENIZER["vocab_size"], min_frequency=cfg.TOKENIZER["min_frequency"])
     tokenizer.save(str(path))
     return tokenizer
 

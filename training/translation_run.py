@@ -1,4 +1,4 @@
-"""One English -> French training run, whatever the architecture (Transformer or seq2seq-attention).
+"""One translation training run, whatever the architecture (Transformer or seq2seq-attention).
 
 Both runs share the data, split, length filter, dev subset, batching by target tokens, loss, dev
 metrics and checkpoint layout, so their curves compare directly; a `TranslationRecipe` names only what
@@ -7,6 +7,9 @@ used for dev translations. Everything lands in the config's checkpoint directory
 tree): tokenizer.json, model_config.json, data.json (split hashes), training_config.json, last.pt /
 best.pt and history.json (dev chrF/BLEU against training seconds). Running the same command again
 resumes from last.pt with the saved tokenizer.
+
+`run` is the committed English -> French command line (the packaged Bible pairs); `train_pairs` is the
+run itself on any split of pairs, which training/byo/translation.py calls with the user's own.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import json
 import logging
 import pathlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import sacrebleu
@@ -29,20 +32,22 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from training.batching import pad_batch, token_budget_batches
-from training.data.translation import VersePair, load_splits
+from training.data.translation import TranslationPair, load_splits
 from training.decoding import source_ids
-from training.loop import config_dict, train
+from training.loop import LoopConfig, TrainResult, config_dict, train
 from training.tokenizer import BOS, EOS, PAD
 
 
 @dataclass(frozen=True)
 class TranslationRecipe:
     name: str                      # the logger's name
-    cfg: ModuleType                # training/configs/translation_*.py: MODEL, LOOP, BATCH_TOKENS, ...
+    # training/configs/translation_*.py (MODEL, LOOP, BATCH_TOKENS, ...), or the same attributes sized
+    # from the user's data at run time (training/byo/translation.py)
+    cfg: ModuleType | SimpleNamespace
     model_class: Callable[[Any], nn.Module]
     config_class: Callable[..., Any]
     # (checkpoint dir, train pairs) -> the tokenizer, saved as checkpoint_dir/tokenizer.json
-    tokenizer: Callable[[pathlib.Path, list[VersePair]], Tokenizer]
+    tokenizer: Callable[[pathlib.Path, Sequence[TranslationPair]], Tokenizer]
     tokenizer_setting: Any         # recorded in training_config.json
     translate: Callable[..., list[str]]  # training/decoding*.py translate(model, tokenizer, texts, batch)
 
@@ -53,10 +58,10 @@ def target_ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
     return [[bos, *enc.ids, eos] for enc in tokenizer.encode_batch(texts, add_special_tokens=False)]
 
 
-def dev_subset(pairs: list[VersePair], size: int) -> list[VersePair]:
-    """A fixed sample of dev verses, chosen by hash so it does not depend on file order."""
-    def key(p: VersePair) -> str:
-        return hashlib.sha256(f"{p.book}/{p.chapter}/{p.verse}".encode()).hexdigest()
+def dev_subset(pairs: Sequence[TranslationPair], size: int) -> list[TranslationPair]:
+    """A fixed sample of dev pairs (verses), chosen by hash of their key so it does not depend on file order."""
+    def key(p: TranslationPair) -> str:
+        return hashlib.sha256(p.key.encode()).hexdigest()
 
     return sorted(pairs, key=key)[:size]
 
@@ -109,6 +114,19 @@ def run(recipe: TranslationRecipe, argv: Sequence[str] | None = None, descriptio
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
 
     parts, data_info = load_splits(cfg.MAX_WORDS_TRAIN)
+    result = train_pairs(recipe, loop_config, parts, data_info)
+    best = torch.load(checkpoint_dir / "best.pt", weights_only=False)["metrics"]
+    log.info("done: %d steps, %.0f s of training", result.steps, result.seconds)
+    print(json.dumps({"best_dev": best, "checkpoint": str(checkpoint_dir / "best.pt")}, indent=1))
+
+
+def train_pairs(recipe: TranslationRecipe, loop_config: LoopConfig,
+                parts: Mapping[str, Sequence[TranslationPair]], data_info: dict[str, str]) -> TrainResult:
+    """Train on parts["train"], score parts["dev"] each evaluation; everything lands in the checkpoint dir."""
+    cfg = recipe.cfg
+    log = logging.getLogger(recipe.name)
+    checkpoint_dir = pathlib.Path(loop_config.checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
     (checkpoint_dir / "data.json").write_text(json.dumps(data_info, indent=1) + "\n")
     log.info("data %s", json.dumps(data_info))
     tokenizer = recipe.tokenizer(checkpoint_dir, parts["train"])
@@ -118,8 +136,8 @@ def run(recipe: TranslationRecipe, argv: Sequence[str] | None = None, descriptio
          "label_smoothing": cfg.LABEL_SMOOTHING, "tokenizer": recipe.tokenizer_setting,
          "dev_subset": cfg.DEV_SUBSET, "max_words_train": cfg.MAX_WORDS_TRAIN}, indent=1) + "\n")
 
-    train_src = source_ids(tokenizer, [p.english for p in parts["train"]])
-    train_tgt = target_ids(tokenizer, [p.french for p in parts["train"]])
+    train_src = source_ids(tokenizer, [p.source for p in parts["train"]])
+    train_tgt = target_ids(tokenizer, [p.target for p in parts["train"]])
     dev = dev_subset(parts["dev"], cfg.DEV_SUBSET)
 
     torch.manual_seed(loop_config.seed)
@@ -147,18 +165,15 @@ def run(recipe: TranslationRecipe, argv: Sequence[str] | None = None, descriptio
     def evaluate_fn(module: nn.Module) -> dict[str, float]:
         summary = throughput.summary()
         started = time.perf_counter()
-        hypotheses = recipe.translate(module, tokenizer, [p.english for p in dev], cfg.EVAL_BATCH)
-        references = [p.french for p in dev]
+        hypotheses = recipe.translate(module, tokenizer, [p.source for p in dev], cfg.EVAL_BATCH)
+        references = [p.target for p in dev]
         for pair, hypothesis in list(zip(dev, hypotheses, strict=True))[:2]:
-            log.info("example: %s\n  -> %s\n  ref %s", pair.english, hypothesis, pair.french)
+            log.info("example: %s\n  -> %s\n  ref %s", pair.source, hypothesis, pair.target)
         metrics = {"chrf": round(sacrebleu.corpus_chrf(hypotheses, [references]).score, 2),
                    "bleu": round(sacrebleu.corpus_bleu(hypotheses, [references]).score, 2),
                    **summary, "eval_seconds": round(time.perf_counter() - started, 1)}
         throughput.reset()
         return metrics
 
-    result = train(model, batches_for_epoch, loss_fn, evaluate_fn, loop_config,
-                   extra_state={"model_config": dataclasses.asdict(model_config), "data": data_info})
-    best = torch.load(checkpoint_dir / "best.pt", weights_only=False)["metrics"]
-    log.info("done: %d steps, %.0f s of training", result.steps, result.seconds)
-    print(json.dumps({"best_dev": best, "checkpoint": str(checkpoint_dir / "best.pt")}, indent=1))
+    return train(model, batches_for_epoch, loss_fn, evaluate_fn, loop_config,
+                 extra_state={"model_config": dataclasses.asdict(model_config), "data": data_info})

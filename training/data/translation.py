@@ -33,6 +33,7 @@ import json
 import re
 import sqlite3
 from dataclasses import dataclass
+from typing import Protocol
 
 from training.data.packages import package_dir, sha256_bytes
 
@@ -50,6 +51,19 @@ QUERY = (
 )
 
 
+class TranslationPair(Protocol):
+    """What the shared translation run needs of a pair, whichever file it came from."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def target(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class VersePair:
     book: int
@@ -61,6 +75,21 @@ class VersePair:
     @property
     def max_words(self) -> int:
         return max(len(self.english.split()), len(self.french.split()))
+
+    # The names the shared run, export and evaluation read (training/translation_run.py), which also
+    # train on the user's own pairs (training/byo/translation_data.py TextPair has the same three).
+    @property
+    def source(self) -> str:
+        return self.english
+
+    @property
+    def target(self) -> str:
+        return self.french
+
+    @property
+    def key(self) -> str:
+        """Identifies the pair independently of file order: its verse reference."""
+        return f"{self.book}/{self.chapter}/{self.verse}"
 
 
 def clean_english(text: str) -> str:

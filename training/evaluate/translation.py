@@ -14,6 +14,7 @@ import argparse
 import json
 import pathlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import sacrebleu
@@ -22,7 +23,7 @@ from service.batching.runs import run_pipeline
 from service.model.manifest import read_manifest, write_manifest
 from service.pipelines.translation import DecodeOptions, TranslationPipeline, TranslationRequest
 from service.runtime.version_loader import load_version
-from training.data.translation import VersePair, load_splits
+from training.data.translation import TranslationPair, load_splits
 
 SETTINGS = {"greedy": DecodeOptions(beam_size=1), "beam4": DecodeOptions(beam_size=4, length_penalty=0.6)}
 EXAMPLES = 5
@@ -51,9 +52,11 @@ def translate_all(pipeline: TranslationPipeline, texts: list[str], options: Deco
                      "target_tokens_per_s": round(target_tokens / seconds, 1), "batch_size": batch_size}
 
 
-def evaluate_version(version_dir: pathlib.Path, pairs: list[VersePair], batch_size: int = 32) -> dict[str, Any]:
+def evaluate_version(version_dir: pathlib.Path, pairs: Sequence[TranslationPair], batch_size: int = 32
+                     ) -> dict[str, Any]:
+    """The committed verses or the user's own pairs (training/byo/translation.py): the same scoring."""
     pipeline = TranslationPipeline(load_version(version_dir, intra_op_threads=1))
-    sources, references = [p.english for p in pairs], [p.french for p in pairs]
+    sources, references = [p.source for p in pairs], [p.target for p in pairs]
     report: dict[str, Any] = {"n": len(pairs), "copy_source_baseline": scores(sources, references)}
     outputs: dict[str, list[str]] = {}
     for name, options in SETTINGS.items():
@@ -62,7 +65,7 @@ def evaluate_version(version_dir: pathlib.Path, pairs: list[VersePair], batch_si
     # A fixed, spread-out sample of verses: every (n / EXAMPLES)-th one in split order.
     step = max(1, len(pairs) // EXAMPLES)
     report["examples"] = [
-        {"ref": f"{p.book}/{p.chapter}/{p.verse}", "source": p.english, "reference": p.french,
+        {"ref": p.key, "source": p.source, "reference": p.target,
          **{name: outputs[name][i] for name in SETTINGS}}
         for i, p in list(enumerate(pairs))[::step][:EXAMPLES]
     ]

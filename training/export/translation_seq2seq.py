@@ -28,7 +28,7 @@ from torch import nn
 
 from training.decoding_seq2seq import greedy_decode
 from training.export.onnx_export import OPSET, finish_graph
-from training.export.translation_version import export_main, write_version
+from training.export.translation_version import BIBLE, Corpus, export_main, write_version
 from training.models.seq2seq_attention import EncoderMemory, Seq2SeqAttention, Seq2SeqConfig
 
 # Example sizes for tracing: distinct and >= 2, since torch.export specialises dims of size 0/1 and
@@ -134,23 +134,23 @@ def load_checkpoint(checkpoint_dir: pathlib.Path) -> tuple[Seq2SeqAttention, dic
     return model.eval(), dict(state.get("metrics") or {})
 
 
-def describe(model: Seq2SeqAttention) -> str:
+def describe(model: Seq2SeqAttention, corpus: Corpus = BIBLE) -> str:
     config = model.config
     directions = f"bidirectional {config.rnn_type.upper()} {config.encoder_layers}x(2x{config.encoder_hidden})"
     return (f"RNN encoder-decoder with {config.attention} attention: {directions} encoder, "
             f"{config.rnn_type.upper()} {config.decoder_layers}x{config.decoder_hidden} decoder"
             f"{' with input feeding' if config.input_feeding else ''}, embeddings {config.embedding_dim} "
-            f"(joint {config.vocab_size} BPE shared with the transformer), "
-            f"{sum(p.numel() for p in model.parameters()):,} parameters; English -> French "
-            "(World English Bible -> Louis Segond 1910).")
+            f"(joint {config.vocab_size} BPE{' shared with the transformer' if corpus == BIBLE else ''}), "
+            f"{sum(p.numel() for p in model.parameters()):,} parameters; {corpus.summary}.")
 
 
-def export_version(checkpoint_dir: pathlib.Path, out_dir: pathlib.Path, name: str = "seq2seq-attention"
-                   ) -> dict[str, Any]:
+def export_version(checkpoint_dir: pathlib.Path, out_dir: pathlib.Path, name: str = "seq2seq-attention",
+                   corpus: Corpus = BIBLE, default_for_task: bool = False) -> dict[str, Any]:
     model, best_metrics = load_checkpoint(checkpoint_dir)
     # The Transformer is the default translation model.
-    return write_version(model, best_metrics, checkpoint_dir, out_dir, name=name, description=describe(model),
-                         default_for_task=False, export_graphs=export_graphs, greedy_decode=greedy_decode)
+    return write_version(model, best_metrics, checkpoint_dir, out_dir, name=name,
+                         description=describe(model, corpus), default_for_task=default_for_task,
+                         export_graphs=export_graphs, greedy_decode=greedy_decode, corpus=corpus)
 
 
 def main() -> None:

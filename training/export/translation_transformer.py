@@ -19,7 +19,7 @@ import torch
 
 from training.decoding import greedy_decode
 from training.export.translation_graphs import export_graphs
-from training.export.translation_version import export_main, write_version
+from training.export.translation_version import BIBLE, Corpus, export_main, write_version
 from training.models.transformer import Transformer, TransformerConfig
 
 
@@ -37,18 +37,19 @@ def two_graphs(model: Transformer, out_dir: pathlib.Path) -> tuple[dict[str, Any
     return {k: v for k, v in exported.items() if k != "graphs"}, exported["graphs"]
 
 
-def describe(model: Transformer) -> str:
+def describe(model: Transformer, corpus: Corpus = BIBLE) -> str:
     config = model.config
     return (f"Pre-LN Transformer encoder-decoder, {config.encoder_layers}+{config.decoder_layers} "
             f"layers, d{config.d_model}, joint {config.vocab_size} BPE, "
-            f"{sum(p.numel() for p in model.parameters()):,} parameters; English -> French "
-            "(World English Bible -> Louis Segond 1910).")
+            f"{sum(p.numel() for p in model.parameters()):,} parameters; {corpus.summary}.")
 
 
-def export_version(checkpoint_dir: pathlib.Path, out_dir: pathlib.Path, name: str = "transformer") -> dict[str, Any]:
+def export_version(checkpoint_dir: pathlib.Path, out_dir: pathlib.Path, name: str = "transformer",
+                   corpus: Corpus = BIBLE, default_for_task: bool = True) -> dict[str, Any]:
     model, best_metrics = load_checkpoint(checkpoint_dir)
-    return write_version(model, best_metrics, checkpoint_dir, out_dir, name=name, description=describe(model),
-                         default_for_task=True, export_graphs=two_graphs, greedy_decode=greedy_decode)
+    return write_version(model, best_metrics, checkpoint_dir, out_dir, name=name,
+                         description=describe(model, corpus), default_for_task=default_for_task,
+                         export_graphs=two_graphs, greedy_decode=greedy_decode, corpus=corpus)
 
 
 def main() -> None:
