@@ -1,4 +1,5 @@
-"""Sentiment quality through the served path, beside the VADER lexicon on the same sentences.
+"""Classifier quality through the served path: the sentiment model beside the VADER lexicon on the same
+sentences, and any classification model (training/byo/classification.py) by its label names.
 
     python -m training.evaluate.sentiment exported/sentiment-bigru/1 [--split test] [--write-manifest]
 
@@ -12,11 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+from collections.abc import Sequence
 from typing import Any
 
 from service.batching.runs import run_pipeline
 from service.model.manifest import read_manifest, write_manifest
-from service.pipelines.sentiment import SentimentPipeline
+from service.pipelines.classification import ClassificationPipeline
 from service.runtime.version_loader import load_version
 from training.data.sentiment import DOMAINS, LABELS, Sentence, load_splits
 from training.metrics import accuracy, macro_f1, per_class_f1
@@ -35,19 +37,25 @@ def vader_labels(texts: list[str]) -> list[int]:
     return labels
 
 
-def served_labels(version_dir: pathlib.Path, texts: list[str], batch_size: int = 64) -> list[int]:
-    pipeline = SentimentPipeline(load_version(version_dir))
-    labels = []
+def served_label_names(version_dir: pathlib.Path, texts: list[str], batch_size: int = 64) -> list[str]:
+    """The label the served pipeline gives each text (a sentiment or a classification model)."""
+    pipeline = ClassificationPipeline(load_version(version_dir))
+    labels: list[str] = []
     for start in range(0, len(texts), batch_size):
-        labels += [LABELS.index(p.label) for p in run_pipeline(pipeline, texts[start : start + batch_size])]
+        labels += [p.label for p in run_pipeline(pipeline, texts[start : start + batch_size])]
     return labels
 
 
-def score(gold: list[int], predicted: list[int]) -> dict[str, Any]:
+def served_labels(version_dir: pathlib.Path, texts: list[str], batch_size: int = 64) -> list[int]:
+    return [LABELS.index(label) for label in served_label_names(version_dir, texts, batch_size)]
+
+
+def score(gold: list[int], predicted: list[int], labels: Sequence[str] = LABELS) -> dict[str, Any]:
+    """Macro-F1, accuracy and per-class F1 of label indices into `labels`."""
     return {
-        "macro_f1": round(macro_f1(gold, predicted, len(LABELS)), 4),
+        "macro_f1": round(macro_f1(gold, predicted, len(labels)), 4),
         "accuracy": round(accuracy(gold, predicted), 4),
-        "per_class_f1": dict(zip(LABELS, (round(f, 4) for f in per_class_f1(gold, predicted, len(LABELS))),
+        "per_class_f1": dict(zip(labels, (round(f, 4) for f in per_class_f1(gold, predicted, len(labels))),
                                  strict=True)),
         "n": len(gold),
     }
