@@ -5,9 +5,12 @@ served by the real server next to a committed NER model, answering with the user
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import random
 import shutil
+import subprocess
+import sys
 
 import grpc
 import pytest
@@ -17,6 +20,7 @@ from seqserve.v1 import ner_pb2, ner_pb2_grpc
 from training.byo.ner import read_conll, split_file
 from training.train import main
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 USER_TYPES = ("dose", "drug", "symptom")
 USER_TAGS = ["O", "B-dose", "I-dose", "B-drug", "I-drug", "B-symptom", "I-symptom"]
 DRUGS = [["ibuprofen"], ["paracetamol"], ["amoxicillin"], ["insulin", "glargine"], ["vitamin", "D"], ["aspirin"]]
@@ -202,3 +206,19 @@ def test_minilm_fine_tunes_on_the_users_tags(tmp_path, monkeypatch) -> None:
     assert manifest["ner"]["tagger"] == "minilm" and manifest["training"]["steps"] == 2
     assert manifest["quantization"]["parity_int8_vs_torch"]["positions"] > 0
     assert set(manifest["metrics"]["served"]["per_type"]) <= set(USER_TYPES)
+
+
+@pytest.mark.slow
+def test_the_bilstm_trains_under_torchrun_and_rank_zero_publishes(tmp_path) -> None:
+    """Two DDP processes; the BiLSTM-CRF's loss used to run outside the DDP wrapper (AttributeError)."""
+    path = write(tmp_path, conll(medication_sentences(60, seed=3)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
+           "SEQSERVE_CHECKPOINTS": str(tmp_path / "checkpoints")}
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+         "training.train", "ner", "--data", str(path), "--name", "meds", "--out", str(tmp_path / "models"),
+         "--threads", "1", "--max-epochs", "2"],
+        env=env, cwd=REPO, timeout=300, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    manifest = json.loads((tmp_path / "models" / "meds" / "1" / "manifest.json").read_text())
+    assert manifest["labels"] == USER_TAGS and manifest["training"]["steps"] > 0

@@ -63,7 +63,8 @@ def build_bilstm_recipe(train_tweets: list[Tweet], recipe_class: type, tags: Seq
 
     def loss(module: nn.Module, batch: Any) -> torch.Tensor:
         inputs, tags = batch
-        return module.loss(inputs, tags)
+        # Through the module's own forward (not .loss): under torchrun `module` is the DDP wrapper.
+        return module(inputs["word_ids"], inputs["char_ids"], inputs["shape_ids"], inputs["mask"], tags)
 
     def predict(module: nn.Module, batch: Any) -> list[list[str]]:
         inputs, _ = batch

@@ -74,8 +74,10 @@ class BiLSTMCRF(nn.Module):
         self.crf = CRF(config.num_tags)
 
     def forward(self, word_ids: torch.Tensor, char_ids: torch.Tensor, shape_ids: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
-        """Emission scores [B, T, tags]."""
+                mask: torch.Tensor, tags: torch.Tensor | None = None) -> torch.Tensor:
+        """Emission scores [B, T, tags] (the exported graph); with `tags`, the CRF negative log-likelihood.
+        The loss runs inside forward so that a DistributedDataParallel wrapper, which syncs the gradients
+        of what its forward computed, syncs the CRF's too (a loss outside it failed under torchrun)."""
         if self.training and self.config.word_dropout:
             drop = torch.rand(word_ids.shape, device=word_ids.device) < self.config.word_dropout
             word_ids = torch.where(drop & (word_ids > 0), torch.full_like(word_ids, self.config.unk_id), word_ids)
@@ -84,8 +86,8 @@ class BiLSTMCRF(nn.Module):
         )
         features = self.dropout(features)
         states = self.dropout(bidirectional_states(self.forward_lstm, self.backward_lstm, features, mask.sum(dim=1)))
-        return self.emit(states)
+        emissions = self.emit(states)
+        return emissions if tags is None else self.crf.neg_log_likelihood(emissions, tags, mask)
 
     def loss(self, inputs: dict[str, torch.Tensor], tags: torch.Tensor) -> torch.Tensor:
-        emissions = self(inputs["word_ids"], inputs["char_ids"], inputs["shape_ids"], inputs["mask"])
-        return self.crf.neg_log_likelihood(emissions, tags, inputs["mask"])
+        return self(inputs["word_ids"], inputs["char_ids"], inputs["shape_ids"], inputs["mask"], tags)
