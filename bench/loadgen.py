@@ -61,7 +61,7 @@ async def run_load(job: LoadJob) -> LoadResult:
     channels = [grpc.aio.insecure_channel(job.target) for _ in range(max(1, job.channels))]
     try:
         # Raw bytes in and out: no (de)serialisation in the timed loop, the same for every server.
-        stubs = {
+        stubs: dict[tuple[int, str], grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {
             (i, method): channel.unary_unary(method, request_serializer=None, response_deserializer=None)
             for i, channel in enumerate(channels)
             for method in {c.method for c in job.calls}

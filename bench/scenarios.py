@@ -152,6 +152,8 @@ def variant_speed(version_dir: pathlib.Path, texts: Sequence[str], plan: Plan) -
     from service.registry.loader import prepare_version
 
     pipeline = prepare_version(version_dir, intra_op_threads=1).pipeline
+    if pipeline is None:  # a V2-only task: these variants are sentiment models, which always have one
+        raise ValueError(f"{version_dir} has no task pipeline to time")
     batch = [texts[i % len(texts)] for i in range(32)]
 
     def timed(inputs: Sequence[str], calls: int) -> Summary:

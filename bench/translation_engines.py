@@ -139,7 +139,10 @@ def torch_pipeline(version_dir: pathlib.Path, engine: str, threads: int) -> Tran
 
     torch.set_num_threads(threads)
     pipeline = onnx_pipeline(version_dir, 1)
-    pipeline.runner = TORCH_RUNNERS[engine](load_torch_model(version_dir), pipeline.model.manifest.data["decoding"])
+    # The pipeline types its runner slot as the onnxruntime StepRunner; this duck-typed torch one offers the
+    # same ids, encode and step (that is the comparison), without being an onnxruntime session holder.
+    pipeline.runner = TORCH_RUNNERS[engine](  # type: ignore[assignment]
+        load_torch_model(version_dir), pipeline.model.manifest.data["decoding"])
     return pipeline
 
 
@@ -184,13 +187,17 @@ class Translator:
             return [[tokenizer.id_to_token(i) or "" for i in ids] for ids in outputs]
         if self.engine != "ct2":
             options = DecodeOptions(beam_size=beam, length_penalty=0.6)
-            return [t.hypotheses[0].tokens for t in self.pipeline([TranslationRequest(x, options) for x in texts])]
+            translations = self.pipeline([TranslationRequest(x, options) for x in texts])
+            # None only for a call whose stop signal fired, and no stop signals are passed here.
+            return [t.hypotheses[0].tokens for t in translations if t is not None]
         tokenizer = self.pipeline.tokenizer
         encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        sources = [e.tokens[: self.pipeline.max_source_tokens - 1] for e in encodings]
-        budget = max(self.pipeline.max_steps(len(s) + 1, DecodeOptions()) for s in sources)
-        results = self.ct2.translate_batch(sources, beam_size=beam, length_penalty=0.6, max_decoding_length=budget)
-        outputs = [r.hypotheses[0] for r in results]
-        for tokens in outputs:  # the text, as the pipeline produces it (part of every engine's work)
-            tokenizer.decode([tokenizer.token_to_id(t) for t in tokens], skip_special_tokens=True)
-        return outputs
+        source_tokens = [e.tokens[: self.pipeline.max_source_tokens - 1] for e in encodings]
+        budget = max(self.pipeline.max_steps(len(s) + 1, DecodeOptions()) for s in source_tokens)
+        results = self.ct2.translate_batch(source_tokens, beam_size=beam, length_penalty=0.6,
+                                           max_decoding_length=budget)
+        best: list[list[str]] = [r.hypotheses[0] for r in results]
+        for tokens in best:  # the text, as the pipeline produces it (part of every engine's work)
+            # ct2 outputs tokens of the model's own vocabulary, so every one has an id.
+            tokenizer.decode([i for i in map(tokenizer.token_to_id, tokens) if i is not None], skip_special_tokens=True)
+        return best

@@ -139,7 +139,7 @@ def main() -> None:
                     stub.Translate(request, timeout=args.deadline)
                     results.append(("OK", time.monotonic() - start))
                 except grpc.RpcError as error:
-                    results.append((f"{error.code().name}: {error.details()[:160]}", time.monotonic() - start))
+                    results.append((f"{error.code().name}: {(error.details() or '')[:160]}", time.monotonic() - start))
 
             heavy_threads = [threading.Thread(target=heavy, args=(models[i % len(models)],))
                              for i in range(args.heavy_calls)]

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from ctranslate2.converters import utils
 from ctranslate2.converters.converter import Converter
-from ctranslate2.specs import common_spec, transformer_spec
+from ctranslate2.specs import attention_spec, common_spec, transformer_spec
 from tokenizers import Tokenizer
 
 from bench.converters.version_weights import transformer_from_graphs
@@ -92,7 +92,8 @@ def _layer_norm(spec: common_spec.LayerNormSpec, weights: dict[str, np.ndarray],
     spec.gamma, spec.beta = weights[f"{scope}.weight"], weights[f"{scope}.bias"]
 
 
-def _attention(spec: object, weights: dict[str, np.ndarray], scope: str, self_attention: bool) -> None:
+def _attention(spec: attention_spec.MultiHeadAttentionSpec, weights: dict[str, np.ndarray], scope: str,
+               self_attention: bool) -> None:
     def split(name: str) -> common_spec.LinearSpec:
         linear = common_spec.LinearSpec()
         _linear(linear, weights, f"{scope}.{name}")
@@ -106,7 +107,7 @@ def _attention(spec: object, weights: dict[str, np.ndarray], scope: str, self_at
     _linear(spec.linear[-1], weights, f"{scope}.output")
 
 
-def _feed_forward(spec: object, weights: dict[str, np.ndarray], scope: str) -> None:
+def _feed_forward(spec: transformer_spec.FeedForwardSpec, weights: dict[str, np.ndarray], scope: str) -> None:
     _layer_norm(spec.layer_norm, weights, f"{scope}.feed_forward_norm")
     _linear(spec.linear_0, weights, f"{scope}.feed_forward.expand")
     _linear(spec.linear_1, weights, f"{scope}.feed_forward.contract")
