@@ -176,6 +176,8 @@ def test_an_imported_marian_translates_as_its_torch_model_does(tmp_path, start_s
     assert manifest["export_parity"]["greedy_tokens_equal"]
     assert manifest["export_parity"]["max_abs_log_prob_difference"] <= 1e-4
     assert manifest["import"]["suppressed_tokens"] == [len(dict.fromkeys(MARIAN_PIECES)) - 1]
+    # The tied token embedding is in both graphs and stored once.
+    assert manifest["onnx"]["external_data"]["tensors"] == ["model.lm_head.weight"]
 
     texts = ["the cutty sark sailed from greenwich", "where is the station?", "thank you"]
     steps = 12

@@ -60,16 +60,17 @@ def _source_bias(src_mask: torch.Tensor) -> torch.Tensor:
     return (1.0 - src_mask[:, None, None, :].to(torch.float32)) * MASK_BIAS
 
 
+# Both graphs hold the whole HF model under the same attribute, so a weight has the same initializer
+# name in both (the tied token embedding) and share_initializers stores it once.
 class MarianEncoderGraph(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.encoder = model.model.encoder
-        self.decoder_layers = model.model.decoder.layers
+        self.model = model
         self.heads = model.config.encoder_attention_heads
         self.decoder_heads = model.config.decoder_attention_heads
 
     def forward(self, src_ids: torch.Tensor, src_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        encoder = self.encoder
+        encoder = self.model.model.encoder
         positions = encoder.embed_positions.weight[: src_ids.shape[1]]
         hidden = encoder.embed_tokens(src_ids) * encoder.embed_scale + positions[None]
         bias = _source_bias(src_mask)
@@ -80,15 +81,14 @@ class MarianEncoderGraph(nn.Module):
             hidden = layer.self_attn_layer_norm(hidden + attended)
             hidden = layer.final_layer_norm(hidden + layer.fc2(layer.activation_fn(layer.fc1(hidden))))
         return tuple(_project(projection, hidden, self.decoder_heads)
-                     for layer in self.decoder_layers
+                     for layer in self.model.model.decoder.layers
                      for projection in (layer.encoder_attn.k_proj, layer.encoder_attn.v_proj))
 
 
 class MarianDecoderStepGraph(nn.Module):
     def __init__(self, model: nn.Module, suppressed: Sequence[int]) -> None:
         super().__init__()
-        self.decoder = model.model.decoder
-        self.lm_head = model.lm_head
+        self.model = model
         self.heads = model.config.decoder_attention_heads
         bias = model.final_logits_bias.detach().clone().reshape(-1)
         bias[list(suppressed)] += SUPPRESSED_BIAS
@@ -96,7 +96,8 @@ class MarianDecoderStepGraph(nn.Module):
 
     def forward(self, token_ids: torch.Tensor, src_mask: torch.Tensor, *tensors: torch.Tensor
                 ) -> tuple[torch.Tensor, ...]:
-        decoder, layers = self.decoder, len(self.decoder.layers)
+        decoder = self.model.model.decoder
+        layers = len(decoder.layers)
         past_length = tensors[2 * layers].shape[2]  # the step's position is the cache length
         position = decoder.embed_positions.weight.narrow(0, past_length, 1)
         hidden = decoder.embed_tokens(token_ids[:, None]) * decoder.embed_scale + position[None]
@@ -113,7 +114,7 @@ class MarianDecoderStepGraph(nn.Module):
                                         self.heads)
             hidden = layer.encoder_attn_layer_norm(hidden + attended)
             hidden = layer.final_layer_norm(hidden + layer.fc2(layer.activation_fn(layer.fc1(hidden))))
-        logits = self.lm_head(hidden[:, 0]) + self.logit_bias
+        logits = self.model.lm_head(hidden[:, 0]) + self.logit_bias
         assert weights is not None
         # As our Transformer: the last layer's cross-attention, averaged over heads.
         return (torch.log_softmax(logits, dim=-1), weights[:, :, 0].mean(dim=1), *present)
