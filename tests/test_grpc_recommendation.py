@@ -94,14 +94,25 @@ def test_a_history_longer_than_the_maximum_uses_the_most_recent_items_and_says_s
     assert [r.item.id for r in response.items] == [r.item.id for r in recent.items]
 
 
+def test_a_catalogue_without_keys_takes_each_id_in_decimal_as_its_key(stub) -> None:
+    """MovieLens models have no item ids of their own: key "50" is id 50, and every item answers with it."""
+    by_key = recommend(stub, [recommendation_pb2.HistoryItem(key=k) for k in ("1", "50", "100")], k=5)
+    with_ids = recommend(stub, by_ids(1, 50, 100), k=5)
+    assert by_key == with_ids
+    assert [w.item.key for w in by_key.attention] == ["1", "50", "100"]
+    assert all(r.item.key == str(r.item.id) for r in by_key.items)
+
+
 def test_unknown_items_are_all_listed(stub) -> None:
     history = [*by_ids(1, 99999, 0), recommendation_pb2.HistoryItem(title="No Such Movie (2031)"),
-               recommendation_pb2.HistoryItem()]
+               recommendation_pb2.HistoryItem(), recommendation_pb2.HistoryItem(key="sku-0042"),
+               recommendation_pb2.HistoryItem(key=" 1")]
     code, details = refusal(stub, history)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith("history: unknown items:")
     for expected in ("history[1] id 99999", "history[2] id 0", "history[3] title 'No Such Movie (2031)'",
-                     "history[4] has neither id nor title", "ids are 1..1682"):
+                     "history[4] has no id, title or key", "history[5] key 'sku-0042'", "history[6] key ' 1'",
+                     "ids are 1..1682"):
         assert expected in details
     assert "history[0]" not in details
 
@@ -143,8 +154,11 @@ def test_health_and_reflection_know_the_service(recommendation_server) -> None:
 
 def test_the_python_client_takes_ids_and_titles(recommendation_server) -> None:
     with SeqserveClient(recommendation_server.target) as client:
-        response = client.recommend([1, "Star Wars (1977)"], k=4, exclude_seen=True)
-    assert len(response.items) == 4 and [w.item.title for w in response.attention] == ["Toy Story", "Star Wars"]
+        response = client.recommend([1, "Star Wars (1977)", recommendation_pb2.HistoryItem(key="100")], k=4,
+                                    exclude_seen=True)
+    assert len(response.items) == 4
+    assert [w.item.title for w in response.attention] == ["Toy Story", "Star Wars", "Double Team"]
+    assert response.attention[2].item.id == 100
 
 
 def cli(server, capsys, *args: str) -> tuple[int, str, str]:
@@ -154,15 +168,16 @@ def cli(server, capsys, *args: str) -> tuple[int, str, str]:
 
 
 def test_cli_prints_the_history_weights_and_titled_recommendations(recommendation_server, capsys) -> None:
-    code, out, err = cli(recommendation_server, capsys, "recommend", "#1", "Star Wars (1977)", "-k", "3",
+    code, out, err = cli(recommendation_server, capsys, "recommend", "#1", "Star Wars (1977)", "@100", "-k", "3",
                          "--exclude-seen")
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0] == "history: 2 items; attention of the last item over it:"
+    assert lines[0] == "history: 3 items; attention of the last item over it:"
     assert lines[1].endswith("Toy Story (1995)") and lines[2].endswith("Star Wars (1977)")
-    assert lines[3] == "recommended:"
-    assert [line.split()[0] for line in lines[4:7]] == ["1.", "2.", "3."]
-    assert all("score" in line and "#" in line for line in lines[4:7])
+    assert lines[3].endswith("Double Team (1997)")
+    assert lines[4] == "recommended:"
+    assert [line.split()[0] for line in lines[5:8]] == ["1.", "2.", "3."]
+    assert all("score" in line and "#" in line for line in lines[5:8])
     assert lines[-1] == f"model {NAME} version 1"
 
 

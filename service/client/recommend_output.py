@@ -10,9 +10,16 @@ from seqserve.v1 import recommendation_pb2
 BAR_WIDTH = 20
 
 
-def parse_history(arguments: Sequence[str]) -> list[int | str]:
-    """`#123` is catalogue id 123; anything else is a title."""
-    return [int(a[1:]) if a.startswith("#") and a[1:].isdigit() else a for a in arguments]
+def parse_history(arguments: Sequence[str]) -> list[recommendation_pb2.HistoryItem]:
+    """`#123` is catalogue id 123, `@sku-0042` the item whose key (own id) is sku-0042; anything else a title."""
+    return [recommendation_pb2.HistoryItem(id=int(a[1:])) if a.startswith("#") and a[1:].isdigit()
+            else recommendation_pb2.HistoryItem(key=a[1:]) if a.startswith("@") and len(a) > 1
+            else recommendation_pb2.HistoryItem(title=a) for a in arguments]
+
+
+def item_reference(item: recommendation_pb2.Item) -> str:
+    """How to name the item on the command line again: `#id`, or `@key` when its key is not the id."""
+    return f"#{item.id}" if item.key in ("", str(item.id)) else f"@{item.key}"
 
 
 def _label(item: recommendation_pb2.Item) -> str:
@@ -42,5 +49,5 @@ def print_recommendations(response: recommendation_pb2.RecommendResponse, reques
         # A fallback's score is the item's share of the training interactions, not a model score.
         score = (f"{recommended.score:.2%} of ratings" if response.fallback else f"score {recommended.score:.3f}")
         print(f"  {rank:>3}. {_label(recommended.item):<{width}}  {genres:<{genre_width}}  {score}"
-              f"  #{recommended.item.id}", file=out)
+              f"  {item_reference(recommended.item)}", file=out)
     print(f"model {response.model.name} version {response.model.version}", file=out)

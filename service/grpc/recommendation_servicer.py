@@ -18,7 +18,8 @@ SERVICE_NAME = recommendation_pb2.DESCRIPTOR.services_by_name["Recommendation"].
 
 
 def to_item(item: CatalogueItem) -> recommendation_pb2.Item:
-    return recommendation_pb2.Item(id=item.id, title=item.title, year=item.year, genres=item.genres, name=item.name)
+    return recommendation_pb2.Item(id=item.id, title=item.title, year=item.year, genres=item.genres, name=item.name,
+                                   key=item.key)
 
 
 def to_response(result: Recommendation, history: tuple[int, ...], pipeline: RecommendationPipeline,

@@ -45,6 +45,12 @@ def resolve_history(request: recommendation_pb2.RecommendRequest, pipeline: Reco
                 ids.append(entry.id)
             else:
                 problems.append(f"history[{index}] id {entry.id}")
+        elif kind == "key":
+            found = catalogue.match_key(entry.key)
+            if found is None:
+                problems.append(f"history[{index}] key {_echo(entry.key)}")
+            else:
+                ids.append(found)
         elif kind == "title":
             matches = catalogue.match_title(entry.title)
             if len(matches) == 1:
@@ -55,13 +61,14 @@ def resolve_history(request: recommendation_pb2.RecommendRequest, pipeline: Reco
             else:
                 problems.append(f"history[{index}] title {_echo(entry.title)}")
         else:
-            problems.append(f"history[{index}] has neither id nor title")
+            problems.append(f"history[{index}] has no id, title or key")
     if problems:
+        example = catalogue.get(catalogue.popular[0][0])
         more = f"; and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
         raise RequestError(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"history: unknown items: {'; '.join(problems[:MAX_LISTED])}{more} (ids are 1..{catalogue.num_items}; "
-            f"titles as in the catalogue, e.g. {catalogue.get(catalogue.popular[0][0]).name!r})",
+            f"titles and keys as in the catalogue, e.g. {example.name!r}, key {example.key!r})",
         )
     return tuple(ids)
 
