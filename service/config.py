@@ -47,6 +47,9 @@ class Settings:
     items_per_run: int = _BATCH.items_per_run  # 0: each model's manifest decides (1 for dynamic int8)
     # Translate: texts x beam size x output tokens per call (64 texts x the default beam 4 x 256 tokens)
     max_translate_cost: int = 65536
+    # V2 ModelInfer: rows x named dimensions of one input (64 rows of 256 positions, the longest text a
+    # committed model reads); at 128,000 one call peaked the server at 0.8-2.5 GiB (docs/reliability.md)
+    max_v2_positions: int = 16384
     drain_seconds: float = 0.0  # on SIGTERM: NOT_SERVING but still answering for this long
     max_connection_age_seconds: float = 0.0  # 0 = unlimited
     tls_cert: pathlib.Path | None = None
@@ -181,6 +184,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--max-translate-cost", "SEQSERVE_MAX_TRANSLATE_COST", _bounded_int(1), defaults.max_translate_cost,
         "most decoder work one Translate call may ask for, texts x beam size x output tokens (each text's "
         "max_output_tokens, or its default from the source length); above it the call gets RESOURCE_EXHAUSTED")
+    add("--max-v2-positions", "SEQSERVE_MAX_V2_POSITIONS", _bounded_int(1), defaults.max_v2_positions,
+        "most positions (rows x named dimensions) of one V2 ModelInfer input; above it INVALID_ARGUMENT")
     add("--drain-seconds", "SEQSERVE_DRAIN_SECONDS", _non_negative_float, defaults.drain_seconds,
         "on SIGTERM, keep answering this long while health says NOT_SERVING")
     add("--max-connection-age-seconds", "SEQSERVE_MAX_CONNECTION_AGE_SECONDS", _non_negative_float,

@@ -161,14 +161,25 @@ def test_an_input_given_twice_is_refused(client) -> None:
 
 def test_a_call_spanning_more_positions_than_a_task_call_may_is_refused_before_it_runs(client) -> None:
     """Within the element limit a call could ask for one sequence of millions of positions (gigabytes and
-    minutes in onnxruntime). The bound is what a task call may carry: --max-texts 64 x --max-text-chars
-    2000 = 128,000 positions (rows x named dims)."""
-    inputs = [int64_input("input_ids", np.ones((1, 128_001))), int64_input("attention_mask", np.ones((1, 128_001)))]
+    minutes in onnxruntime). The bound, --max-v2-positions, is 16,384 positions (rows x named dims): 64
+    rows of 256, the longest text a committed model reads (at 128,000 one call peaked at 0.8-2.5 GiB)."""
+    inputs = [int64_input("input_ids", np.ones((1, 16_385))), int64_input("attention_mask", np.ones((1, 16_385)))]
     with pytest.raises(InferenceServerException) as error:
         client.infer(MODEL, inputs)
     assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
-    assert "128001 positions" in error.value.message() and "limit is 128000" in error.value.message()
-    inputs = [int64_input("input_ids", np.ones((2, 64_001))), int64_input("attention_mask", np.ones((2, 64_001)))]
+    assert "16385 positions" in error.value.message() and "limit is 16384" in error.value.message()
+    inputs = [int64_input("input_ids", np.ones((2, 8_193))), int64_input("attention_mask", np.ones((2, 8_193)))]
     with pytest.raises(InferenceServerException) as error:
         client.infer(MODEL, inputs)
-    assert "128002 positions" in error.value.message()
+    assert "16386 positions" in error.value.message()
+
+
+def test_a_call_whose_outputs_could_not_be_sent_is_refused_before_it_runs(client) -> None:
+    """The GRU encoder's states for 64 rows of 256 positions are 50 MB, over the 4 MiB response limit:
+    computing them first peaked the server at 581 MiB for an answer grpc could not send."""
+    inputs = [int64_input("src_ids", np.ones((64, 256))), int64_input("src_mask", np.ones((64, 256)))]
+    with pytest.raises(InferenceServerException) as error:
+        client.infer("seq2seq-attention", inputs)
+    assert error.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+    message = error.value.message()
+    assert "encoder_states 33554432 bytes" in message and "response limit of 4194304 bytes" in message

@@ -42,6 +42,10 @@ def set_max_response_bytes(limit: int) -> None:
     _max_response_bytes = limit
 
 
+def max_response_bytes() -> int:
+    return _max_response_bytes
+
+
 @dataclass
 class Call:
     """What a handler knows about its call; `model` labels the metrics once the model is resolved.

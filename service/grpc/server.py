@@ -143,8 +143,7 @@ async def start_server(
     grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
         InferenceServicer(manager, readiness, executor, metrics,
                           max_rows=settings.max_texts, max_elements=settings.max_message_bytes,
-                          # the most positions a task call may carry: max-texts texts of max-text-chars
-                          max_positions=settings.max_texts * settings.max_text_chars),
+                          max_positions=settings.max_v2_positions),
         server,
     )
     # NOT_SERVING for every name until the server listens with every model warmed.
