@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -69,7 +69,8 @@ def build_bilstm_recipe(train_tweets: list[Tweet], recipe_class: type, tags: Seq
     def predict(module: nn.Module, batch: Any) -> list[list[str]]:
         inputs, _ = batch
         emissions = module(inputs["word_ids"], inputs["char_ids"], inputs["shape_ids"], inputs["mask"])
-        return [[tag_names[t] for t in path] for path in module.crf.viterbi(emissions, inputs["mask"])]
+        crf = cast(BiLSTMCRF, module).crf  # evaluation gets the model itself, never the DDP wrapper
+        return [[tag_names[t] for t in path] for path in crf.viterbi(emissions, inputs["mask"])]
 
     return recipe_class(model, encode, collate, loss, predict,
                         {"vocab": vocab, "model_config": config.__dict__})

@@ -32,6 +32,7 @@ from training.batching import bucketed_batches
 from training.configs import ner as cfg
 from training.data.ner import TAGS, Tweet, load_splits, word_tags
 from training.loop import LoopConfig, epochs_trained_evaluator, refit_loop_config, train
+from training.token_ids import special_id
 
 log = logging.getLogger("train_ner")
 
@@ -59,7 +60,7 @@ def minilm_recipe(train_tweets: list[Tweet], model: nn.Module | None = None, tag
     from training.models.minilm_tagger import MiniLMTagger, minilm_dir
 
     tokenizer = prepare_tokenizer(Tokenizer.from_file(str(minilm_dir() / "tokenizer.json")))
-    pad_id = tokenizer.token_to_id("[PAD]")
+    pad_id = special_id(tokenizer, "[PAD]")
     model_config = dict(cfg.MINILM if model_config is None else model_config)
     model = model or MiniLMTagger(len(tags), **model_config)
     tag_names = list(tags)
@@ -110,8 +111,10 @@ def bilstm_recipe(train_tweets: list[Tweet], tags: Sequence[str] = TAGS,
     return build_bilstm_recipe(train_tweets, Recipe, tags=tags, model_config=model_config)
 
 
-RECIPES = {"minilm": (minilm_recipe, cfg.MINILM_LOOP, cfg.MINILM_BATCH_SIZE),
-           "bilstm-crf": (bilstm_recipe, cfg.BILSTM_LOOP, cfg.BILSTM_BATCH_SIZE)}
+# tagger -> (recipe(train_tweets, tags=..., model_config=...), loop config, batch size)
+RECIPES: dict[str, tuple[Callable[..., Recipe], LoopConfig, int]] = {
+    "minilm": (minilm_recipe, cfg.MINILM_LOOP, cfg.MINILM_BATCH_SIZE),
+    "bilstm-crf": (bilstm_recipe, cfg.BILSTM_LOOP, cfg.BILSTM_BATCH_SIZE)}
 
 
 def gold_word_tags(tweets: list[Tweet]) -> list[list[str]]:
@@ -139,15 +142,16 @@ def run_training(tagger: str, parts: dict[str, list[Tweet]], loop_config: LoopCo
     def loss_fn(module: nn.Module, rows: list[int]) -> tuple[torch.Tensor, int]:
         return recipe.loss(module, recipe.collate([train_rows[i] for i in rows])), len(rows)
 
-    def evaluate_fn(module: nn.Module) -> dict[str, float]:
+    def evaluate_on_dev(module: nn.Module) -> dict[str, float]:
         predicted: list[list[str]] = []
         for start in range(0, len(dev_rows), 64):
             predicted += recipe.predict(module, recipe.collate(dev_rows[start : start + 64]))
         gold = [g[: len(p)] for g, p in zip(dev_gold, predicted, strict=True)]
         return {"entity_f1": round(float(f1_score(gold, predicted)), 4)}
 
+    evaluate_fn = epochs_trained_evaluator() if refit else evaluate_on_dev
     if refit:
-        evaluate_fn, loop_config = epochs_trained_evaluator(), refit_loop_config(loop_config)
+        loop_config = refit_loop_config(loop_config)
     result = train(recipe.model, batches_for_epoch, loss_fn, evaluate_fn, loop_config, extra_state=recipe.extra)
     log.info("best %s %.4f at epoch %d after %d steps, %.0f s",
              loop_config.metric, result.best_metric, result.best_epoch, result.steps, result.seconds)

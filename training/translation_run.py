@@ -35,6 +35,7 @@ from training.batching import pad_batch, token_budget_batches
 from training.data.translation import TranslationPair, load_splits
 from training.decoding import source_ids
 from training.loop import LoopConfig, TrainResult, config_dict, train
+from training.token_ids import special_id
 from training.tokenizer import BOS, EOS, PAD
 
 
@@ -54,7 +55,7 @@ class TranslationRecipe:
 
 def target_ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
     """[BOS] ids [EOS]: the decoder reads [:-1] and predicts [1:]."""
-    bos, eos = tokenizer.token_to_id(BOS), tokenizer.token_to_id(EOS)
+    bos, eos = special_id(tokenizer, BOS), special_id(tokenizer, EOS)
     return [[bos, *enc.ids, eos] for enc in tokenizer.encode_batch(texts, add_special_tokens=False)]
 
 

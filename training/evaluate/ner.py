@@ -106,7 +106,7 @@ def _f1(rows: list[tuple[int, int, int]]) -> float:
 
 
 def paired_bootstrap(gold: list[list[str]], a: list[list[str]], b: list[list[str]],
-                     samples: int = BOOTSTRAP_SAMPLES, seed: int = 13) -> dict[str, float]:
+                     samples: int = BOOTSTRAP_SAMPLES, seed: int = 13) -> dict[str, float | list[float]]:
     """F1(a) - F1(b) on the test tweets, with its 95% bootstrap interval and how often a wins."""
     counts_a = [_counts(g, p) for g, p in zip(gold, a, strict=True)]
     counts_b = [_counts(g, p) for g, p in zip(gold, b, strict=True)]
@@ -155,7 +155,8 @@ def main() -> None:
     args = parser.parse_args()
     parts, _ = load_splits()
     if args.compare:
-        comparison = compare(*args.compare, parts[args.split])
+        dir_a, dir_b = args.compare
+        comparison = compare(dir_a, dir_b, parts[args.split])
         comparison["split"] = args.split
         print(json.dumps(comparison, indent=1))
         if args.set_default:
