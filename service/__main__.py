@@ -2,12 +2,16 @@
 
 Exit status: 0 after a graceful stop, 1 if nothing could be served (no loadable model, a port that
 cannot be bound, unreadable TLS or token files, a bad model config), 2 for invalid settings (argparse).
+
+With --workers N > 1 this process supervises N worker processes, each of which runs this same module
+(service/workers.py); with --workers 1 (the default) it serves by itself, as it always did.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +25,7 @@ from service.registry.manager import ModelManager
 from service.runtime.threads import thread_budget
 from service.security.auth import TokenFileError, Tokens, read_token
 from service.security.tls import TlsConfigError
+from service.workers import WorkerIdentity, supervise, worker_count, worker_identity
 
 log = logging.getLogger("service")
 
@@ -43,7 +48,8 @@ def warn_about_limits(settings: Settings) -> None:
         )
 
 
-async def run(settings: Settings, metrics: ServingMetrics, executor: ThreadPoolExecutor) -> None:
+async def run(settings: Settings, metrics: ServingMetrics, executor: ThreadPoolExecutor,
+              worker: WorkerIdentity | None = None) -> None:
     # Handlers go in first, so a signal that arrives while models load still stops cleanly.
     stop_signal = stop_signal_future()
     try:
@@ -51,7 +57,7 @@ async def run(settings: Settings, metrics: ServingMetrics, executor: ThreadPoolE
         config = load_model_config(settings.model_config, settings.batch_config())
     except (TokenFileError, ModelConfigError) as exc:
         raise CannotServe(str(exc)) from None
-    budget = thread_budget(settings.threads, settings.inference_workers)
+    budget = thread_budget(settings.threads, settings.inference_workers, processes=worker.count if worker else 1)
     log.info("onnxruntime threads: %d in all (%s), %d per session, %d inference workers",
              budget.total, budget.source, budget.per_session, settings.inference_workers)
     manager = ModelManager(settings.model_dir, config, budget, metrics, executor)
@@ -71,19 +77,32 @@ async def run(settings: Settings, metrics: ServingMetrics, executor: ThreadPoolE
             asyncio.get_running_loop().create_task(manager.poll_forever(settings.poll_seconds))
             if settings.poll_seconds > 0 else None
         )
+        orphaned = None
+        if worker is not None:
+            worker.mark_ready()
+            orphaned = asyncio.ensure_future(worker.supervisor_gone())
         try:
-            await stop_signal
+            await asyncio.wait([stop_signal, *([orphaned] if orphaned else [])], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if poller is not None:
-                poller.cancel()
+            for task in (poller, orphaned):
+                if task is not None:
+                    task.cancel()
             await stop_server(running, settings.grace_seconds, settings.drain_seconds)
     finally:
         await manager.close()  # after the server: calls still queued at stop run to the end
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = parse_settings(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    settings = parse_settings(arguments)
     configure_logging(settings.log_level, settings.log_format)
+    worker = worker_identity()
+    if worker is None and worker_count(settings) > 1:
+        log.info("starting with %s", settings)
+        warn_about_limits(settings)
+        return supervise(settings, arguments)
+    if worker is not None:
+        return serve(settings, worker)
     log.info("starting with %s", settings)
     warn_about_limits(settings)
     metrics = ServingMetrics()
@@ -106,6 +125,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         executor.shutdown(wait=True, cancel_futures=True)
         metrics_server.shutdown()
     log.info("exiting")
+    return 0
+
+
+def serve(settings: Settings, worker: WorkerIdentity) -> int:
+    """One worker of --workers N: its metrics go to the supervisor's multiprocess files, not a port."""
+    log.info("worker %d of %d (pid %d)", worker.index, worker.count, os.getpid())
+    executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="inference")
+    try:
+        asyncio.run(run(settings, ServingMetrics(), executor, worker))
+    except (ServeError, CannotServe) as exc:
+        log.critical("cannot serve: worker %d: %s", worker.index, exc)
+        return 1
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+    log.info("worker %d exiting", worker.index)
     return 0
 
 

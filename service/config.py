@@ -33,6 +33,9 @@ class Settings:
     max_message_bytes: int = 4 * MIB
     grace_seconds: float = 10.0
     inference_workers: int = 2  # threads that run pipelines off the event loop
+    # Server processes sharing the port (SO_REUSEPORT) and the thread budget; 0: one per CPU of the budget.
+    # 1 by default: every worker loads every model (docs/serving.md, "Worker processes").
+    workers: int = 1
     log_level: str = "INFO"
     log_format: str = "text"  # "json": one JSON object per line, with the request id
     model_config: pathlib.Path | None = None  # JSON: per-model version pins and batching
@@ -161,6 +164,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "on SIGTERM, how long in-flight calls may take to finish")
     add("--inference-workers", "SEQSERVE_INFERENCE_WORKERS", _bounded_int(1, 256), defaults.inference_workers,
         "threads running model pipelines")
+    add("--workers", "SEQSERVE_WORKERS", _bounded_int(0, 64), defaults.workers,
+        "server processes sharing the gRPC port and the CPU budget, each loading every model; "
+        "0: one per CPU of the budget")
     add("--log-level", "SEQSERVE_LOG_LEVEL", _log_level, defaults.log_level, "logging level")
     add("--log-format", "SEQSERVE_LOG_FORMAT", _log_format, defaults.log_format, "text or json")
     add("--model-config", "SEQSERVE_MODEL_CONFIG", _optional_path, defaults.model_config,

@@ -110,7 +110,8 @@ def print_sentiment(
     out: TextIO,
 ) -> None:
     """Label, probabilities and the most attended tokens per text (a Classify answer has the same shape)."""
-    for number, (text, result) in enumerate(zip(texts, response.results, strict=True), start=1):
+    results: Sequence[sentiment_pb2.SentimentResult | classification_pb2.ClassifyResult] = response.results
+    for number, (text, result) in enumerate(zip(texts, results, strict=True), start=1):
         print(f"[{number}] {_shorten(text)}", file=out)
         probabilities = "  ".join(f"{p.label} {p.probability:.3f}" for p in result.probabilities)
         print(f"    {result.label:<10} {probabilities}", file=out)
@@ -245,12 +246,13 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             if not args.json:
                 print_models(response, out)
         else:
-            response = client.health(args.service)
+            health = client.health(args.service)
+            response = health
             if not args.json:
-                print(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status), file=out)
+                print(health_pb2.HealthCheckResponse.ServingStatus.Name(health.status), file=out)
         if args.json:
             print(to_json(response), file=out)
-        if args.command == "health" and response.status != health_pb2.HealthCheckResponse.SERVING:
+        if args.command == "health" and health.status != health_pb2.HealthCheckResponse.SERVING:
             return 1
     return 0
 
@@ -274,9 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except grpc.RpcError as exc:
         # Every grpc.RpcError raised by a sync unary call is also a grpc.Call with code and details.
-        code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+        status = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
         details = (exc.details() if isinstance(exc, grpc.Call) else str(exc)) or "(no details)"
-        print(f"error: {code}: {details}", file=sys.stderr)
+        print(f"error: {status}: {details}", file=sys.stderr)
         return 2
 
 

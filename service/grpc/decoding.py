@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -51,7 +51,8 @@ class DecodeErrorInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
 
         if handler.unary_unary is not None:
-            unary = handler.unary_unary
+            # An aio server's handlers are coroutine functions; grpc's handler type only knows sync ones.
+            unary = cast(Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], handler.unary_unary)
 
             async def decode_then_handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
                 return await unary(await decode(raw, context), context)
@@ -60,7 +61,7 @@ class DecodeErrorInterceptor(grpc.aio.ServerInterceptor):
                 decode_then_handle, request_deserializer=None, response_serializer=handler.response_serializer
             )
         if handler.unary_stream is not None:  # Translation.TranslateStream
-            streaming = handler.unary_stream
+            streaming = cast(Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], handler.unary_stream)
 
             async def decode_then_stream(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
                 return await streaming(await decode(raw, context), context)

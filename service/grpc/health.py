@@ -9,11 +9,13 @@ and then ends its stream with OK, so the server's stop never waits for them.
 from __future__ import annotations
 
 import asyncio
+from typing import TypeAlias
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-ServingStatus = health_pb2.HealthCheckResponse.ServingStatus
+# The enum values (ints at run time); the enum wrapper itself is not a type.
+ServingStatus: TypeAlias = "health_pb2.HealthCheckResponse.ServingStatus.ValueType"
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 

@@ -2,6 +2,11 @@
 
 A dedicated CollectorRegistry (not the process-wide default) keeps the exposition to exactly these
 series and lets tests build as many independent instances as they like.
+
+Under --workers N each worker process writes these into prometheus-client's multiprocess files
+(PROMETHEUS_MULTIPROC_DIR) and the supervisor serves their sum (service/metrics/multiprocess.py). Counters
+and histograms sum by themselves; each gauge says how its workers' values combine (multiprocess_mode,
+ignored in a single process).
 """
 
 from __future__ import annotations
@@ -41,11 +46,12 @@ class ServingMetrics:
         )
         self.in_flight = Gauge(
             "seqserve_requests_in_flight", "Calls being handled right now.",
-            ["service", "method"], registry=self.registry,
+            ["service", "method"], registry=self.registry, multiprocess_mode="livesum",
         )
         self.model_info = Gauge(
             "seqserve_model_info", "1 for every loaded model version; the labels are the facts.",
-            ["name", "version", "task", "sha256"], registry=self.registry,
+            # "max": 1 while any worker serves the version (each worker loads and swaps on its own).
+            ["name", "version", "task", "sha256"], registry=self.registry, multiprocess_mode="max",
         )
         self.load_failures = Counter(
             "seqserve_model_load_failures", "Model versions refused at load time.",
@@ -73,7 +79,7 @@ class ServingMetrics:
         )
         self.queue_depth = Gauge(
             "seqserve_queue_depth_texts", "Texts waiting in a model's batching queue.",
-            ["model"], registry=self.registry,
+            ["model"], registry=self.registry, multiprocess_mode="livesum",
         )
         self.batch_rejects = Counter(
             "seqserve_batch_rejects", "Calls refused or dropped by the batcher (queue_full, deadline, cancelled).",
@@ -98,6 +104,9 @@ class ServingMetrics:
     def record_unloaded_model(self, model: LoadedModel) -> None:
         for labels in list(self.model_info._metrics):  # every series of that name and version
             if labels[0] == model.name and labels[1] == model.version:
+                # A worker's multiprocess file keeps a removed series' last value: 0 first, so the
+                # workers' max drops to 0 once none of them serves the version.
+                self.model_info.labels(*labels).set(0)
                 self.model_info.remove(*labels)
 
     def record_loaded_model(self, model: LoadedModel) -> None:

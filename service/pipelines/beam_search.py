@@ -61,7 +61,7 @@ def beam_search(
     step = 0
     while len(active):
         if stops is not None:
-            live_groups = [group for group, sentence in enumerate(active) if not stops[sentence]()]
+            live_groups = [group for group, sentence in enumerate(active) if not stops[int(sentence)]()]
             if len(live_groups) < len(active):
                 if not live_groups:
                     break

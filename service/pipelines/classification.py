@@ -48,6 +48,7 @@ class ClassificationPipeline(Pipeline[str, ClassPrediction]):
         if model.task not in self.tasks or model.tokenizer is None:
             raise ValueError(f"model {model.name} is not a {' or '.join(self.tasks)} model with a tokenizer")
         self.model = model
+        self.tokenizer = model.tokenizer
         self.labels = model.manifest.labels
         special = model.manifest.spec.special_tokens
         if special is None:
@@ -90,7 +91,7 @@ class ClassificationPipeline(Pipeline[str, ClassPrediction]):
     def __call__(self, texts: Sequence[str], timings: StageTimings | None = None) -> list[ClassPrediction]:
         timings = timings or StageTimings()
         with timings.stage("tokenize"):
-            encodings = self.model.tokenizer.encode_batch(list(texts), add_special_tokens=self.add_special_tokens)
+            encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=self.add_special_tokens)
             rows = [self._row(encoding) for encoding in encodings]
             width = max(len(r[0]) for r in rows)
             input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)

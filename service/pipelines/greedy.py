@@ -32,7 +32,7 @@ def greedy_search(
     step = 0
     while len(active):
         if stops is not None:
-            live = [position for position, row in enumerate(active) if not stops[row]()]
+            live = [position for position, row in enumerate(active) if not stops[int(row)]()]
             if len(live) < len(active):
                 if not live:
                     break
@@ -58,12 +58,12 @@ def greedy_search(
             state, active, chosen = state.take(keep_rows), active[keep_rows], chosen[keep_rows]
         tokens = chosen.astype(np.int64)
     results = []
-    for row in range(batch):
-        length = len(outputs[row]) + int(ended[row])
+    for index in range(batch):
+        length = len(outputs[index]) + int(ended[index])
         results.append(Hypothesis(
-            token_ids=outputs[row], log_prob=float(log_probs_sum[row]), length=length,
-            score=float(log_probs_sum[row]) / length_penalty(length, alpha),
-            attention=np.stack(attention[row]) if with_attention and attention[row]
+            token_ids=outputs[index], log_prob=float(log_probs_sum[index]), length=length,
+            score=float(log_probs_sum[index]) / length_penalty(length, alpha),
+            attention=np.stack(attention[index]) if with_attention and attention[index]
             else (np.zeros((0, src_ids.shape[1]), np.float32) if with_attention else None),
         ))
     return results

@@ -28,9 +28,16 @@ def prepare_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
     return tokenizer
 
 
+def special_id(tokenizer: Tokenizer, token: str) -> int:
+    token_id = tokenizer.token_to_id(token)
+    if token_id is None:
+        raise ValueError(f"the tokenizer has no {token} token (a BERT-family WordPiece tokenizer has)")
+    return token_id
+
+
 def encode_words(tokenizer: Tokenizer, words: Sequence[str], max_subwords: int) -> SubwordRow:
     """`max_subwords` counts [CLS] and [SEP]; words past it are left out (and the row flagged)."""
-    cls_id, sep_id, unk_id = (tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[UNK]"))
+    cls_id, sep_id, unk_id = (special_id(tokenizer, t) for t in ("[CLS]", "[SEP]", "[UNK]"))
     ids, first_positions = [cls_id], []
     encodings = tokenizer.encode_batch(list(words), add_special_tokens=False) if words else []
     truncated = False

@@ -46,16 +46,27 @@ class ThreadBudget:
     source: str           # how total was decided, for the start-up log
 
 
-def thread_budget(override: int, concurrent_batches: int, root: pathlib.Path = CGROUP_ROOT) -> ThreadBudget:
-    """One budget shared by every model: at most `concurrent_batches` sessions run at once (one per
-    inference worker), so each gets total // concurrent_batches intra-op threads."""
+def cpu_budget(root: pathlib.Path = CGROUP_ROOT) -> tuple[int, str]:
+    """(CPUs this server may use, how that was decided): affinity, capped by the cgroup quota."""
     quota = cgroup_cpu_quota(root)
+    cpus = affinity_cpus()
+    total = max(1, min(cpus, math.floor(quota))) if quota is not None else cpus
+    return total, f"affinity {cpus}" + (f", cgroup quota {quota:g}" if quota is not None else "")
+
+
+def thread_budget(override: int, concurrent_batches: int, root: pathlib.Path = CGROUP_ROOT,
+                  processes: int = 1) -> ThreadBudget:
+    """One budget shared by every model: at most `concurrent_batches` sessions run at once (one per
+    inference worker), so each gets total // concurrent_batches intra-op threads.
+
+    With `processes` server workers (--workers) the budget is the whole server's: each worker gets
+    total // processes (at least 1), so workers x threads never oversubscribes the CPUs."""
     if override > 0:
         total, source = override, "--threads"
     else:
-        cpus = affinity_cpus()
-        total = max(1, min(cpus, math.floor(quota))) if quota is not None else cpus
-        source = f"affinity {cpus}" + (f", cgroup quota {quota:g}" if quota is not None else "")
+        total, source = cpu_budget(root)
+    if processes > 1:
+        total, source = max(1, total // processes), f"{source}, shared by {processes} workers"
     per_session = max(1, total // max(1, concurrent_batches))
     # Spinning off: under a quota spinning threads eat the quota itself, and without one the cores
     # are shared with the event loop and the other models' batches.
