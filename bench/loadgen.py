@@ -58,7 +58,10 @@ class LoadResult:
 
 
 async def run_load(job: LoadJob) -> LoadResult:
-    channels = [grpc.aio.insecure_channel(job.target) for _ in range(max(1, job.channels))]
+    # A local subchannel pool per channel: grpc otherwise shares one connection among channels of equal
+    # target and options, and every call would reach one worker of a --workers N server.
+    channels = [grpc.aio.insecure_channel(job.target, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(max(1, job.channels))]
     try:
         # Raw bytes in and out: no (de)serialisation in the timed loop, the same for every server.
         stubs: dict[tuple[int, str], grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {

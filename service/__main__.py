@@ -70,7 +70,7 @@ async def run(settings: Settings, metrics: ServingMetrics, executor: ThreadPoolE
             refused = ", ".join(f"{f.model} version {f.version}" for f in manager.registry.failures) or "none found"
             raise CannotServe(f"no model could be loaded from {settings.model_dir} (refused: {refused})")
         try:
-            running = await start_server(settings, manager, executor, metrics, tokens)
+            running = await start_server(settings, manager, executor, metrics, tokens, shared_port=worker is not None)
         except TlsConfigError as exc:
             raise CannotServe(str(exc)) from None
         poller = (
@@ -97,14 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(arguments)
     configure_logging(settings.log_level, settings.log_format)
     worker = worker_identity()
-    if worker is None and worker_count(settings) > 1:
-        log.info("starting with %s", settings)
-        warn_about_limits(settings)
-        return supervise(settings, arguments)
     if worker is not None:
         return serve(settings, worker)
     log.info("starting with %s", settings)
     warn_about_limits(settings)
+    if worker_count(settings) > 1:
+        return supervise(settings, arguments)
     metrics = ServingMetrics()
     try:
         metrics_server, metrics_port = start_metrics_server(
@@ -133,7 +131,7 @@ def serve(settings: Settings, worker: WorkerIdentity) -> int:
     log.info("worker %d of %d (pid %d)", worker.index, worker.count, os.getpid())
     executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="inference")
     try:
-        asyncio.run(run(settings, ServingMetrics(), executor, worker))
+        asyncio.run(run(settings, ServingMetrics(worker=worker.index), executor, worker))
     except (ServeError, CannotServe) as exc:
         log.critical("cannot serve: worker %d: %s", worker.index, exc)
         return 1

@@ -8,6 +8,7 @@ is no import cycle between them (issue 17 found three: repository <-> batching, 
     pipelines   one pipeline per task (tokenize -> ORT -> post-process)
     registry    discovery on disk, the live set, the lifecycle (load, swap, unload, poll)
     grpc        servicers, the server, V2
+    workers     the supervisor of --workers N: port reservation, worker processes, summed metrics
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import pytest
 
 SERVICE = pathlib.Path(__file__).resolve().parents[1] / "service"
 # Lowest first; a package may import any package listed before it (and the side packages below).
-LAYERS = ("model", "runtime", "metrics", "batching", "pipelines", "registry", "grpc")
+# workers (service/workers.py, a module) is the process level beside __main__: it starts and watches whole
+# servers, so it sits on top; it imports no grpc today but may use anything below it.
+LAYERS = ("model", "runtime", "metrics", "batching", "pipelines", "registry", "grpc", "workers")
 SIDE = ("config", "observability", "security", "client")  # beside the layers: settings, logs, TLS/auth, CLI
 # (service/__main__.py, the process, sits on top of everything.)
 

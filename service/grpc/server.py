@@ -84,13 +84,15 @@ class RunningServer:
     address: str
 
 
-def server_options(settings: Settings) -> list[tuple[str, int]]:
+def server_options(settings: Settings, shared_port: bool = False) -> list[tuple[str, int]]:
+    """grpc options; `shared_port` for a worker of --workers N, which binds the port its siblings bind."""
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # grpc sets SO_REUSEPORT by default, which lets a second server bind a busy port and
-        # silently share its traffic; a port clash must fail at start instead.
-        ("grpc.so_reuseport", 0),
+        # silently share its traffic; a port clash must fail at start instead. Workers do share one
+        # port: their supervisor has proved it free and holds it (service/workers.py).
+        ("grpc.so_reuseport", 1 if shared_port else 0),
     ]
     if settings.max_connection_age_seconds > 0:
         # Long-lived HTTP/2 connections pin a client to one replica forever; closing them after an
@@ -123,6 +125,7 @@ async def start_server(
     executor: Executor,
     metrics: ServingMetrics,
     tokens: Tokens,
+    shared_port: bool = False,
 ) -> RunningServer:
     def count_refusal(method: str, code: str) -> None:
         service, _, name = method.lstrip("/").rpartition("/")
@@ -134,7 +137,7 @@ async def start_server(
     set_max_response_bytes(settings.max_message_bytes)
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(tokens, count_refusal), DecodeErrorInterceptor(metrics, SEQSERVE_SERVICES), gate],
-        options=server_options(settings),
+        options=server_options(settings, shared_port),
     )
     readiness = Readiness()
     add_task_servicers(server, manager, settings, metrics)

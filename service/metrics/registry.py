@@ -27,7 +27,7 @@ STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 
 
 class ServingMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, worker: int | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         # `version` is the version that answered ("" when no model ran: a refusal before the model was
         # resolved, or a Models/Admin call), as on the stage histograms, so a rollout's two versions
@@ -87,12 +87,20 @@ class ServingMetrics:
         )
         # process_resident_memory_bytes, CPU seconds, open fds: in this registry, not the global one.
         ProcessCollector(registry=self.registry)
+        # Under --workers N: calls per worker, to see how the kernel spread connections (SO_REUSEPORT
+        # balances connections, not calls); a single-process server has no such series.
+        self.worker_calls = None if worker is None else Counter(
+            "seqserve_worker_calls", "Calls answered by each worker process (--workers).",
+            ["worker"], registry=self.registry,
+        ).labels(str(worker))
 
     def observe_call(self, service: str, method: str, model: str, code: str, seconds: float,
                      version: str = "") -> None:
         """One answered call; `version` stays "" for calls refused before any model answered."""
         self.requests.labels(service, method, model, version, code).inc()
         self.request_duration.labels(service, method, model, version).observe(seconds)
+        if self.worker_calls is not None:
+            self.worker_calls.inc()
 
     def observe_stages(self, model: LoadedModel, timings: StageTimings) -> None:
         for stage, seconds in timings.seconds.items():
