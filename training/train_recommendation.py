@@ -27,7 +27,7 @@ from training.batching import bucketed_batches
 from training.configs import recommendation as cfg
 from training.data.movielens import PAD_ID, Case, MovieLens, Splits, item_popularity, load_splits
 from training.data.movielens import item_features as movielens_item_features
-from training.evaluate.ranking import full_ranks, hit_rate_and_ndcg, sample_negatives, sampled_ranks
+from training.evaluate.ranking import NUM_NEGATIVES, full_ranks, hit_rate_and_ndcg, sample_negatives, sampled_ranks
 from training.evaluate.recommendation import evaluate_version
 from training.export.onnx_export import OPSET, describe_io
 from training.export.recommendation import export_sasrec, parity
@@ -36,6 +36,7 @@ from training.models.cooccurrence import CooccurrenceConfig, cooccurrence_scores
 from training.models.sasrec import SASRec, SASRecConfig, SASRecEnsemble, SASRecForExport
 
 log = logging.getLogger("train_recommendation")
+SplitData = tuple[MovieLens, Splits, dict[str, str]]  # training.data.movielens.split_data's result
 
 
 def training_windows(train: dict[str, list[int]], max_length: int, all_windows: bool) -> list[list[int]]:
@@ -73,7 +74,9 @@ def torch_scores(model: SASRec | SASRecEnsemble, histories: Sequence[Sequence[in
 def dev_evaluator(cases: list[Case], interacted: dict[str, set[int]], user_index: dict[str, int],
                   num_items: int, max_length: int) -> Callable[[nn.Module], dict[str, float]]:
     """evaluate_fn for the loop: full-ranking and sampled HR@10 / NDCG@10 on the dev targets."""
-    negatives = [sample_negatives(user_index[c.user], interacted[c.user], num_items) for c in cases]
+    # As many negatives for every case: 100, or fewer when a small catalogue leaves some user fewer unseen.
+    count = max(0, min([NUM_NEGATIVES, *(num_items - len(interacted[c.user]) for c in cases)]))
+    negatives = [sample_negatives(user_index[c.user], interacted[c.user], num_items, count) for c in cases]
     order = sorted(range(len(cases)), key=lambda i: len(cases[i].history))  # similar lengths per batch
 
     def evaluate_fn(module: nn.Module) -> dict[str, float]:
@@ -84,7 +87,8 @@ def dev_evaluator(cases: list[Case], interacted: dict[str, set[int]], user_index
             scores = torch_scores(module, histories)  # type: ignore[arg-type]
             targets = np.array([cases[i].target for i in rows])
             full[rows] = full_ranks(scores, targets, [cases[i].history for i in rows])
-            sampled[rows] = sampled_ranks(scores, targets, np.stack([negatives[i] for i in rows]))
+            sampled[rows] = sampled_ranks(scores, targets,
+                                          np.stack([negatives[i] for i in rows]).reshape(len(rows), count))
         full_hr, full_ndcg = hit_rate_and_ndcg(full)
         sampled_hr, sampled_ndcg = hit_rate_and_ndcg(sampled)
         return {"full_ndcg@10": round(full_ndcg, 4), "full_hr@10": round(full_hr, 4),
@@ -125,18 +129,19 @@ def initial_phase_record(path: pathlib.Path, checkpoint: dict[str, Any]) -> dict
             "history": json.loads(history_path.read_text()) if history_path.exists() else None}
 
 
-def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: LoopConfig, all_windows: bool,
+def train_sasrec(dataset: str | SplitData, model_settings: dict[str, Any], loop_config: LoopConfig, all_windows: bool,
                  batch_size: int, loss: str = "ce", init_from: pathlib.Path | None = None,
                  refit: bool = False, negatives: int = 1, item_noise: float = 0.0,
                  item_features: bool = False) -> Trained:
-    """Train on `dataset`'s leave-one-out split; the model returned holds the best dev weights.
+    """Train on `dataset`'s leave-one-out split; the model returned holds the best dev weights. `dataset`
+    names a packaged MovieLens set, or is already split (a user's file: training/byo/recommendation.py).
 
     `init_from`: start from another run's weights (a best.pt), e.g. a second phase at a lower rate.
     `refit`: train on train + dev targets for exactly loop_config.max_epochs (no dev selection; the test
     items stay unseen); the model returned holds the last epoch's weights.
     `item_features`: the model also reads each item's genres and era (SASRecConfig.item_features); from
     an ids-only `init_from`, the feature projection starts at 0."""
-    data, splits, data_info = load_splits(dataset)
+    data, splits, data_info = load_splits(dataset) if isinstance(dataset, str) else dataset
     feature_names, feature_rows = movielens_item_features(data.items) if item_features else ([], [])
     model_config = SASRecConfig(num_items=data.num_items, **model_settings, item_features=len(feature_names))
     torch.manual_seed(loop_config.seed)
@@ -182,8 +187,10 @@ def train_sasrec(dataset: str, model_settings: dict[str, Any], loop_config: Loop
 
 
 def write_catalogue(trained: Trained, version_dir: pathlib.Path) -> None:
-    items = [{"id": item.id, "name": item.name, "title": item.title, "year": item.year, "genres": list(item.genres)}
-             for item in trained.data.items]
+    # A user's own ids are published as keys (HistoryItem.key); a catalogue without them serves each id in
+    # decimal as its key (service/pipelines/item_catalogue.py).
+    items = [{"id": item.id, **({"key": item.key} if trained.data.keyed else {}), "name": item.name,
+              "title": item.title, "year": item.year, "genres": list(item.genres)} for item in trained.data.items]
     (version_dir / "items.json").write_text(json.dumps({"items": items}, ensure_ascii=False) + "\n", "utf-8")
     counts = item_popularity(trained.splits.train, trained.data.num_items)
     (version_dir / "popularity.json").write_text(json.dumps(
@@ -211,17 +218,20 @@ def describe_phases(trained: Trained) -> str:
             f"with the rate {schedule} (best dev epoch {trained.result.best_epoch} kept)")
 
 
+COOCCURRENCE_GRID = "dev: python -m training.evaluate.cooccurrence_grid (docs/recommendation.md)"
 PARITY_BATCHES = ([1], [200, 37, 5], [50] * 4, [2, 199, 64, 1, 120, 8, 33])
 
 
 def export_version(trained: Trained, version_dir: pathlib.Path, name: str, max_k: int = 100,
                    evaluate: bool = True, description: str | None = None,
                    training_record: dict[str, Any] | None = None,
-                   cooccurrence: CooccurrenceConfig | None = None) -> dict[str, Any]:
+                   cooccurrence: CooccurrenceConfig | None = None, default_for_task: bool = True,
+                   cooccurrence_chosen_by: str = COOCCURRENCE_GRID) -> dict[str, Any]:
     """model.onnx + items.json + popularity.json + manifest.json (with parity and, if asked, dev and test
     metrics measured through the served pipeline) in version_dir; returns the manifest data. `description`
     and `training_record` replace the single run's (an ensemble describes its members itself).
-    `cooccurrence`: add EASE scores over the whole history, fit on the sequences the model was trained on."""
+    `cooccurrence`: add EASE scores over the whole history, fit on the sequences the model was trained on.
+    `data_info["source"]`, when given, says where the data came from (else the packaged MovieLens)."""
     model, config = trained.model, trained.model.config
     if version_dir.exists():
         shutil.rmtree(version_dir)
@@ -237,7 +247,7 @@ def export_version(trained: Trained, version_dir: pathlib.Path, name: str, max_k
         "name": name,
         "version": version_dir.name,
         "task": "recommendation",
-        "default_for_task": True,
+        "default_for_task": default_for_task,
         "description": description or (f"SASRec (causal self-attention over the item history, d = {config.hidden_dim}) "
                                        f"trained with {describe_loss(trained.loss, trained.negatives)} on "
                                        f"MovieLens ({trained.data_info['dataset']}), leave-one-out"
@@ -278,7 +288,7 @@ def export_version(trained: Trained, version_dir: pathlib.Path, name: str, max_k
             "fit_on": "the training sequences of the SASRec model (dev and test targets held out)"
                       if not trained.refit else "train + dev targets",
             "input": "whole_history: the request's distinct items, not cut to max_history",
-            "chosen_by": "dev: python -m training.evaluate.cooccurrence_grid (docs/recommendation.md)"}
+            "chosen_by": cooccurrence_chosen_by}
         manifest_data["onnx"]["notes"] += "; whole_history = the history's distinct items, right-padded with 0"
     write_manifest(version_dir, manifest_data)
     if evaluate:

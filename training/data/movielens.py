@@ -39,10 +39,14 @@ class Item:
     title: str
     year: int  # 0 when unknown
     genres: tuple[str, ...]
+    full_name: str = ""  # given by the data (a user's items file); else derived, see `name`
 
     @property
     def name(self) -> str:
-        """The full name: ML-1M's keys already are one ("Toy Story (1995)"); numeric keys get "title (year)"."""
+        """The full name: the data's own when it gives one; ML-1M's keys already are one ("Toy Story
+        (1995)"); numeric keys get "title (year)"."""
+        if self.full_name:
+            return self.full_name
         if not self.key.isdigit():
             return self.key
         return f"{self.title} ({self.year})" if self.year else self.title
@@ -62,6 +66,9 @@ class MovieLens:
     items: list[Item]  # items[i].id == i + 1
     histories: dict[str, list[int]]  # user -> item ids in time order (users sorted)
     data_sha256: str  # of the raw .inter and .item files
+    # The item keys are the ids clients know the items by (a user's own file: training/byo/recommendation.py),
+    # so the catalogue publishes them; MovieLens's keys are not (its served ids are the dense ids).
+    keyed: bool = False
 
     @property
     def num_items(self) -> int:
@@ -176,7 +183,11 @@ def item_popularity(train: dict[str, list[int]], num_items: int) -> list[int]:
 
 
 def load_splits(dataset: str = "ml-1m") -> tuple[MovieLens, Splits, dict[str, str]]:
-    data = load(dataset)
+    return split_data(load(dataset), dataset)
+
+
+def split_data(data: MovieLens, dataset: str) -> tuple[MovieLens, Splits, dict[str, str]]:
+    """`data` split leave-one-out, with what the manifest records of it (`dataset` names the source)."""
     splits = leave_one_out(data.histories)
     info = {"dataset": dataset, "data_sha256": data.data_sha256,
             **{f"{name}_sha256": value for name, value in split_hashes(splits).items()},

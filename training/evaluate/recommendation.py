@@ -66,10 +66,23 @@ class HistoryScores(Pipeline[Sequence[int], np.ndarray]):
         return list(scores)
 
 
-def evaluate_pipeline(pipeline: RecommendationPipeline, data: MovieLens, cases: list[Case]) -> dict[str, Any]:
+def negatives_per_case(data: MovieLens, cases: Sequence[Case]) -> int:
+    """NUM_NEGATIVES, or fewer when a small catalogue leaves some user fewer unseen items: every case is
+    ranked against as many negatives (100 for ML-1M and ML-100K; a user's own catalogue may be smaller)."""
+    unseen = min((data.num_items - len(set(data.histories[c.user])) for c in cases), default=NUM_NEGATIVES)
+    return max(0, min(NUM_NEGATIVES, unseen))
+
+
+def case_negatives(data: MovieLens, cases: Sequence[Case]) -> np.ndarray:
+    """[cases, negatives_per_case] items each user never interacted with, seeded per user."""
     user_index = {user: i for i, user in enumerate(data.histories)}
-    negatives = np.stack([sample_negatives(user_index[c.user], set(data.histories[c.user]), data.num_items)
-                          for c in cases])
+    count = negatives_per_case(data, cases)
+    return np.stack([sample_negatives(user_index[c.user], set(data.histories[c.user]), data.num_items, count)
+                     for c in cases]).reshape(len(cases), count)
+
+
+def evaluate_pipeline(pipeline: RecommendationPipeline, data: MovieLens, cases: list[Case]) -> dict[str, Any]:
+    negatives = case_negatives(data, cases)
     targets = np.array([c.target for c in cases])
     order = sorted(range(len(cases)), key=lambda i: len(cases[i].history))  # as the batcher groups them
     served_full = np.full(len(cases), K, dtype=np.int64)  # a target outside the served top-10 is a miss
@@ -94,7 +107,7 @@ def evaluate_pipeline(pipeline: RecommendationPipeline, data: MovieLens, cases: 
         "served": summary(served_full, served_sampled),
         "popularity_baseline": summary(popular_full, popular_sampled),
         "n": len(cases),
-        "protocol": {"k": K, "sampled_negatives": NUM_NEGATIVES, "negative_seed": NEGATIVE_SEED,
+        "protocol": {"k": K, "sampled_negatives": negatives.shape[1], "negative_seed": NEGATIVE_SEED,
                      "negatives_from": "items the user never interacted with (whole history)",
                      "full_ranking": "whole catalogue, the input history's items excluded (exclude_seen)",
                      "ties": "count against the target"},
