@@ -97,6 +97,33 @@ class DecodingDefaults(_Section):
     length_penalty: float = Field(0.6, ge=0.0, description="GNMT alpha when the request leaves it unset.")
 
 
+ConfidenceFeature = Literal["mean_log_prob", "min_log_prob", "subwords_per_word", "unknown_rate", "coverage",
+                            "attention_entropy", "log_length_ratio", "repetition"]
+
+
+class ConfidenceSection(_Section):
+    """A translation confidence: a logistic regression over features of the decoded best hypothesis
+    (service/pipelines/translation_confidence.py), fitted by training/calibrate_translation.py."""
+
+    features: list[ConfidenceFeature] = Field(min_length=1, description="The features, in coefficient order.")
+    mean: list[float] = Field(description="Each feature's mean on the fitting data (subtracted first).")
+    scale: list[float] = Field(description="Each feature's standard deviation there (divided by next).")
+    coefficients: list[float] = Field(description="The weight of each standardised feature.")
+    intercept: float = Field(description="Added to the weighted sum before the sigmoid.")
+    coverage_threshold: float = Field(
+        0.5, gt=0, description="Attention mass a source subword must receive over the output to count as covered.")
+    fitted: Record = Field(default_factory=dict, description="How it was fitted and measured (a record).")
+
+    @model_validator(mode="after")
+    def _same_lengths(self) -> ConfidenceSection:
+        lengths = {len(self.features), len(self.mean), len(self.scale), len(self.coefficients)}
+        if len(lengths) != 1:
+            raise ValueError("features, mean, scale and coefficients need one value per feature")
+        if any(not v > 0 for v in self.scale):
+            raise ValueError("every scale must be positive")
+        return self
+
+
 class DecodingSection(_Section):
     """The step-graph decoding contract (docs/translation-graphs.md)."""
 
@@ -116,6 +143,8 @@ class DecodingSection(_Section):
     max_output_ratio: float = Field(1.5, gt=0, description="Default output budget: source length x this ...")
     max_output_extra: int = Field(10, ge=0, description="... plus this, capped at max_target_tokens.")
     defaults: DecodingDefaults = Field(default_factory=DecodingDefaults, description="Options a request leaves unset.")
+    confidence: ConfidenceSection | None = Field(
+        None, description="The translation confidence's fitted coefficients; absent: results carry no confidence.")
 
 
 class NerSection(_Section):

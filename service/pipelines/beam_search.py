@@ -56,6 +56,7 @@ def beam_search(
     scores = np.tile(np.array([0.0] + [NEG_INF] * (k - 1), dtype=np.float32), batch)  # step 0: keep one beam
     tokens = np.full(batch * k, runner.bos_id, dtype=np.int64)
     history = np.zeros((batch * k, 0), dtype=np.int64)
+    history_log_probs = np.zeros((batch * k, 0), dtype=np.float32)  # each token's own log-prob
     attention = np.zeros((batch * k, 0, src_ids.shape[1]), dtype=np.float32) if with_attention else None
     finished = [_Finished(k) for _ in range(batch)]
     step = 0
@@ -67,6 +68,7 @@ def beam_search(
                     break
                 index = (np.asarray(live_groups, dtype=np.int64)[:, None] * k + np.arange(k)).ravel()
                 state, tokens, scores, history = state.take(index), tokens[index], scores[index], history[index]
+                history_log_probs = history_log_probs[index]
                 attention = None if attention is None else attention[index]
                 active = active[np.asarray(live_groups, dtype=np.int64)]
         log_probs, cross, state = runner.step(tokens, state)
@@ -82,7 +84,8 @@ def beam_search(
                 if token == runner.eos_id:
                     if rank < k:  # HF's rule: an [EOS] below the top k ranks would crowd out live beams
                         finished[sentence].add(_hypothesis(history[row], total, step, True, alpha,
-                                                           _attention_of(attention, row, None)))
+                                                           _attention_of(attention, row, None),
+                                                           np.append(history_log_probs[row], log_probs[row, token])))
                     continue
                 live.append((row, token, total))
                 if len(live) == k:
@@ -90,7 +93,8 @@ def beam_search(
             if step >= max_steps[sentence]:  # out of budget: the live beams end here, without [EOS]
                 for row, token, total in live:
                     finished[sentence].add(_hypothesis(np.append(history[row], token), total, step, False, alpha,
-                                                       _attention_of(attention, row, cross[row])))
+                                                       _attention_of(attention, row, cross[row]),
+                                                       np.append(history_log_probs[row], log_probs[row, token])))
                 continue
             done = finished[sentence].full() and (
                 live[0][2] / length_penalty(int(max_steps[sentence]), alpha) <= finished[sentence].worst())
@@ -106,6 +110,7 @@ def beam_search(
         index = np.asarray(rows, dtype=np.int64)
         new_tokens = np.asarray(next_tokens, dtype=np.int64)
         history = np.concatenate([history[index], new_tokens[:, None]], axis=1)
+        history_log_probs = np.concatenate([history_log_probs[index], log_probs[index, new_tokens][:, None]], axis=1)
         if attention is not None:
             attention = np.concatenate([attention[index], cross[index][:, None, :]], axis=1)
         # Sentences left: take every tensor (memory too); otherwise beams only move within sentences.
@@ -141,6 +146,7 @@ def _attention_of(attention: np.ndarray | None, row: int, last: np.ndarray | Non
 
 
 def _hypothesis(tokens: np.ndarray, log_prob: float, steps: int, ended: bool, alpha: float,
-                attention: np.ndarray | None) -> Hypothesis:
+                attention: np.ndarray | None, token_log_probs: np.ndarray) -> Hypothesis:
     return Hypothesis(token_ids=[int(t) for t in tokens], log_prob=log_prob, length=steps,
-                      score=log_prob / length_penalty(steps, alpha), attention=attention)
+                      score=log_prob / length_penalty(steps, alpha), attention=attention,
+                      token_log_probs=[float(v) for v in token_log_probs])

@@ -8,6 +8,7 @@ has gone costs at most one more step, and the other rows go on unchanged.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,6 +28,7 @@ def greedy_search(
     tokens = np.full(batch, runner.bos_id, dtype=np.int64)
     outputs: list[list[int]] = [[] for _ in range(batch)]
     log_probs_sum = np.zeros(batch)
+    token_log_probs: list[list[float]] = [[] for _ in range(batch)]
     attention: list[list[np.ndarray]] = [[] for _ in range(batch)]
     ended = np.zeros(batch, dtype=bool)
     step = 0
@@ -40,11 +42,13 @@ def greedy_search(
                 state, active, tokens = state.take(keep_rows), active[keep_rows], tokens[keep_rows]
         log_probs, cross, state = runner.step(tokens, state)
         chosen = log_probs.argmax(axis=-1)
-        log_probs_sum[active] += log_probs[np.arange(len(active)), chosen]
+        chosen_log_probs = log_probs[np.arange(len(active)), chosen]
+        log_probs_sum[active] += chosen_log_probs
         step += 1
         keep = []
         for position, row in enumerate(active):
             token = int(chosen[position])
+            token_log_probs[row].append(float(chosen_log_probs[position]))
             if token == runner.eos_id:
                 ended[row] = True
                 continue
@@ -65,20 +69,37 @@ def greedy_search(
             score=float(log_probs_sum[index]) / length_penalty(length, alpha),
             attention=np.stack(attention[index]) if with_attention and attention[index]
             else (np.zeros((0, src_ids.shape[1]), np.float32) if with_attention else None),
+            token_log_probs=token_log_probs[index],
         ))
     return results
 
 
-def greedy_stream(runner: StepRunner, src_ids: np.ndarray, src_mask: np.ndarray, max_steps: int) -> Iterator[int]:
-    """Token ids of one source (batch 1) as they are produced; ends at [EOS] (not yielded) or max_steps.
-    Each step runs only when the consumer asks for the next token, so a consumer that stops asking (a
-    cancelled stream) stops the decoding."""
+@dataclass(frozen=True)
+class StreamStep:
+    token_id: int           # runner.eos_id on the step that ends the output
+    log_prob: float         # of that token
+    attention: np.ndarray   # [src_len] cross-attention of the step
+
+
+def greedy_stream_steps(runner: StepRunner, src_ids: np.ndarray, src_mask: np.ndarray, max_steps: int
+                        ) -> Iterator[StreamStep]:
+    """Every step of one source's (batch 1) greedy decoding as it runs, the [EOS] step included (then it
+    ends), or max_steps of them. Each step runs only when the consumer asks for the next one, so a
+    consumer that stops asking (a cancelled stream) stops the decoding."""
     state = runner.encode(src_ids, src_mask)
     token = np.full(1, runner.bos_id, dtype=np.int64)
     for _ in range(max_steps):
-        log_probs, _, state = runner.step(token, state)
+        log_probs, cross, state = runner.step(token, state)
         next_id = int(log_probs[0].argmax())
+        yield StreamStep(next_id, float(log_probs[0, next_id]), cross[0])
         if next_id == runner.eos_id:
             return
-        yield next_id
         token = np.full(1, next_id, dtype=np.int64)
+
+
+def greedy_stream(runner: StepRunner, src_ids: np.ndarray, src_mask: np.ndarray, max_steps: int) -> Iterator[int]:
+    """Token ids of one source (batch 1) as they are produced; ends at [EOS] (not yielded) or max_steps."""
+    for step in greedy_stream_steps(runner, src_ids, src_mask, max_steps):
+        if step.token_id == runner.eos_id:
+            return
+        yield step.token_id

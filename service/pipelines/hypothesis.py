@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,3 +19,5 @@ class Hypothesis:
     length: int                   # tokens scored: len(token_ids) + 1 if it ended with [EOS]
     score: float                  # log_prob / length_penalty(length, alpha): what beam search ranks by
     attention: np.ndarray | None  # [len(token_ids), src_len] cross-attention of the step producing each token
+    # The log-prob of each scored token ([EOS] included when it ended), for the translation confidence.
+    token_log_probs: list[float] = field(default_factory=list)

@@ -18,12 +18,17 @@ group's padded tensors, so every text decodes from the same inputs as unchunked 
 equal, tested). `stops` (one callable per item, from the batcher) ends a cancelled or expired call's
 decoding at the next step and skips its later chunks; `between_chunks` lets the batcher run other
 calls between two chunks. Evaluation passes neither.
+
+Confidence (issue #19): for a model whose manifest has `decoding.confidence`, every translation (and a
+stream's last piece) carries a calibrated confidence in [0, 1] computed from its best hypothesis
+(translation_confidence.py). Its features need the cross-attention, so such a model decodes with the
+attention kept (as for an alignment, which the chunk sizes count); the tokens are the same.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -31,9 +36,16 @@ from service.model.loaded_model import LoadedModel
 from service.model.pipeline import Stop, StoppablePipeline
 from service.model.timing import StageTimings
 from service.pipelines.beam_search import beam_search
-from service.pipelines.greedy import greedy_search, greedy_stream
+from service.pipelines.greedy import greedy_search, greedy_stream_steps
 from service.pipelines.hypothesis import Hypothesis
 from service.pipelines.seq2seq_runtime import StepRunner
+from service.pipelines.translation_confidence import (
+    COVERAGE_THRESHOLD,
+    ConfidenceInputs,
+    ConfidenceModel,
+    confidence_features,
+    unknown_token_ids,
+)
 
 TASK = "translation"
 MAX_BEAM_SIZE = 16  # beyond this, quality stops improving and a request could take seconds per text
@@ -78,12 +90,15 @@ class Translation:
     hypotheses: list[TranslatedHypothesis]  # best first; n_best of them
     alignment: Alignment | None
     source_token_count: int                 # including [EOS]
+    confidence: float | None = None         # in [0, 1]; None: the model has no confidence section
+    features: dict[str, float] | None = None  # what the confidence is computed from (evaluation reads them)
 
 
 @dataclass(frozen=True)
 class StreamPiece:
     token: str   # the subword produced
     text: str    # the characters it adds to the translation so far (may be "")
+    confidence: float | None = None  # on the last piece only, for a model with a confidence section
 
 
 @dataclass(frozen=True)
@@ -130,7 +145,8 @@ class TranslationPipeline(StoppablePipeline[TranslationRequest, Translation]):
     # The batcher hands this pipeline per-item stop signals and a between-chunks hook.
     takes_stop_signals = True
 
-    def __init__(self, model: LoadedModel, chunk_bytes: int = DECODE_CHUNK_BYTES) -> None:
+    def __init__(self, model: LoadedModel, chunk_bytes: int = DECODE_CHUNK_BYTES, features: bool = False) -> None:
+        """`features`: compute the confidence features even without a confidence section (calibration)."""
         if model.task != TASK or model.tokenizer is None:
             raise ValueError(f"model {model.name} is not a translation model with a tokenizer")
         self.model = model
@@ -146,6 +162,11 @@ class TranslationPipeline(StoppablePipeline[TranslationRequest, Translation]):
         self.defaults = DecodeOptions(beam_size=decoding.defaults.beam_size,
                                       length_penalty=decoding.defaults.length_penalty)
         self.chunk_bytes = chunk_bytes
+        self.confidence = None if decoding.confidence is None else ConfidenceModel.from_section(decoding.confidence)
+        self.with_features = features or self.confidence is not None
+        self.coverage_threshold = COVERAGE_THRESHOLD if self.confidence is None else self.confidence.coverage_threshold
+        special = model.manifest.spec.special_tokens
+        self.unknown_ids = unknown_token_ids(self.tokenizer.get_vocab(), None if special is None else special.unk_id)
         self.footprint = measure_footprint(self.runner)
 
     # -- sizes, shared with request validation ---------------------------------------------------------
@@ -201,7 +222,8 @@ class TranslationPipeline(StoppablePipeline[TranslationRequest, Translation]):
                         index = indices[position]
                         if stops is not None and stops[index]():
                             continue  # stopped mid-way: a partial result nobody will read
-                        results[index] = self._translation(encodings[index].tokens, ids[index], hypotheses, options)
+                        results[index] = self._translation(requests[index].text, encodings[index].tokens,
+                                                           ids[index], hypotheses, options)
         total = sum(len(i) for i in ids)
         timings.padding_ratio = padded / max(1, padded + total)
         return results
@@ -213,7 +235,7 @@ class TranslationPipeline(StoppablePipeline[TranslationRequest, Translation]):
         chunks: list[list[int]] = [[]]
         used = 0
         for position, text_steps in enumerate(steps):
-            cost = beams * self.footprint.row_bytes(source_width, int(text_steps), options.alignment)
+            cost = beams * self.footprint.row_bytes(source_width, int(text_steps), self._keeps_attention(options))
             if chunks[-1] and used + cost > self.chunk_bytes:
                 chunks.append([])
                 used = 0
@@ -226,9 +248,12 @@ class TranslationPipeline(StoppablePipeline[TranslationRequest, Translation]):
         # Beam 1 with one output is greedy by definition; the greedy loop is simpler and faster.
         if options.beam_size <= 1:
             return [[h] for h in greedy_search(self.runner, src_ids, src_mask, steps, options.length_penalty,
-                                               options.alignment, stops)]
+                                               self._keeps_attention(options), stops)]
         return beam_search(self.runner, src_ids, src_mask, steps, options.beam_size, options.n_best,
-                           options.length_penalty, options.alignment, stops)
+                           options.length_penalty, self._keeps_attention(options), stops)
+
+    def _keeps_attention(self, options: DecodeOptions) -> bool:
+        return options.alignment or self.with_features
 
     def _pad(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         width = max(len(r) for r in rows)
@@ -239,7 +264,7 @@ class TranslationPipeline(StoppablePipeline[TranslationRequest, Translation]):
             src_mask[i, : len(row)] = 1
         return src_ids, src_mask
 
-    def _translation(self, source_tokens: list[str], source_ids: list[int], hypotheses: list[Hypothesis],
+    def _translation(self, text: str, source_tokens: list[str], source_ids: list[int], hypotheses: list[Hypothesis],
                      options: DecodeOptions) -> Translation:
         outputs = [
             TranslatedHypothesis(
@@ -253,20 +278,48 @@ class TranslationPipeline(StoppablePipeline[TranslationRequest, Translation]):
         if options.alignment and best.attention is not None:
             columns = [*source_tokens[: len(source_ids) - 1], self.tokenizer.id_to_token(self.runner.eos_id) or "</s>"]
             alignment = Alignment(columns, outputs[0].tokens, best.attention[:, : len(source_ids)])
-        return Translation(outputs, alignment, len(source_ids))
+        features = confidence = None
+        if self.with_features and best.attention is not None:
+            features, confidence = self._confidence(ConfidenceInputs(
+                text, source_ids, best.token_ids, best.token_log_probs, best.attention))
+        return Translation(outputs, alignment, len(source_ids), confidence, features)
+
+    def _confidence(self, inputs: ConfidenceInputs) -> tuple[dict[str, float], float | None]:
+        features = confidence_features(inputs, self.unknown_ids, self.coverage_threshold)
+        return features, None if self.confidence is None else self.confidence.score(features)
 
     # -- streaming -----------------------------------------------------------------------------------
     def stream(self, text: str, max_output_tokens: int = 0) -> Iterator[StreamPiece]:
-        """Greedy output of one text, a subword at a time, with the text each one adds."""
+        """Greedy output of one text, a subword at a time, with the text each one adds.
+
+        With a confidence section each piece is held back one decoder step (~2 ms), so the last piece,
+        known only once the next step ends the output, can carry the translation's confidence. An
+        output of no tokens has no piece, so no confidence either."""
         ids = self.source_ids(text)
         src_ids, src_mask = self._pad([ids])
         steps = self.max_steps(len(ids), DecodeOptions(max_output_tokens=max_output_tokens))
         produced: list[int] = []
+        log_probs: list[float] = []
+        attention: list[np.ndarray] = []
         emitted = ""
-        for token_id in greedy_stream(self.runner, src_ids, src_mask, steps):
-            produced.append(token_id)
+        pending: StreamPiece | None = None
+        for step in greedy_stream_steps(self.runner, src_ids, src_mask, steps):
+            log_probs.append(step.log_prob)
+            if step.token_id == self.runner.eos_id:
+                break
+            produced.append(step.token_id)
+            attention.append(step.attention)
             # Decode the whole prefix, not the token alone: the decoder decides spacing from context.
-            text = self.tokenizer.decode(produced, skip_special_tokens=True)
-            delta = text[len(emitted):] if text.startswith(emitted) else text
-            emitted = text
-            yield StreamPiece(token=self.tokenizer.id_to_token(token_id) or "", text=delta)
+            decoded = self.tokenizer.decode(produced, skip_special_tokens=True)
+            delta = decoded[len(emitted):] if decoded.startswith(emitted) else decoded
+            emitted = decoded
+            piece = StreamPiece(token=self.tokenizer.id_to_token(step.token_id) or "", text=delta)
+            if self.confidence is None:
+                yield piece
+                continue
+            if pending is not None:
+                yield pending
+            pending = piece
+        if pending is not None:
+            _, confidence = self._confidence(ConfidenceInputs(text, ids, produced, log_probs, np.stack(attention)))
+            yield replace(pending, confidence=confidence)
