@@ -50,6 +50,9 @@ class Settings:
     items_per_run: int = _BATCH.items_per_run  # 0: each model's manifest decides (1 for dynamic int8)
     # Translate: texts x beam size x output tokens per call (64 texts x the default beam 4 x 256 tokens)
     max_translate_cost: int = 65536
+    # Translate/TranslateStream: results whose confidence is below this are flagged low_confidence (still
+    # returned); 0 = off. docs/translation.md "Confidence" says why flagging rather than refusing.
+    min_translation_confidence: float = 0.0
     # V2 ModelInfer: rows x named dimensions of one input (64 rows of 256 positions, the longest text a
     # committed model reads); at 128,000 one call peaked the server at 0.8-2.5 GiB (docs/reliability.md)
     max_v2_positions: int = 16384
@@ -88,6 +91,13 @@ def _non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value >= 0:  # also rejects nan
         raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{value} is above 1")
     return value
 
 
@@ -190,6 +200,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--max-translate-cost", "SEQSERVE_MAX_TRANSLATE_COST", _bounded_int(1), defaults.max_translate_cost,
         "most decoder work one Translate call may ask for, texts x beam size x output tokens (each text's "
         "max_output_tokens, or its default from the source length); above it the call gets RESOURCE_EXHAUSTED")
+    add("--min-translation-confidence", "SEQSERVE_MIN_TRANSLATION_CONFIDENCE", _unit_float,
+        defaults.min_translation_confidence,
+        "flag translations whose confidence (in [0, 1]) is below this with low_confidence; 0 turns it off")
     add("--max-v2-positions", "SEQSERVE_MAX_V2_POSITIONS", _bounded_int(1), defaults.max_v2_positions,
         "most positions (rows x named dimensions) of one V2 ModelInfer input; above it INVALID_ARGUMENT")
     add("--drain-seconds", "SEQSERVE_DRAIN_SECONDS", _non_negative_float, defaults.drain_seconds,

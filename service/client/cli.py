@@ -144,8 +144,17 @@ def print_translations(
         print(f"[{number}] {_shorten(text)}", file=out)
         for rank, hypothesis in enumerate(result.hypotheses, start=1):
             marker = "->" if rank == 1 else f"{rank}."
-            print(f"    {marker} {hypothesis.text}  (score {hypothesis.score:.3f})", file=out)
+            # The confidence is the best hypothesis's: shown on its line.
+            extra = _confidence_note(result) if rank == 1 else ""
+            print(f"    {marker} {hypothesis.text}  (score {hypothesis.score:.3f}{extra})", file=out)
     print(f"model {response.model.name} version {response.model.version}", file=out)
+
+
+def _confidence_note(message: translation_pb2.TranslationResult | translation_pb2.TranslatePiece) -> str:
+    """", confidence 0.83" (", LOW" appended when the server flagged it); "" for a model without one."""
+    if not message.HasField("confidence"):
+        return ""
+    return f", confidence {message.confidence:.2f}" + (", LOW" if message.low_confidence else "")
 
 
 def alignment_paths(path: pathlib.Path, count: int) -> list[pathlib.Path]:
@@ -163,6 +172,8 @@ def run_translate(client: SeqserveClient, args: argparse.Namespace, out: TextIO)
             print(piece.text, end="", file=out, flush=True)
             last = piece
         print(file=out)
+        if last.HasField("confidence"):
+            print(f"({_confidence_note(last)[2:]})", file=out)
         return last
     response = client.translate(args.texts, model=args.model, beam_size=args.beam, n_best=args.n_best,
                                 max_output_tokens=args.max_output_tokens, length_penalty=args.length_penalty,

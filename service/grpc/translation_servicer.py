@@ -24,12 +24,20 @@ SERVICE_NAME = translation_pb2.DESCRIPTOR.services_by_name["Translation"].full_n
 DEFAULT_MAX_COST = Settings.max_translate_cost
 
 
-def to_result(translation: Translation) -> translation_pb2.TranslationResult:
+def is_low(confidence: float | None, min_confidence: float) -> bool:
+    """Flag only a confidence that exists: a model without one is never called low (nor high)."""
+    return confidence is not None and confidence < min_confidence
+
+
+def to_result(translation: Translation, min_confidence: float = 0.0) -> translation_pb2.TranslationResult:
     result = translation_pb2.TranslationResult(
         hypotheses=[translation_pb2.Hypothesis(text=h.text, score=h.score, log_prob=h.log_prob, tokens=h.tokens)
                     for h in translation.hypotheses],
         source_tokens=translation.source_token_count,
+        low_confidence=is_low(translation.confidence, min_confidence),
     )
+    if translation.confidence is not None:
+        result.confidence = translation.confidence
     if translation.alignment is not None:
         alignment = translation.alignment
         result.alignment.CopyFrom(translation_pb2.Alignment(
@@ -41,11 +49,12 @@ def to_result(translation: Translation) -> translation_pb2.TranslationResult:
 
 class TranslationServicer(translation_pb2_grpc.TranslationServicer):
     def __init__(self, manager: ModelManager, limits: TextLimits, metrics: ServingMetrics,
-                 max_cost: int = DEFAULT_MAX_COST) -> None:
+                 max_cost: int = DEFAULT_MAX_COST, min_confidence: float = 0.0) -> None:
         self._manager = manager
         self._limits = limits
         self._max_cost = max_cost  # texts x beam x output tokens per Translate call
         self._metrics = metrics
+        self._min_confidence = min_confidence  # 0: nothing is flagged
         self._calls = CallRunner(SERVICE_NAME, ("Translate", "TranslateStream"), metrics)
 
     async def Translate(
@@ -72,7 +81,7 @@ class TranslationServicer(translation_pb2_grpc.TranslationServicer):
 
         served: Served[TranslationPipeline, Translation] = await serve_batched(
             self._manager, TASK, request.model, TranslationPipeline, validate, call, context)
-        return translation_pb2.TranslateResponse(results=[to_result(t) for t in served.outputs],
+        return translation_pb2.TranslateResponse(results=[to_result(t, self._min_confidence) for t in served.outputs],
                                                  model=served.model_ref)
 
     async def TranslateStream(
@@ -100,7 +109,10 @@ class TranslationServicer(translation_pb2_grpc.TranslationServicer):
                 piece = await loop.run_in_executor(executor, next, pieces, None)
             if piece is None:
                 break
-            await context.write(translation_pb2.TranslatePiece(token=piece.token, text=piece.text, index=index,
-                                                               model=ref))
+            message = translation_pb2.TranslatePiece(token=piece.token, text=piece.text, index=index, model=ref,
+                                                     low_confidence=is_low(piece.confidence, self._min_confidence))
+            if piece.confidence is not None:
+                message.confidence = piece.confidence
+            await context.write(message)
             index += 1
         self._metrics.observe_stages(pipeline.model, timings)
