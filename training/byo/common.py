@@ -112,6 +112,20 @@ def version_dir(out: pathlib.Path, name: str, version: str) -> pathlib.Path:
     return model_root / version
 
 
+def check_destination(out: pathlib.Path, name: str, target: pathlib.Path, task: str) -> None:
+    """Refuse to overwrite a version, or to publish a model under the name of another task's model."""
+    from service.model.manifest import read_manifest
+    from service.model.version_policy import version_dirs
+
+    if target.exists():
+        raise ValueError(f"{target} already exists: choose another --version, or leave it out for the next one")
+    existing = version_dirs(out / name) if (out / name).is_dir() else []
+    if existing:
+        found = read_manifest(existing[-1]).task
+        if found != task:
+            raise ValueError(f"--name {name!r} is a {found} model in {out}: choose another name")
+
+
 def check_name(name: str) -> None:
     if not name or any(c in name for c in "/\\ ") or name.startswith("."):
         raise ValueError(f"--name {name!r}: use letters, digits, '-', '_' or '.' (it becomes a folder name)")

@@ -34,14 +34,13 @@ from typing import Any
 
 from seqeval.metrics.sequence_labeling import get_entities
 
-from service.model.manifest import read_manifest
-from service.model.version_policy import version_dirs
 from service.pipelines.ner_words import split_words
 from training.byo.common import (
     DataFileError,
     Problem,
     Split,
     add_common_arguments,
+    check_destination,
     check_name,
     file_sha256,
     split_examples,
@@ -251,14 +250,6 @@ def make_plan(args: argparse.Namespace, split: Split[Tweet], data: ConllFile) ->
     return Plan(args.model, model_config, batch_size, loop, version_dir(args.out, args.name, args.version))
 
 
-def check_destination(out: pathlib.Path, name: str, target: pathlib.Path) -> None:
-    if target.exists():
-        raise ValueError(f"{target} already exists: choose another --version, or leave it out for the next one")
-    existing = version_dirs(out / name) if (out / name).is_dir() else []
-    if existing:
-        task = read_manifest(existing[-1]).task
-        if task != "ner":
-            raise ValueError(f"--name {name!r} is a {task} model in {out}: choose another name")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -287,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
                     len(data.repaired_lines), ", ".join(map(str, data.repaired_lines[:MAX_SHOWN_LINES])),
                     " ..." if len(data.repaired_lines) > MAX_SHOWN_LINES else "")
     plan = make_plan(args, split, data)
-    check_destination(args.out, args.name, plan.version_dir)
+    check_destination(args.out, args.name, plan.version_dir, "ner")
     parts = split.parts()
     data_info: dict[str, Any] = {
         "file": args.data.name, "data_sha256": data.sha256, "split_by": args.split_by,
@@ -324,7 +315,7 @@ def train_and_publish(args: argparse.Namespace, plan: Plan, parts: dict[str, lis
     try:
         report = publish(plan.model, recipe, result, parts, data_info, plan.loop, plan.batch_size, staging,
                          target.name, name=args.name, tags=tags, source=f"user file {args.data.name}")
-        check_destination(args.out, args.name, target)
+        check_destination(args.out, args.name, target, "ner")
         pathlib.Path(report["version_dir"]).rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

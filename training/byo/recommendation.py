@@ -38,9 +38,14 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from service.model.manifest import read_manifest
-from service.model.version_policy import version_dirs
-from training.byo.common import DataFileError, Problem, add_common_arguments, check_name, version_dir
+from training.byo.common import (
+    DataFileError,
+    Problem,
+    add_common_arguments,
+    check_destination,
+    check_name,
+    version_dir,
+)
 from training.configs import recommendation as cfg
 from training.configs.checkpoints import checkpoint_dir
 from training.data.movielens import Item, MovieLens, Splits, split_data
@@ -301,14 +306,6 @@ def make_plan(args: argparse.Namespace, dataset: Dataset) -> Plan:
                 version_dir(args.out, args.name, args.version))
 
 
-def check_destination(out: pathlib.Path, name: str, target: pathlib.Path) -> None:
-    if target.exists():
-        raise ValueError(f"{target} already exists: choose another --version, or leave it out for the next one")
-    existing = version_dirs(out / name) if (out / name).is_dir() else []
-    if existing:
-        task = read_manifest(existing[-1]).task
-        if task != "recommendation":
-            raise ValueError(f"--name {name!r} is a {task} model in {out}: choose another name")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -341,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
     check_name(args.name)
     dataset = build_dataset(args)
     plan = make_plan(args, dataset)
-    check_destination(args.out, args.name, plan.version_dir)
+    check_destination(args.out, args.name, plan.version_dir, "recommendation")
     if args.dry_run:
         print(json.dumps({"dry_run": True, **summary(dataset, plan)}, indent=1, ensure_ascii=False))
         return 0
@@ -382,7 +379,7 @@ def train_and_publish(args: argparse.Namespace, plan: Plan, dataset: Dataset) ->
                                   max_k=min(MAX_K, dataset.data.num_items), description=description,
                                   cooccurrence=plan.cooccurrence, default_for_task=False,
                                   cooccurrence_chosen_by=plan.cooccurrence_note)
-        check_destination(args.out, args.name, target)
+        check_destination(args.out, args.name, target, "recommendation")
         (staging / target.name).rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
