@@ -6,6 +6,8 @@ Two taggers sit behind the same pipeline, told apart by the manifest's `ner.tagg
 - "minilm": BERT subwords -> tag logits graph, read at each word's first subword -> log-softmax ->
   Viterbi under BIO constraints (`ner.decoder` = "bio-viterbi"; models published before it use argmax);
   a word's confidence is its marginal probability under those constraints (the softmax with argmax).
+  `ner.decoder` = "transition-viterbi" adds transition scores estimated on train tags, read from the
+  file `ner.crf` names (same format as a BiLSTM-CRF's crf.json, the BIO constraints included).
 A dynamically quantized graph (either tagger) is handed one text at a time (service/batching/runs.py),
 so batch-mates never change an answer.
 
@@ -35,6 +37,7 @@ from service.pipelines.ner_words import WORD_PATTERN, Word, split_words
 TASK = "ner"
 BIO_VITERBI = "bio-viterbi"  # the MiniLM decoder that only emits valid BIO sequences
 ARGMAX = "argmax at first subwords"
+TRANSITION_VITERBI = "transition-viterbi"  # BIO Viterbi plus transition scores estimated on train (ner.crf)
 
 
 @dataclass(frozen=True)
@@ -108,12 +111,25 @@ class NerPipeline(Pipeline[str, NerPrediction]):
             self.tokenizer = prepare_tokenizer(model.tokenizer)
             self.max_subwords = model.manifest.spec.limits.max_subwords or 256
             self.shape_features = settings.shape_features
-            decoder = settings.decoder
-            if decoder not in (ARGMAX, BIO_VITERBI):
-                raise ValueError(f"model {model.name}: unknown decoder {decoder!r}")
-            self.bio = bio_constraints(self.labels) if decoder == BIO_VITERBI else None
+            self.chain = self._minilm_chain(model, settings.decoder, settings.crf)
         else:
             raise ValueError(f"model {model.name}: unknown tagger {self.tagger!r}")
+
+    def _minilm_chain(self, model: LoadedModel, decoder: str, chain_file: str | None) -> CRFParameters | None:
+        """The chain Viterbi decodes the MiniLM's log-probabilities over; None decodes by argmax."""
+        if decoder == ARGMAX:
+            return None
+        if decoder == BIO_VITERBI:
+            return bio_constraints(self.labels)
+        if decoder == TRANSITION_VITERBI:
+            if chain_file is None:
+                raise ValueError(f"model {model.name}: decoder {decoder!r} needs ner.crf (its transition scores)")
+            chain = CRFParameters.from_json(_read_json(model, chain_file))
+            size = len(self.labels)
+            if chain.start.shape != (size,) or chain.end.shape != (size,) or chain.transitions.shape != (size, size):
+                raise ValueError(f"model {model.name}: {chain_file} does not hold {size} tags' transitions")
+            return chain
+        raise ValueError(f"model {model.name}: unknown decoder {decoder!r}")
 
     def estimate_tokens(self, text: str) -> int:
         """A cheap length guess for batch grouping: about 5 characters a word."""
@@ -187,9 +203,9 @@ class NerPipeline(Pipeline[str, NerPrediction]):
                 scores = logits[i, row.first_positions].astype(np.float64)  # [words, tags]
                 shifted = scores - scores.max(axis=1, keepdims=True)
                 log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-                if self.bio is not None:
-                    best = viterbi(log_probabilities, self.bio)
-                    probabilities = marginals(log_probabilities, self.bio)
+                if self.chain is not None:
+                    best = viterbi(log_probabilities, self.chain)
+                    probabilities = marginals(log_probabilities, self.chain)
                 else:
                     probabilities = np.exp(log_probabilities)
                     best = probabilities.argmax(axis=1).tolist()
