@@ -30,6 +30,9 @@ from training.export.translation_graphs import EXAMPLE_BATCH, EXAMPLE_CACHE, EXA
 
 MASK_BIAS = -1e4
 SUPPRESSED_BIAS = -1e4
+# A Hugging Face module: its submodules are attributes built from the config (q_proj, layers...), which
+# the type checker cannot see through nn.Module; the export parity check is what pins their use down.
+HFModule = Any
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -42,7 +45,7 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
 
 
-def _attend(attention: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+def _attend(attention: HFModule, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
             bias: torch.Tensor | None, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
     """HF's eager attention: softmax(q k^T * head_dim^-0.5 + bias) v, then out_proj; also the weights."""
     scores = torch.matmul(_heads(attention.q_proj(query), heads), key.transpose(2, 3)) * attention.scaling
@@ -52,7 +55,7 @@ def _attend(attention: nn.Module, query: torch.Tensor, key: torch.Tensor, value:
     return attention.out_proj(_merge(torch.matmul(weights, value))), weights
 
 
-def _project(linear: nn.Module, states: torch.Tensor, heads: int) -> torch.Tensor:
+def _project(linear: HFModule, states: torch.Tensor, heads: int) -> torch.Tensor:
     return _heads(linear(states), heads)
 
 
@@ -63,9 +66,9 @@ def _source_bias(src_mask: torch.Tensor) -> torch.Tensor:
 # Both graphs hold the whole HF model under the same attribute, so a weight has the same initializer
 # name in both (the tied token embedding) and share_initializers stores it once.
 class MarianEncoderGraph(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: HFModule) -> None:
         super().__init__()
-        self.model = model
+        self.model: HFModule = model
         self.heads = model.config.encoder_attention_heads
         self.decoder_heads = model.config.decoder_attention_heads
 
@@ -86,9 +89,9 @@ class MarianEncoderGraph(nn.Module):
 
 
 class MarianDecoderStepGraph(nn.Module):
-    def __init__(self, model: nn.Module, suppressed: Sequence[int]) -> None:
+    def __init__(self, model: HFModule, suppressed: Sequence[int]) -> None:
         super().__init__()
-        self.model = model
+        self.model: HFModule = model
         self.heads = model.config.decoder_attention_heads
         bias = model.final_logits_bias.detach().clone().reshape(-1)
         bias[list(suppressed)] += SUPPRESSED_BIAS
@@ -120,7 +123,7 @@ class MarianDecoderStepGraph(nn.Module):
         return (torch.log_softmax(logits, dim=-1), weights[:, :, 0].mean(dim=1), *present)
 
 
-def export_marian_graphs(model: nn.Module, out_dir: pathlib.Path, suppressed: Sequence[int]) -> dict[str, Any]:
+def export_marian_graphs(model: HFModule, out_dir: pathlib.Path, suppressed: Sequence[int]) -> dict[str, Any]:
     """Write encoder.onnx and decoder_step.onnx; return the decoding section's graph part and the graphs."""
     model.eval()
     config = model.config
