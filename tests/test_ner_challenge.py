@@ -95,3 +95,19 @@ def test_the_transition_chain_reads_a_hesitant_b_b_as_one_name_and_a_confident_o
     confident = np.log(np.asarray([[1e-4, 0.9998, 1e-4], [1e-4, 0.9998, 1e-4]]))  # two names back to back
     assert viterbi(confident, strict) == [1, 1]
     assert chain.start[2] < -1e3 and chain.transitions[0, 2] < -1e3  # BIO constraints kept
+
+
+def test_the_docs_quote_the_challenge_figures_the_manifests_record() -> None:
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    table = (repo / "docs" / "ner.md").read_text("utf-8").split("## Multi-word names: the challenge set", 1)[1]
+    readme = " ".join((repo / "README.md").read_text("utf-8").split())
+    labels = {"ner-minilm-int8": "MiniLM int8 v2 (BIO Viterbi, default)", "ner-bilstm-crf": "BiLSTM-CRF v1",
+              "ner-bilstm-crf-int8": "BiLSTM-CRF int8 v1"}
+    whole = {}
+    for name, label in labels.items():
+        recorded = json.loads((latest_version_dir(name) / "manifest.json").read_text())["metrics"]["challenge"]
+        whole[name] = f"{recorded['multi_word_returned_whole']:.1%}"
+        row = (f"| {label} | {recorded['typed']['f1']:.3f} | {recorded['untyped']['f1']:.3f} | {whole[name]} | "
+               f"{recorded['multi_word_split_in_several']:.1%} |")
+        assert row in table, row
+    assert f"they return {whole['ner-minilm-int8']} and {whole['ner-bilstm-crf']} of multi-word names whole" in readme
