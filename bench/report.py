@@ -7,8 +7,8 @@ import pathlib
 
 from bench import plots, translation_report
 from bench.goals import Goal, batching_goal, overhead_goals, peer_goal
-from bench.run import INT8, OFF, ON, PEER, V2, BenchResults
-from bench.scenarios import median
+from bench.run import INT8, OFF, ON, ONE_WORKER, PEER, TWO_WORKERS, V2, BenchResults
+from bench.scenarios import WORKER_CHANNELS, median
 from bench.servers import REPO
 from bench.stats import Summary
 
@@ -71,6 +71,29 @@ def reading(results: BenchResults) -> list[str]:
         "wakes up. CPU per call moves much less than throughput and is the better figure to compare servers "
         "by; goals with thin margins may flip between runs.",
     ]
+
+
+def worker_lines(results: BenchResults) -> list[str]:
+    """Section 7: one server process vs two (--workers 2), Sentiment.Analyze at the top concurrency."""
+    top = max(results.plan.concurrencies)
+    lines = ["## 7. Worker processes: --workers 1 vs 2", "",
+             f"Sentiment.Analyze, one text per call, {top} calls in flight over {WORKER_CHANNELS} connections "
+             "(SO_REUSEPORT hands each connection to one worker), the two servers interleaved in every round. "
+             "Server CPU counts every process of a server (supervisor and workers). Sizing rule: docs/deploy.md.",
+             ""]
+    if not results.workers:
+        return [*lines, "Not run.", ""]
+    lines += _table(["configuration", "calls/s median (min-max)", "p50 ms", "p99 ms", "server CPU ms/call",
+                     "server cores busy", "client cores busy", "failed"], [
+        [label, f"{s.throughput:.0f} ({s.throughput_min:.0f}-{s.throughput_max:.0f})", f"{s.p50_ms:.2f}",
+         f"{s.p99_ms:.2f}", f"{s.server_cpu_ms:.2f}", f"{s.throughput * s.server_cpu_ms / 1000:.2f}",
+         f"{s.client_cpu_share:.2f}", str(s.failed)]
+        for label in (ONE_WORKER, TWO_WORKERS) if label in results.workers for s in [results.workers[label]]])
+    if ONE_WORKER in results.workers and TWO_WORKERS in results.workers:
+        one, two = results.workers[ONE_WORKER], results.workers[TWO_WORKERS]
+        lines += ["", f"2 workers / 1 worker: {two.throughput / one.throughput:.2f}x the calls/s, "
+                  f"{two.server_cpu_ms / one.server_cpu_ms:.2f}x the server CPU per call."]
+    return [*lines, ""]
 
 
 def write_report(results: BenchResults, out: pathlib.Path, mode: str) -> list[Goal]:
@@ -171,6 +194,7 @@ def write_report(results: BenchResults, out: pathlib.Path, mode: str) -> list[Go
               f"{median([r for _, r in results.cold]) / 2**20:.0f} MiB.", ""]
     lines += _table(["process", "RSS MiB"], [[k, f"{v / 2**20:.0f}"] for k, v in results.rss.items()])
     lines.append("")
+    lines += worker_lines(results)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines), "utf-8")
     return found

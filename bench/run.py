@@ -15,6 +15,7 @@ from bench.pause import training_paused
 from bench.peer.mlserver import install_hint, mlserver_available, start_mlserver
 from bench.scenarios import (
     QUICK,
+    WORKER_CHANNELS,
     Outcome,
     OverheadRow,
     Plan,
@@ -24,8 +25,9 @@ from bench.scenarios import (
     overhead,
     sweep,
     variant_speed,
+    worker_scaling,
 )
-from bench.servers import REPO, Server, start_seqserve
+from bench.servers import REPO, Server, start_seqserve, start_seqserve_workers
 from bench.stats import Summary
 from bench.texts import SENTENCES
 from bench.translation_bench import FULL_DECODING, QUICK_DECODING, DecodingResults, run_decoding
@@ -38,6 +40,7 @@ ON, OFF, V2, PEER, INT8 = (
     "seqserve task API, batching on", "seqserve task API, batching off", "seqserve V2 ModelInfer",
     "MLServer V2 ModelInfer, adaptive batching", "seqserve task API int8, batching on",
 )
+ONE_WORKER, TWO_WORKERS = "seqserve --workers 1 (default)", "seqserve --workers 2"
 
 
 def newest(model: str) -> pathlib.Path:
@@ -59,6 +62,7 @@ class BenchResults:
     extra_endpoints: list[str] = field(default_factory=list)
     seconds: float = 0.0
     decoding: DecodingResults | None = None  # section 4: translation decoding engines side by side
+    workers: dict[str, Summary] = field(default_factory=dict)  # section 7: 1 vs 2 server processes
 
 
 def _stop_all(servers: list[Server], outcome: Outcome) -> None:
@@ -106,6 +110,14 @@ def run_bench(plan: Plan, peer: bool, pause_training: bool) -> BenchResults:
             rss["seqserve, all models loaded, after the load runs"] = on.rss()
             if peer_server is not None:
                 rss["MLServer (all processes), after the load runs"] = peer_server.rss()
+            # Started only now, so the other sections never share the cores with its two workers.
+            two = start_seqserve_workers("workers-2", EXPORTED, log_dir, 2)
+            servers.append(two)
+            rss["seqserve --workers 2 (supervisor + 2 workers), idle"] = two.rss()
+            with LoadClient() as client:
+                workers = worker_scaling(client, [Target(ONE_WORKER, on, task, WORKER_CHANNELS),
+                                                  Target(TWO_WORKERS, two, task, WORKER_CHANNELS)], plan, outcome)
+            rss["seqserve --workers 2 (supervisor + 2 workers), after the load runs"] = two.rss()
         finally:
             _stop_all(servers, outcome)
         variants = [variant_speed(fp32, SENTENCES, plan), variant_speed(int8, SENTENCES, plan)]
@@ -114,4 +126,4 @@ def run_bench(plan: Plan, peer: bool, pause_training: bool) -> BenchResults:
         decoding = run_decoding(QUICK_DECODING if plan is QUICK else FULL_DECODING)
         outcome.errors += decoding.errors
     return BenchResults(plan, machine, paused, rows, sweeps, variants, cold, rss, peer_note, outcome,
-                        [e.name for e in extra], time.monotonic() - began, decoding)
+                        [e.name for e in extra], time.monotonic() - began, decoding, workers)

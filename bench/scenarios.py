@@ -6,6 +6,7 @@ burst of background load hits all configurations alike instead of biasing one of
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import statistics
@@ -46,6 +47,7 @@ class Target:
     label: str
     server: Server
     endpoint: Endpoint
+    channels: int = 1  # client connections; a --workers N server balances connections, not calls
 
 
 @dataclass
@@ -60,7 +62,8 @@ def load_run(client: LoadClient, target: Target, concurrency: int, plan: Plan, o
              max_calls: int | None = None, seconds: float | None = None) -> RunStats:
     calls = [Call(target.endpoint.method, r) for r in target.endpoint.requests]
     job = LoadJob(target=target.server.target, calls=calls, concurrency=concurrency,
-                  max_calls=max_calls or plan.max_calls, max_seconds=seconds or plan.run_seconds)
+                  max_calls=max_calls or plan.max_calls, max_seconds=seconds or plan.run_seconds,
+                  channels=target.channels)
     cpu_before = target.server.cpu_seconds()
     result = client.run(job)
     server_cpu = target.server.cpu_seconds() - cpu_before
@@ -186,6 +189,19 @@ def cold_starts(model_dir: pathlib.Path, log_dir: pathlib.Path, count: int) -> l
         samples.append((server.start_seconds, server.rss()))
         server.stop()
     return samples
+
+
+# Section 7: one server process vs two (--workers 2) under the heaviest load of the sweep. Eight
+# connections, for both: SO_REUSEPORT gives each connection to one worker, so one connection would
+# measure one worker.
+WORKER_CHANNELS = 8
+
+
+def worker_scaling(client: LoadClient, targets: Sequence[Target], plan: Plan, outcome: Outcome) -> dict[str, Summary]:
+    """calls/s and server CPU per call of each target at the plan's top concurrency, interleaved."""
+    top = max(plan.concurrencies)
+    table = sweep(client, targets, dataclasses.replace(plan, concurrencies=(top,)), outcome)
+    return {label: by_concurrency[top] for label, by_concurrency in table.items()}
 
 
 def median(values: Sequence[float]) -> float:

@@ -97,6 +97,14 @@ class Server:
                 time.sleep(0.02)
         raise RuntimeError(f"{self.name} not ready after {START_SECONDS} s; see {self.log_path}")
 
+    def wait_for_log(self, text: str) -> None:
+        """Until the server's log holds `text` (e.g. the supervisor's line that every worker serves)."""
+        deadline = time.monotonic() + START_SECONDS
+        while text not in self.log_path.read_text("utf-8", errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: no {text!r} in the log; see {self.log_path}")
+            time.sleep(0.05)
+
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -136,6 +144,17 @@ def start_seqserve(name: str, model_dir: pathlib.Path, log_dir: pathlib.Path, ex
     server = Server(name, process, f"127.0.0.1:{port}", log_path)
     try:
         server.wait_ready(health_serving, started)
+    except Exception:
+        server.stop()
+        raise
+    return server
+
+
+def start_seqserve_workers(name: str, model_dir: pathlib.Path, log_dir: pathlib.Path, workers: int) -> Server:
+    """`python -m service --workers N`, ready once every worker serves (health answers from the first)."""
+    server = start_seqserve(name, model_dir, log_dir, ("--workers", str(workers), "--log-level", "INFO"))
+    try:
+        server.wait_for_log(f"{workers} of {workers} workers serving")
     except Exception:
         server.stop()
         raise

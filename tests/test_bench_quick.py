@@ -23,13 +23,16 @@ def test_quick_benchmark_runs_every_scenario_and_writes_the_report(tmp_path: pat
     assert finished.returncode == 0, finished.stdout + finished.stderr
     report = out.read_text("utf-8")
     for heading in ("## Machine", "## Goals", "## 1. Overhead", "## 2. Dynamic batching", "## 3. Peer server",
-                    "## 4. Translation decoding", "## 5. int8 vs fp32", "## 6. Cold start and memory"):
+                    "## 4. Translation decoding", "## 5. int8 vs fp32", "## 6. Cold start and memory",
+                    "## 7. Worker processes"):
         assert heading in report
     assert "Failed calls in the whole run: 0." in report
     # Every configuration was measured at every concurrency (the goals read these rows).
     for row in ("seqserve task API, batching on | 64", "seqserve task API, batching off | 64",
                 "seqserve V2 ModelInfer | 64", "seqserve task API int8, batching on | 64"):
         assert row in report
+    # Section 7: 1 vs 2 worker processes, both measured and compared.
+    assert "| seqserve --workers 2 |" in report and "2 workers / 1 worker:" in report
     for image in ("overhead", "batching", "peer", "int8", "decoding"):
         assert (tmp_path / "benchmarks" / f"{image}.png").stat().st_size > 1000
     # Section 4: every decoding engine ran in the quick mode too, greedy and beam, with its goals evaluated.
