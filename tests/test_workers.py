@@ -163,3 +163,13 @@ def test_a_worker_killed_while_serving_is_restarted_logged_and_counted(servers) 
     assert samples[("seqserve_worker_restarts_total", (("reason", "signal SIGKILL"),))] == 1
     assert samples[("seqserve_workers_alive", ())] == 2
     assert fresh_health(server) == SERVING
+
+
+def test_workers_share_the_thread_budget(tmp_path: pathlib.Path) -> None:
+    from service.runtime.threads import thread_budget
+
+    # 4 threads for the server: 2 per worker, 1 per session of each worker's 2 inference threads.
+    assert thread_budget(4, 2, root=tmp_path, processes=2).total == 2
+    assert thread_budget(4, 2, root=tmp_path, processes=2).per_session == 1
+    assert thread_budget(1, 1, root=tmp_path, processes=3).total == 1  # never below one thread
+    assert thread_budget(4, 2, root=tmp_path).total == 4  # a single process keeps the whole budget

@@ -8,6 +8,7 @@ metrics (memory, CPU, open files) of the whole group, which one process's own fi
 
 from __future__ import annotations
 
+import functools
 import pathlib
 from collections.abc import Callable, Iterable, Sequence
 
@@ -31,7 +32,7 @@ class ProcessGroupCollector(Collector):
         families: dict[str, Metric] = {}
         totals: dict[str, float] = {}
         for pid in self._pids():
-            for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+            for family in ProcessCollector(pid=functools.partial(int, pid), registry=None).collect():
                 for sample in family.samples:
                     if sample.name in _SUMMED:
                         families.setdefault(sample.name, family)
