@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from service.config import Settings, configure_logging, parse_settings
 from service.grpc.server import ServeError, start_server, stop_server, stop_signal_future
@@ -82,7 +83,8 @@ async def run(settings: Settings, metrics: ServingMetrics, executor: ThreadPoolE
             worker.mark_ready()
             orphaned = asyncio.ensure_future(worker.supervisor_gone())
         try:
-            await asyncio.wait([stop_signal, *([orphaned] if orphaned else [])], return_when=asyncio.FIRST_COMPLETED)
+            ending: list[asyncio.Future[Any]] = [stop_signal, *([orphaned] if orphaned else [])]
+            await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (poller, orphaned):
                 if task is not None:
