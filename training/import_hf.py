@@ -2,12 +2,15 @@
 
     python -m training.import_hf DIR --task ner --name NAME [--out exported/] [--version V]
     python -m training.import_hf DIR --task translation --name NAME --source-language en --target-language de
+    python -m training.import_hf DIR --task classification --name NAME
 
 ner:          a BERT-family token classifier (WordPiece tokenizer.json, BIO tags in config.id2label), served
               by the MiniLM NER pipeline with the checkpoint's own tags (training/export/hf_ner.py).
 translation:  a Marian encoder-decoder with a tokenizer.json, exported as encoder + KV-cached decoder-step
               graphs in our decoding contract (training/export/hf_translation.py).
-classification: refused until the server has a classification task (service/pipelines/factory.py).
+classification: a BERT-family sequence classifier (WordPiece tokenizer.json, labels in config.id2label),
+              served by Classification.Classify with the checkpoint's labels; its graph gives softmax(logits)
+              and the last layer's [CLS] attention over the text's subwords (training/export/hf_classification.py).
 
 Each export is checked against the torch model (parity recorded in the manifest) before it is published.
 docs/your-own-models.md is the tutorial.
@@ -22,17 +25,10 @@ from collections.abc import Sequence
 
 import torch
 
-from training.byo.common import REPO_ROOT, check_name, version_dir
+from training.byo.common import REPO_ROOT, check_destination, check_name, version_dir
 from training.export.hf_checkpoint import ImportRefused
 
 TASKS = ("classification", "ner", "translation")
-
-
-def served_tasks() -> set[str]:
-    """The tasks this server build has a pipeline for (read at run time: another task may land later)."""
-    from service.pipelines import factory
-
-    return set(getattr(factory, "_FACTORIES", {}))
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -53,19 +49,18 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> pathlib.Path:
     """Publish the version; returns its folder. Raises ImportRefused/ValueError with the reason."""
     check_name(args.name)
-    if args.task == "classification":
-        if "classification" not in served_tasks():
-            raise ImportRefused("--task classification: this server has no classification task yet "
-                                "(service/pipelines/factory.py registers none), so an imported classifier "
-                                "could not be served; import ner or translation checkpoints for now")
-        raise ImportRefused("--task classification: the server has the task now, but this importer does not "
-                            "export classifiers yet")
     if args.task == "translation" and not (args.source_language and args.target_language):
         raise ImportRefused("--task translation needs --source-language and --target-language (language codes "
                             "the Translate call reports)")
     torch.set_num_threads(max(1, args.threads))
     target = version_dir(args.out, args.name, args.version)
-    if args.task == "ner":
+    # An existing version may be serving; a name of another task's model would mix two tasks in one folder.
+    check_destination(args.out, args.name, target, args.task)
+    if args.task == "classification":
+        from training.export.hf_classification import import_classification
+
+        manifest = import_classification(args.checkpoint, target, args.name)
+    elif args.task == "ner":
         from training.export.hf_ner import import_ner
 
         manifest = import_ner(args.checkpoint, target, args.name)

@@ -59,3 +59,24 @@ def tokenizer_model_type(tokenizer: Tokenizer) -> str:
 
 def parameter_count(model: Any) -> int:
     return int(sum(p.numel() for p in model.parameters()))
+
+
+def id2label_names(config: dict[str, Any], config_path: pathlib.Path) -> list[str]:
+    """config.id2label in id order (the head's output k is label k), refusing what clients could not use:
+    keys that are not 0..n-1, placeholder names (LABEL_0...), empty or repeated names."""
+    id2label = config.get("id2label") or {}
+    try:
+        by_id = {int(k): str(v) for k, v in id2label.items()}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ImportRefused(f"{config_path}: id2label keys must be integers ({exc})") from exc
+    if not by_id or sorted(by_id) != list(range(len(by_id))):
+        raise ImportRefused(f"{config_path}: id2label must map 0..n-1 to label names, got keys {sorted(by_id)}")
+    labels = [by_id[i] for i in range(len(by_id))]
+    if all(label.startswith("LABEL_") for label in labels):
+        raise ImportRefused(f"{config_path}: id2label holds only placeholder names ({labels[0]}, ...); "
+                            "set the real label names in the checkpoint's config")
+    if any(not label.strip() for label in labels):
+        raise ImportRefused(f"{config_path}: id2label has an empty label name")
+    if len(labels) != len(set(labels)):
+        raise ImportRefused(f"{config_path}: id2label names a label twice")
+    return labels
