@@ -26,12 +26,12 @@ def _invalid(message: str) -> RequestError:
 
 
 def validate_source_tokens(texts: Sequence[str], pipeline: TranslationPipeline, field: str = "texts") -> list[int]:
-    """Refuse a text whose subwords (+ end of sentence) exceed the model's max_source_tokens; else
-    return each text's source token count."""
+    """Refuse a text whose subwords (+ end of sentence and any manifest source prefix) exceed the model's
+    max_source_tokens; else return each text's source token count."""
     encodings = pipeline.tokenizer.encode_batch(list(texts), add_special_tokens=False)
     counts = []
     for index, encoding in enumerate(encodings):
-        count = len(encoding.ids) + 1
+        count = len(encoding.ids) + pipeline.added_source_tokens
         if count > pipeline.max_source_tokens:
             name = f"{field}[{index}]" if field == "texts" else field
             raise _invalid(f"{name}: {count} source tokens exceeds the limit of {pipeline.max_source_tokens}")

@@ -138,7 +138,11 @@ class DecodingSection(_Section):
     bos_id: int = Field(ge=0, description="The first decoder input.")
     eos_id: int = Field(ge=0, description="Ends a hypothesis; appended to every source.")
     pad_id: int = Field(ge=0, description="Pads sources to the batch's longest.")
-    max_source_tokens: int = Field(ge=2, description="Source subwords, [EOS] included; longer is refused.")
+    source_prefix_ids: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list, description="Ids put before every source's subwords, as the model was trained "
+        "(an imported BART's <s>); none by default. The [EOS] after the subwords is always appended.")
+    max_source_tokens: int = Field(ge=2, description="Source subwords, [EOS] and prefix included; longer is "
+                                   "refused.")
     max_target_tokens: int = Field(ge=1, description="The most output tokens a decode may produce.")
     max_output_ratio: float = Field(1.5, gt=0, description="Default output budget: source length x this ...")
     max_output_extra: int = Field(10, ge=0, description="... plus this, capped at max_target_tokens.")

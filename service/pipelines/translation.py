@@ -156,6 +156,9 @@ class TranslationPipeline(StoppablePipeline[TranslationRequest, Translation]):
         if decoding is None:
             raise ValueError(f"model {model.name} has no decoding section")
         self.max_source_tokens = decoding.max_source_tokens
+        # Ids around a source's subwords: the manifest's prefix (an imported BART's <s>), then [EOS].
+        self.source_prefix = list(decoding.source_prefix_ids)
+        self.added_source_tokens = len(self.source_prefix) + 1
         self.max_target_tokens = decoding.max_target_tokens
         self.output_ratio = decoding.max_output_ratio
         self.output_extra = decoding.max_output_extra
@@ -172,8 +175,10 @@ class TranslationPipeline(StoppablePipeline[TranslationRequest, Translation]):
     # -- sizes, shared with request validation ---------------------------------------------------------
     def source_ids(self, text: str) -> list[int]:
         """As in training: subword ids then [EOS], cut to max_source_tokens (validation refuses longer)."""
-        ids = self.tokenizer.encode(text, add_special_tokens=False).ids[: self.max_source_tokens - 1]
-        return [*ids, self.runner.eos_id]
+        return self._with_special_ids(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def _with_special_ids(self, ids: Sequence[int]) -> list[int]:
+        return [*self.source_prefix, *ids[: self.max_source_tokens - self.added_source_tokens], self.runner.eos_id]
 
     def estimate_tokens(self, item: str | TranslationRequest) -> int:
         text = item.text if isinstance(item, TranslationRequest) else item
@@ -194,7 +199,7 @@ class TranslationPipeline(StoppablePipeline[TranslationRequest, Translation]):
         requests = [i if isinstance(i, TranslationRequest) else TranslationRequest(i, self.defaults) for i in items]
         with timings.stage("tokenize"):
             encodings = self.tokenizer.encode_batch([r.text for r in requests], add_special_tokens=False)
-            ids = [[*e.ids[: self.max_source_tokens - 1], self.runner.eos_id] for e in encodings]
+            ids = [self._with_special_ids(e.ids) for e in encodings]
         groups: dict[DecodeOptions, list[int]] = {}
         for index, request in enumerate(requests):
             groups.setdefault(request.options, []).append(index)
@@ -276,7 +281,9 @@ class TranslationPipeline(StoppablePipeline[TranslationRequest, Translation]):
         alignment = None
         best = hypotheses[0]
         if options.alignment and best.attention is not None:
-            columns = [*source_tokens[: len(source_ids) - 1], self.tokenizer.id_to_token(self.runner.eos_id) or "</s>"]
+            prefix = [self.tokenizer.id_to_token(i) or "" for i in self.source_prefix]
+            columns = [*prefix, *source_tokens[: len(source_ids) - self.added_source_tokens],
+                       self.tokenizer.id_to_token(self.runner.eos_id) or "</s>"]
             alignment = Alignment(columns, outputs[0].tokens, best.attention[:, : len(source_ids)])
         features = confidence = None
         if self.with_features and best.attention is not None:
