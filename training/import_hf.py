@@ -6,7 +6,7 @@
 
 ner:          a BERT-family token classifier (WordPiece tokenizer.json, BIO tags in config.id2label), served
               by the MiniLM NER pipeline with the checkpoint's own tags (training/export/hf_ner.py).
-translation:  a Marian encoder-decoder with a tokenizer.json, exported as encoder + KV-cached decoder-step
+translation:  a Marian or BART encoder-decoder with a tokenizer.json, exported as encoder + KV-cached decoder-step
               graphs in our decoding contract (training/export/hf_translation.py).
 classification: a BERT-family sequence classifier (WordPiece tokenizer.json, labels in config.id2label),
               served by Classification.Classify with the checkpoint's labels; its graph gives softmax(logits)
