@@ -11,13 +11,15 @@ import json
 import pathlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from seqserve.oip import grpc_service_pb2 as oip
 from seqserve.v1 import sentiment_pb2
 
 from service.registry.loader import prepare_version
+
+if TYPE_CHECKING:
+    from seqserve.oip import grpc_service_pb2 as oip
 
 SENTIMENT_METHOD = "/seqserve.v1.Sentiment/Analyze"
 V2_INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -73,8 +75,16 @@ def sentiment_tensors(version_dir: pathlib.Path, texts: Sequence[str]) -> tuple[
     return ids, mask
 
 
+def _oip() -> Any:
+    """Our V2 messages, imported when a V2 endpoint is built: a process that also imports tritonclient's copy
+    of the same proto (the test suite) fails with "duplicate symbol" if both load."""
+    from seqserve.oip import grpc_service_pb2
+
+    return grpc_service_pb2
+
+
 def v2_infer_request(model: str, ids: np.ndarray, mask: np.ndarray) -> oip.ModelInferRequest:
-    request = oip.ModelInferRequest(model_name=model)
+    request = _oip().ModelInferRequest(model_name=model)
     for name, array in (("input_ids", ids), ("attention_mask", mask)):
         request.inputs.add(name=name, datatype="INT64", shape=list(array.shape))
         request.raw_input_contents.append(np.ascontiguousarray(array, dtype="<i8").tobytes())
@@ -94,7 +104,7 @@ def sentiment_v2(version_dir: pathlib.Path, texts: Sequence[str], model: str, la
         return session.run(["probabilities"], {"input_ids": ids[row : row + 1], "attention_mask": mask[row : row + 1]})
 
     def check(raw_response: bytes) -> None:
-        response = oip.ModelInferResponse.FromString(raw_response)
+        response = _oip().ModelInferResponse.FromString(raw_response)
         assert [o.name for o in response.outputs] == ["probabilities"], response
         assert list(response.outputs[0].shape) == [1, 3], response
 
