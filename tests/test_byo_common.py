@@ -44,3 +44,31 @@ def test_the_next_version_is_one_above_the_newest(tmp_path: pathlib.Path) -> Non
 def test_the_command_needs_a_task() -> None:
     with pytest.raises(SystemExit):
         main([])
+
+
+def _topics_csv(tmp_path: pathlib.Path) -> pathlib.Path:
+    data = tmp_path / "topics.csv"
+    data.write_text("text,label\n" + "".join(f"word{i} goal,sport\nword{i} rain,weather\n" for i in range(20)), "utf-8")
+    return data
+
+
+def test_an_out_that_is_a_file_is_refused_before_training(tmp_path: pathlib.Path) -> None:
+    # Session 8 outside-in pass: `--out` naming a file trained the whole model, then failed publishing
+    # with a NotADirectoryError traceback (exit 1). It is refused at the plan, naming --out.
+    not_a_folder = tmp_path / "afile"
+    not_a_folder.write_text("", "utf-8")
+    with pytest.raises(ValueError, match=r"--out .*afile.* is not a folder"):
+        version_dir(not_a_folder, "topics", "")
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "topics").write_text("", "utf-8")
+    with pytest.raises(ValueError, match=r"topics.* is not a folder"):
+        version_dir(tmp_path / "repo", "topics", "")
+
+
+def test_an_out_that_is_a_file_fails_the_dry_run(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    not_a_folder = tmp_path / "afile"
+    not_a_folder.write_text("", "utf-8")
+    args = ["classification", "--data", str(_topics_csv(tmp_path)), "--name", "t", "--out", str(not_a_folder)]
+    assert main([*args, "--dry-run"]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+

@@ -104,6 +104,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def version_dir(out: pathlib.Path, name: str, version: str) -> pathlib.Path:
     """exported/<name>/<version>: the given version, else one above the newest there."""
     model_root = out / name
+    # Checked at the plan, before any training: a file here made the publish step fail at the very end.
+    for folder, what in ((out, f"--out {str(out)!r}"), (model_root, f"{str(model_root)!r} (--name's folder)")):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{what} is not a folder")
     if not version:
         numbers = [int(p.name) for p in model_root.iterdir() if p.name.isdigit()] if model_root.is_dir() else []
         version = str(max(numbers, default=0) + 1)
