@@ -72,3 +72,13 @@ def test_an_out_that_is_a_file_fails_the_dry_run(tmp_path: pathlib.Path, capsys:
     assert main([*args, "--dry-run"]) == 2
     assert "is not a folder" in capsys.readouterr().err
 
+
+@pytest.mark.parametrize("flag", ["--max-epochs", "--threads"])
+def test_a_negative_count_is_refused_by_the_parser(tmp_path: pathlib.Path, flag: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # Session 8 outside-in pass: `--max-epochs -1` trained no epoch and then crashed loading a best.pt
+    # that was never written (FileNotFoundError traceback, exit 1).
+    with pytest.raises(SystemExit) as exit_info:
+        main(["classification", "--data", str(_topics_csv(tmp_path)), "--name", "t", flag, "-1", "--dry-run"])
+    assert exit_info.value.code == 2
+    assert f"{flag}: -1 is negative" in capsys.readouterr().err

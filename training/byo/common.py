@@ -89,14 +89,26 @@ def file_sha256(path: pathlib.Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def count_argument(flag: str) -> Callable[[str], int]:
+    """An argparse type for a count where 0 means the default: a negative one is refused by the parser
+    (`--max-epochs -1` trained no epoch and then failed loading a checkpoint never written)."""
+    def count(text: str) -> int:
+        value = int(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{flag}: {value} is negative (0 means the default)")
+        return value
+    return count
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=pathlib.Path, required=True, help="the training file")
     parser.add_argument("--name", required=True, help="the model name clients will ask for")
     parser.add_argument("--out", type=pathlib.Path, default=REPO_ROOT / "exported",
                         help="the model repository to publish into (default: exported/)")
     parser.add_argument("--version", default="", help="version folder (default: the next free number)")
-    parser.add_argument("--max-epochs", type=int, default=0, help="0: the task's default")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: every available core")
+    parser.add_argument("--max-epochs", type=count_argument("--max-epochs"), default=0, help="0: the task's default")
+    parser.add_argument("--threads", type=count_argument("--threads"), default=0,
+                        help="torch threads; 0: every available core")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dry-run", action="store_true", help="check the file and say what would be done")
 
