@@ -42,6 +42,16 @@ def test_bad_calls_name_the_field_or_the_model(classify) -> None:
     assert error.code() == grpc.StatusCode.NOT_FOUND and "classification" in error.details()
 
 
+@pytest.mark.parametrize("model", ["no-such-model", "ner-bilstm-crf", "transformer"])
+def test_not_found_lists_the_models_classify_serves(classify, model: str) -> None:
+    # Session 8 outside-in pass: with only sentiment models loaded the refusal said "(loaded: none)",
+    # though both sentiment models answer Classify: a client could not find a name that works.
+    error = refusal(classify, TEXTS, model=model)
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert repr(model) in error.details()
+    assert "sentiment-bigru, sentiment-bigru-int8" in error.details() and "none" not in error.details()
+
+
 def test_the_service_has_a_health_name(channel) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 

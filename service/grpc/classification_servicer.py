@@ -12,7 +12,7 @@ from seqserve.v1 import classification_pb2, classification_pb2_grpc, sentiment_p
 
 from service.grpc.batched import Served, Submission, serve_batched
 from service.grpc.calls import Call, CallRunner
-from service.grpc.validation import TextLimits, validate_texts
+from service.grpc.validation import MAX_MODEL_NAME_CHARS, RequestError, TextLimits, validate_texts
 from service.metrics.registry import ServingMetrics
 from service.pipelines.classification import TASK, TASKS, ClassificationPipeline, ClassPrediction
 from service.registry.manager import ModelManager
@@ -46,6 +46,18 @@ def task_for(registry: ModelRegistry, name: str) -> str:
     return TASK if registry.by_task(TASK) or not registry.by_task("sentiment") else "sentiment"
 
 
+def check_classifier(registry: ModelRegistry, name: str) -> None:
+    """NOT_FOUND for a name no Classify-able model has, listing the models of BOTH tasks Classify serves: the
+    registry's own message lists only task "classification" ("loaded: none" while two sentiment models
+    answer Classify). An over-long name is left to resolve_model, which refuses it without echoing it."""
+    model = registry.models.get(name)
+    if not name or len(name) > MAX_MODEL_NAME_CHARS or (model is not None and model.task in TASKS):
+        return
+    usable = ", ".join(m.name for m in registry.by_task() if m.task in TASKS) or "none"
+    raise RequestError(grpc.StatusCode.NOT_FOUND,
+                       f"model {name!r} is not a loaded classification or sentiment model (loaded: {usable})")
+
+
 class ClassificationServicer(classification_pb2_grpc.ClassificationServicer):
     def __init__(self, manager: ModelManager, limits: TextLimits, metrics: ServingMetrics) -> None:
         self._manager = manager
@@ -62,6 +74,7 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServicer):
     ) -> classification_pb2.ClassifyResponse:
         texts = list(request.texts)
         validate_texts(texts, self._limits)  # before the model: a bad call is refused whatever it names
+        check_classifier(self._manager.registry, request.model)
         task = task_for(self._manager.registry, request.model)
         served: Served[ClassificationPipeline, ClassPrediction] = await serve_batched(
             self._manager, task, request.model, ClassificationPipeline, lambda _: Submission(texts), call, context)
