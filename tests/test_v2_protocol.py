@@ -183,3 +183,18 @@ def test_a_call_whose_outputs_could_not_be_sent_is_refused_before_it_runs(client
     assert error.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
     message = error.value.message()
     assert "encoder_states 33554432 bytes" in message and "response limit of 4194304 bytes" in message
+
+
+def test_only_the_outputs_a_call_asks_for_count_against_the_response_limit(client) -> None:
+    """The GRU encoder's 50 MB of states are refused above; asking only for its attention keys of the same
+    rows is a smaller answer (64 x 256 x 256 floats = 16 MB, still over 4 MiB), and for 4 rows (1 MB) it runs."""
+    from tritonclient.grpc import InferRequestedOutput
+
+    def ask(rows: int) -> None:
+        inputs = [int64_input("src_ids", np.ones((rows, 256))), int64_input("src_mask", np.ones((rows, 256)))]
+        client.infer("seq2seq-attention", inputs, outputs=[InferRequestedOutput("attention_keys")])
+
+    with pytest.raises(InferenceServerException) as error:
+        ask(64)
+    assert "attention_keys 16777216 bytes" in error.value.message() and "encoder_states" not in error.value.message()
+    ask(4)

@@ -7,6 +7,7 @@ never from arbitrary exceptions, so they cannot leak stack traces or server file
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,15 @@ class TextLimits:
     max_text_chars: int
 
 
+# Unicode categories that show nothing: separators (spaces), controls (NUL...), format characters
+# (zero-width space and joiner, byte-order mark, direction marks), unassigned and surrogate code points.
+_INVISIBLE = ("Z", "Cc", "Cf", "Cn", "Cs")
+
+
+def has_visible_content(text: str) -> bool:
+    return any(not unicodedata.category(c).startswith(_INVISIBLE) for c in text)
+
+
 def validate_texts(texts: Sequence[str], limits: TextLimits) -> None:
     """Raise INVALID_ARGUMENT for the first problem found, in field order."""
     if not texts:
@@ -46,8 +56,9 @@ def validate_texts(texts: Sequence[str], limits: TextLimits) -> None:
         )
     for index, text in enumerate(texts):
         # A blank text has nothing to classify; answering it would return the model's prior as if
-        # it were a judgement, so it is refused rather than scored.
-        if not text.strip():
+        # it were a judgement, so it is refused rather than scored. Blank includes invisible characters:
+        # a zero-width space, a byte-order mark or a NUL became one [UNK] token and got the prior.
+        if not has_visible_content(text):
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"texts[{index}]: is empty")
         # Characters are Unicode code points (len of the decoded string), not UTF-8 bytes.
         if len(text) > limits.max_text_chars:

@@ -370,7 +370,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         namings = input_namings(graph)
         check_agreement(shapes, namings)
         check_positions(shapes, {name: list(arg.shape) for name, arg in graph_inputs.items()}, self._max_positions)
-        check_output_bytes(output_namings(graph), named_sizes(shapes, namings), max_response_bytes())
+        outputs = output_namings(graph)
+        asked = {o.name for o in request.outputs}  # none named: every output is sent
+        if asked:
+            outputs = {name: spec for name, spec in outputs.items() if name in asked}
+        check_output_bytes(outputs, named_sizes(shapes, namings), max_response_bytes())
         return {
             tensor.name: decode_input(tensor, raw[index] if raw else None, self._max_elements,
                                       empty_axes=starts_empty.get(tensor.name, frozenset()))
