@@ -31,7 +31,14 @@ def test_variant_is_an_int8_copy_of_the_served_transformer(manifests: tuple[dict
     source_graphs = {g: source["files"][g] for g in source["onnx"]["graphs"]}
     before_repackaging = source["onnx"].get("external_data", {}).get("repackaged_from_sha256")
     assert variant["quantization"]["source"]["sha256"] in (source_graphs, before_repackaging)
-    assert variant["decoding"] == source["decoding"] and variant["data"]["test_sha256"] == source["data"]["test_sha256"]
+    # The decoding contract is the source's; the confidence is calibrated on each model's own outputs
+    # (training/calibrate_translation.py), so the int8 variant has coefficients of its own.
+    def contract(decoding: dict) -> dict:
+        return {k: v for k, v in decoding.items() if k != "confidence"}
+
+    assert contract(variant["decoding"]) == contract(source["decoding"])
+    assert "confidence" in variant["decoding"] and "confidence" in source["decoding"]
+    assert variant["data"]["test_sha256"] == source["data"]["test_sha256"]
 
 
 def test_every_weight_matmul_is_integer_in_both_graphs(manifests: tuple[dict, dict]) -> None:
