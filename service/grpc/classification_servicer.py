@@ -7,6 +7,8 @@ pipeline class; Sentiment.Analyze keeps serving them as before).
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from seqserve.v1 import classification_pb2, classification_pb2_grpc, sentiment_pb2
 
@@ -21,20 +23,25 @@ from service.registry.registry import ModelRegistry
 SERVICE_NAME = classification_pb2.DESCRIPTOR.services_by_name["Classification"].full_name
 
 
-def to_result(prediction: ClassPrediction) -> classification_pb2.ClassifyResult:
-    return classification_pb2.ClassifyResult(
-        label=prediction.label,
+def result_fields(prediction: ClassPrediction) -> dict[str, Any]:
+    """The fields a ClassifyResult and a SentimentResult share (same names, same messages)."""
+    return {
+        "label": prediction.label,
         # The dict is in the model's label order (pipeline contract), so the list keeps it.
-        probabilities=[
+        "probabilities": [
             sentiment_pb2.ClassProbability(label=label, probability=probability)
             for label, probability in prediction.probabilities.items()
         ],
-        tokens=[
+        "tokens": [
             sentiment_pb2.TokenAttention(token=t.token, weight=t.weight, start=t.start, end=t.end)
             for t in prediction.tokens
         ],
-        truncated=prediction.truncated,
-    )
+        "truncated": prediction.truncated,
+    }
+
+
+def to_result(prediction: ClassPrediction) -> classification_pb2.ClassifyResult:
+    return classification_pb2.ClassifyResult(**result_fields(prediction))
 
 
 def task_for(registry: ModelRegistry, name: str) -> str:

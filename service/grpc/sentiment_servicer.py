@@ -7,6 +7,7 @@ from seqserve.v1 import sentiment_pb2, sentiment_pb2_grpc
 
 from service.grpc.batched import Served, Submission, serve_batched
 from service.grpc.calls import Call, CallRunner
+from service.grpc.classification_servicer import result_fields
 from service.grpc.validation import TextLimits, validate_texts
 from service.metrics.registry import ServingMetrics
 from service.pipelines.sentiment import TASK, SentimentPipeline, SentimentPrediction
@@ -16,19 +17,7 @@ SERVICE_NAME = sentiment_pb2.DESCRIPTOR.services_by_name["Sentiment"].full_name
 
 
 def to_result(prediction: SentimentPrediction) -> sentiment_pb2.SentimentResult:
-    return sentiment_pb2.SentimentResult(
-        label=prediction.label,
-        # The dict is in the model's label order (pipeline contract), so the list keeps it.
-        probabilities=[
-            sentiment_pb2.ClassProbability(label=label, probability=probability)
-            for label, probability in prediction.probabilities.items()
-        ],
-        tokens=[
-            sentiment_pb2.TokenAttention(token=t.token, weight=t.weight, start=t.start, end=t.end)
-            for t in prediction.tokens
-        ],
-        truncated=prediction.truncated,
-    )
+    return sentiment_pb2.SentimentResult(**result_fields(prediction))
 
 
 class SentimentServicer(sentiment_pb2_grpc.SentimentServicer):
