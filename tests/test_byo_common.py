@@ -82,3 +82,21 @@ def test_a_negative_count_is_refused_by_the_parser(tmp_path: pathlib.Path, flag:
         main(["classification", "--data", str(_topics_csv(tmp_path)), "--name", "t", flag, "-1", "--dry-run"])
     assert exit_info.value.code == 2
     assert f"{flag}: -1 is negative" in capsys.readouterr().err
+
+
+def test_version_zero_is_refused_and_leading_zeros_name_the_version_the_server_reads(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ValueError, match="from 1"):
+        version_dir(tmp_path, "topics", "0")
+    assert version_dir(tmp_path, "topics", "007") == tmp_path / "topics" / "7"
+
+
+@pytest.mark.parametrize("task", ["classification", "ner", "translation", "recommendation"])
+def test_a_folder_or_a_missing_file_as_data_is_named_before_anything_runs(
+        tmp_path: pathlib.Path, task: str, capsys: pytest.CaptureFixture[str]) -> None:
+    rest = ["--name", "x", "--out", str(tmp_path / "out"), "--dry-run"]
+    rest += ["--source-lang", "en", "--target-lang", "el"] if task == "translation" else []
+    assert main([task, "--data", str(tmp_path), *rest]) == 2
+    assert f"--data {tmp_path} is a folder, not a file" in capsys.readouterr().err
+    missing = tmp_path / "nope.csv"
+    assert main([task, "--data", str(missing), *rest]) == 2
+    assert f"--data {missing} does not exist" in capsys.readouterr().err

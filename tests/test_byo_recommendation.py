@@ -141,7 +141,7 @@ def test_empty_tiny_and_undecodable_files_are_refused(tmp_path, capsys) -> None:
     path = tmp_path / "latin1.csv"
     path.write_bytes(b"user,item,timestamp\nu1,caf\xe9,1\n")
     assert ":2: not UTF-8 text" in refused(tmp_path, capsys, path)
-    assert "no such file" in refused(tmp_path, capsys, tmp_path / "missing.csv")
+    assert "does not exist" in refused(tmp_path, capsys, tmp_path / "missing.csv")
 
 
 def recommend(stub: recommendation_pb2_grpc.RecommendationStub, model: str,

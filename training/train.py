@@ -38,6 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         modules[task] = module
         module.add_arguments(tasks.add_parser(task, help=module.__doc__.splitlines()[0] if module.__doc__ else task))
     args = parser.parse_args(argv)
+    for flag in ("data", "target_data", "items"):
+        path = getattr(args, flag, None)
+        if path is not None and not path.is_file():
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            print(f"error: --{flag.replace('_', '-')} {path} {what}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(modules[args.task].run(args))

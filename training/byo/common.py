@@ -123,9 +123,9 @@ def version_dir(out: pathlib.Path, name: str, version: str) -> pathlib.Path:
     if not version:
         numbers = [int(p.name) for p in model_root.iterdir() if p.name.isdigit()] if model_root.is_dir() else []
         version = str(max(numbers, default=0) + 1)
-    if not version.isdigit():
-        raise ValueError(f"--version must be a number, not {version!r}")
-    return model_root / version
+    if not version.isdigit() or int(version) < 1:
+        raise ValueError(f"--version must be a number from 1, not {version!r}")
+    return model_root / str(int(version))  # "007" is version 7, as the server reads it
 
 
 def check_destination(out: pathlib.Path, name: str, target: pathlib.Path, task: str) -> None:
