@@ -1,4 +1,5 @@
-"""`python -m bench run [--quick] [--out FILE] [--no-peer] [--pause-training]`."""
+"""`python -m bench run [--quick] [--out FILE] [--no-peer] [--pause-training]`;
+`python -m bench floor [--quick] [--baseline-code DIR]`: section 8 alone (seqserve vs a bare grpc.aio echo)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
+from bench.floor import floor_lines, run_floor
 from bench.report import write_report
 from bench.run import run_bench
-from bench.scenarios import FULL, QUICK
+from bench.scenarios import FULL, QUICK, Plan
 from bench.servers import REPO
 
 
@@ -24,7 +26,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="compare with MLServer (default: on, off in quick mode)")
     run.add_argument("--pause-training", action="store_true",
                      help="SIGSTOP the background training jobs for the run (always resumed)")
+    floor = commands.add_parser("floor", help="seqserve vs a bare grpc.aio echo only; prints the table")
+    floor.add_argument("--quick", action="store_true", help="one short round")
+    floor.add_argument("--baseline-code", type=pathlib.Path, default=None,
+                       help="also run a seqserve from this source tree (e.g. `git archive` of an earlier commit)")
     args = parser.parse_args(argv)
+    if args.command == "floor":
+        return floor_command(QUICK if args.quick else FULL, args.baseline_code)
     plan = QUICK if args.quick else FULL
     out = args.out or (REPO / ".cache/bench/quick/benchmarks.md" if args.quick else REPO / "docs/benchmarks.md")
     results = run_bench(plan, peer=plan.peer if args.peer is None else args.peer, pause_training=args.pause_training)
@@ -35,6 +43,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for error in results.outcome.errors:
         print(f"error: {error}", file=sys.stderr)
     return 1 if results.outcome.errors else 0
+
+
+def floor_command(plan: Plan, baseline_code: pathlib.Path | None) -> int:
+    table, outcome = run_floor(plan, baseline_code)
+    print("\n".join(floor_lines(table)))
+    for error in outcome.errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if outcome.errors else 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ BATCHING_SPEEDUP = 4.0
 BATCHING_P99_MS = 100.0
 PEER_SPEEDUP = 2.0
 PEER_P99_SHARE = 0.5
+# Issue #20: seqserve against a bare grpc.aio echo (the Python gRPC floor), Sentiment.Analyze, one short text.
+FLOOR_THROUGHPUT_SHARE = 0.6   # of the echo's calls/s at 64 in flight
+FLOOR_CPU_RATIO = 2.0          # times the echo's server CPU per call at 1 in flight
 
 
 @dataclass(frozen=True)
@@ -49,3 +52,17 @@ def peer_goal(label: str, ours: Summary, peer: Summary, clients: int) -> Goal:
         f"p99 {share:.2f} of MLServer's ({ours.p99_ms:.1f} vs {peer.p99_ms:.1f} ms)",
         speedup >= PEER_SPEEDUP and share <= PEER_P99_SHARE,
     )
+
+
+def floor_goals(ours: dict[int, Summary], echo: dict[int, Summary]) -> list[Goal]:
+    top, one = max(ours), min(ours)
+    share = ours[top].throughput / echo[top].throughput
+    cpu = ours[one].server_cpu_ms / echo[one].server_cpu_ms
+    return [
+        Goal(f">= {FLOOR_THROUGHPUT_SHARE} of the bare grpc.aio echo's calls/s at {top} in flight",
+             f"{share:.2f} ({ours[top].throughput:.0f} vs {echo[top].throughput:.0f} calls/s)",
+             share >= FLOOR_THROUGHPUT_SHARE),
+        Goal(f"<= {FLOOR_CPU_RATIO:.0f}x the echo's server CPU per call at {one} in flight",
+             f"{cpu:.2f}x ({ours[one].server_cpu_ms:.3f} vs {echo[one].server_cpu_ms:.3f} ms)",
+             cpu <= FLOOR_CPU_RATIO),
+    ]

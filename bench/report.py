@@ -6,7 +6,8 @@ import datetime
 import pathlib
 
 from bench import plots, translation_report
-from bench.goals import Goal, batching_goal, overhead_goals, peer_goal
+from bench.floor import ECHO, FLOOR_CHANNELS, floor_lines
+from bench.goals import Goal, batching_goal, floor_goals, overhead_goals, peer_goal
 from bench.run import INT8, OFF, ON, ONE_WORKER, PEER, TWO_WORKERS, V2, BenchResults
 from bench.scenarios import WORKER_CHANNELS, median
 from bench.servers import REPO
@@ -41,6 +42,8 @@ def goals(results: BenchResults) -> list[Goal]:
             found.append(peer_goal(label, results.sweeps[label][top], results.sweeps[PEER][top], top))
     if results.decoding is not None:
         found += translation_report.goals(results.decoding)
+    if ON in results.floor and ECHO in results.floor:
+        found += floor_goals(results.floor[ON], results.floor[ECHO])
     return found
 
 
@@ -94,6 +97,19 @@ def worker_lines(results: BenchResults) -> list[str]:
         lines += ["", f"2 workers / 1 worker: {two.throughput / one.throughput:.2f}x the calls/s, "
                   f"{two.server_cpu_ms / one.server_cpu_ms:.2f}x the server CPU per call."]
     return [*lines, ""]
+
+
+def floor_section(results: BenchResults) -> list[str]:
+    """Section 8: seqserve vs a bare grpc.aio echo server (issue #20)."""
+    lines = ["## 8. The Python gRPC floor: seqserve vs a bare grpc.aio echo", "",
+             "The same load client sends the same Sentiment.Analyze request bytes (one short text) to seqserve "
+             "(batching on) and to `bench/peer/echo.py`, a grpc.aio server that answers with the request's own "
+             f"bytes (no protobuf, interceptors, metrics or model), over {FLOOR_CHANNELS} connections, the two "
+             "interleaved in every round. seqserve/echo is the share of the floor seqserve reaches; what it costs "
+             "above the echo is its own per-call work (docs/serving.md, Per-call cost).", ""]
+    if not results.floor:
+        return [*lines, "Not run.", ""]
+    return [*lines, *floor_lines(results.floor), ""]
 
 
 def write_report(results: BenchResults, out: pathlib.Path, mode: str) -> list[Goal]:
@@ -195,6 +211,7 @@ def write_report(results: BenchResults, out: pathlib.Path, mode: str) -> list[Go
     lines += _table(["process", "RSS MiB"], [[k, f"{v / 2**20:.0f}"] for k, v in results.rss.items()])
     lines.append("")
     lines += worker_lines(results)
+    lines += floor_section(results)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines), "utf-8")
     return found

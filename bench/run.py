@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 
 from bench.client import LoadClient
 from bench.endpoints import FACTORIES, sentiment_task, sentiment_v2
+from bench.floor import floor_sweep, floor_targets
 from bench.machine import describe
 from bench.pause import training_paused
+from bench.peer.echo import start_echo
 from bench.peer.mlserver import install_hint, mlserver_available, start_mlserver
 from bench.scenarios import (
     QUICK,
@@ -63,6 +65,7 @@ class BenchResults:
     seconds: float = 0.0
     decoding: DecodingResults | None = None  # section 4: translation decoding engines side by side
     workers: dict[str, Summary] = field(default_factory=dict)  # section 7: 1 vs 2 server processes
+    floor: dict[str, dict[int, Summary]] = field(default_factory=dict)  # section 8: vs a bare grpc.aio echo
 
 
 def _stop_all(servers: list[Server], outcome: Outcome) -> None:
@@ -110,6 +113,11 @@ def run_bench(plan: Plan, peer: bool, pause_training: bool) -> BenchResults:
             rss["seqserve, all models loaded, after the load runs"] = on.rss()
             if peer_server is not None:
                 rss["MLServer (all processes), after the load runs"] = peer_server.rss()
+            echo = start_echo(log_dir)
+            servers.append(echo)
+            with LoadClient() as client:
+                floor = floor_sweep(client, floor_targets([(ON, on)], task, echo), plan, outcome)
+            echo.stop()
             # Started only now, so the other sections never share the cores with its two workers.
             two = start_seqserve_workers("workers-2", EXPORTED, log_dir, 2)
             servers.append(two)
@@ -126,4 +134,4 @@ def run_bench(plan: Plan, peer: bool, pause_training: bool) -> BenchResults:
         decoding = run_decoding(QUICK_DECODING if plan is QUICK else FULL_DECODING)
         outcome.errors += decoding.errors
     return BenchResults(plan, machine, paused, rows, sweeps, variants, cold, rss, peer_note, outcome,
-                        [e.name for e in extra], time.monotonic() - began, decoding, workers)
+                        [e.name for e in extra], time.monotonic() - began, decoding, workers, floor)

@@ -129,8 +129,10 @@ def v2_model_ready(model: str) -> Callable[[grpc.Channel], bool]:
     return ready
 
 
-def start_seqserve(name: str, model_dir: pathlib.Path, log_dir: pathlib.Path, extra_args: Sequence[str] = ()) -> Server:
-    """`python -m service` as in production (default flags unless given), ready = health SERVING."""
+def start_seqserve(name: str, model_dir: pathlib.Path, log_dir: pathlib.Path, extra_args: Sequence[str] = (),
+                   code: pathlib.Path = REPO) -> Server:
+    """`python -m service` as in production (default flags unless given), ready = health SERVING.
+    `code`: the source tree whose service/ runs (another commit's checkout, for a before/after)."""
     port = free_port()
     command = [
         sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
@@ -139,7 +141,7 @@ def start_seqserve(name: str, model_dir: pathlib.Path, log_dir: pathlib.Path, ex
     log_path = log_dir / f"{name}.log"
     started = time.monotonic()
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        process = subprocess.Popen(command, cwd=code, env={**os.environ, "OMP_NUM_THREADS": "1"},
                                    stdout=log_file, stderr=subprocess.STDOUT)
     server = Server(name, process, f"127.0.0.1:{port}", log_path)
     try:

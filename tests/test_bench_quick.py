@@ -24,7 +24,7 @@ def test_quick_benchmark_runs_every_scenario_and_writes_the_report(tmp_path: pat
     report = out.read_text("utf-8")
     for heading in ("## Machine", "## Goals", "## 1. Overhead", "## 2. Dynamic batching", "## 3. Peer server",
                     "## 4. Translation decoding", "## 5. int8 vs fp32", "## 6. Cold start and memory",
-                    "## 7. Worker processes"):
+                    "## 7. Worker processes", "## 8. The Python gRPC floor"):
         assert heading in report
     assert "Failed calls in the whole run: 0." in report
     # Every configuration was measured at every concurrency (the goals read these rows).
@@ -33,6 +33,11 @@ def test_quick_benchmark_runs_every_scenario_and_writes_the_report(tmp_path: pat
         assert row in report
     # Section 7: 1 vs 2 worker processes, both measured and compared.
     assert "| seqserve --workers 2 |" in report and "2 workers / 1 worker:" in report
+    # Section 8: seqserve and the bare grpc.aio echo at 1 and 64 in flight, the ratios and their goals.
+    for row in ("| seqserve task API, batching on | 1 |", "| echo (bare grpc.aio, the floor) | 64 |"):
+        assert row in report, row
+    assert "seqserve task API, batching on / echo at 64 in flight:" in report
+    assert "of the bare grpc.aio echo's calls/s at 64 in flight" in finished.stdout
     for image in ("overhead", "batching", "peer", "int8", "decoding"):
         assert (tmp_path / "benchmarks" / f"{image}.png").stat().st_size > 1000
     # Section 4: every decoding engine ran in the quick mode too, greedy and beam, with its goals evaluated.

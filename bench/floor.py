@@ -1,0 +1,105 @@
+"""Section 8: seqserve against the Python gRPC floor (a bare grpc.aio echo, bench/peer/echo.py), issue #20.
+
+The same load client sends the same Sentiment.Analyze request bytes to both, over FLOOR_CHANNELS
+connections, at 1 and 64 calls in flight, the targets interleaved in every round. The echo does no work
+of its own, so seqserve/echo is the share of the floor seqserve reaches (calls/s) and what its own
+per-call work costs above it (server CPU per call).
+
+`python -m bench floor [--baseline-code DIR]` runs only this comparison, optionally with a second
+seqserve started from another source tree (a checkout of an earlier commit) for a before/after table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import tempfile
+from collections.abc import Sequence
+
+from bench.client import LoadClient
+from bench.endpoints import Endpoint
+from bench.peer.echo import echo_endpoint, start_echo
+from bench.scenarios import Outcome, Plan, Target, sweep
+from bench.servers import REPO, Server, start_seqserve
+from bench.stats import Summary
+
+FLOOR_CHANNELS = 4   # as issue #20 measured: 64 calls in flight over 4 connections
+FLOOR_CONCURRENCIES = (1, 64)
+ECHO = "echo (bare grpc.aio, the floor)"
+
+
+def floor_targets(seqserve: Sequence[tuple[str, Server]], endpoint: Endpoint, echo: Server) -> list[Target]:
+    """Each seqserve under test and the echo, all sent the endpoint's request bytes."""
+    return [*(Target(label, server, endpoint, FLOOR_CHANNELS) for label, server in seqserve),
+            Target(ECHO, echo, echo_endpoint(list(endpoint.requests)), FLOOR_CHANNELS)]
+
+
+def floor_sweep(client: LoadClient, targets: Sequence[Target], plan: Plan,
+                outcome: Outcome) -> dict[str, dict[int, Summary]]:
+    return sweep(client, targets, dataclasses.replace(plan, concurrencies=FLOOR_CONCURRENCIES), outcome)
+
+
+@dataclasses.dataclass(frozen=True)
+class FloorRatio:
+    label: str
+    clients: int
+    throughput: float   # seqserve calls/s / echo calls/s
+    cpu: float          # seqserve server CPU per call / echo's
+
+
+def floor_ratios(table: dict[str, dict[int, Summary]]) -> list[FloorRatio]:
+    echo = table[ECHO]
+    return [FloorRatio(label, clients, s.throughput / echo[clients].throughput,
+                       s.server_cpu_ms / echo[clients].server_cpu_ms)
+            for label, by_clients in table.items() if label != ECHO
+            for clients, s in sorted(by_clients.items())]
+
+
+def sentiment_only_dir(tmp: pathlib.Path) -> pathlib.Path:
+    """A model folder holding only the sentiment model (a link): the servers start in seconds."""
+    models = tmp / "models"
+    models.mkdir()
+    (models / "sentiment-bigru").symlink_to(REPO / "exported" / "sentiment-bigru")
+    return models
+
+
+def run_floor(plan: Plan, baseline_code: pathlib.Path | None) -> tuple[dict[str, dict[int, Summary]], Outcome]:
+    from bench.endpoints import sentiment_task
+    from bench.run import newest
+    from bench.texts import SENTENCES
+
+    outcome = Outcome()
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp_name:
+        tmp = pathlib.Path(tmp_name)
+        models = sentiment_only_dir(tmp)
+        servers: list[Server] = []
+        try:
+            seqserve = [("seqserve (this tree)", start_seqserve("seqserve", models, tmp))]
+            servers.append(seqserve[0][1])
+            if baseline_code is not None:
+                seqserve.append((f"seqserve ({baseline_code})",
+                                 start_seqserve("baseline", models, tmp, code=baseline_code)))
+                servers.append(seqserve[-1][1])
+            echo = start_echo(tmp)
+            servers.append(echo)
+            endpoint = sentiment_task(newest("sentiment-bigru"), SENTENCES, "sentiment-bigru")
+            with LoadClient() as client:
+                table = floor_sweep(client, floor_targets(seqserve, endpoint, echo), plan, outcome)
+        finally:
+            for server in servers:
+                server.stop()
+    return table, outcome
+
+
+def floor_lines(table: dict[str, dict[int, Summary]]) -> list[str]:
+    """The section's table (calls/s, latency, server CPU per call) and seqserve/echo ratios."""
+    header = ["server", "in flight", "calls/s median (min-max)", "p50 ms", "p99 ms", "server CPU ms/call", "failed"]
+    rows = [[label, str(clients), f"{s.throughput:.0f} ({s.throughput_min:.0f}-{s.throughput_max:.0f})",
+             f"{s.p50_ms:.2f}", f"{s.p99_ms:.2f}", f"{s.server_cpu_ms:.3f}", str(s.failed)]
+            for label, by_clients in table.items() for clients, s in sorted(by_clients.items())]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|",
+             *("| " + " | ".join(row) + " |" for row in rows), ""]
+    if ECHO in table:
+        lines += [f"- {r.label} / echo at {r.clients} in flight: {r.throughput:.2f}x the calls/s, "
+                  f"{r.cpu:.2f}x the server CPU per call" for r in floor_ratios(table)]
+    return lines
