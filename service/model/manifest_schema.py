@@ -180,7 +180,9 @@ class ClassificationSection(_Section):
 class Limits(_Section):
     """Request sizes the model was built for; the pipelines refuse larger requests."""
 
-    max_tokens: int | None = Field(None, ge=1, description="sentiment, classification: subword tokens per text.")
+    max_tokens: int | None = Field(
+        None, ge=1, description="sentiment, classification: subword tokens per text; document: per sentence.")
+    max_sentences: int | None = Field(None, ge=1, description="document: sentences per document.")
     max_words: int | None = Field(None, ge=1, description="ner: words per text.")
     max_subwords: int | None = Field(None, ge=1, description="ner: subwords per text.")
     max_source_tokens: int | None = Field(None, ge=1, description="translation: source subwords.")
@@ -212,7 +214,7 @@ class ManifestModel(BaseModel):
     format_version: Literal[1] = Field(description="The manifest format; this server reads format 1.")
     name: str = Field(min_length=1, description="The model name clients ask for; the folder's parent.")
     version: str = Field(pattern=r"^[0-9]+$", description="The version; the folder's name.")
-    task: Literal["sentiment", "classification", "translation", "ner", "recommendation"] = Field(
+    task: Literal["sentiment", "classification", "translation", "ner", "recommendation", "document"] = Field(
         description="Which task API serves it and which pipeline runs it.")
     files: dict[str, Sha256] = Field(description="Every file of the version -> its sha256, verified at load.")
     onnx: OnnxSection = Field(description="The graphs and their tensors.")
@@ -255,6 +257,8 @@ TASK_SECTIONS: dict[str, tuple[str, ...]] = {
     "translation": ("tokenizer", "decoding"),
     "ner": ("ner", "labels"),
     "recommendation": ("catalogue",),
+    # A hierarchical model over sentences (pipelines/document.py): labels for documents and sentences.
+    "document": ("tokenizer", "special_tokens", "labels"),
 }
 
 
