@@ -98,6 +98,9 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         self._worker: asyncio.Task[None] | None = None
         self._depth = metrics.queue_depth.labels(self._name)
         self._depth.set(0)
+        # Looked up once: labels() on every batch was measurable work on the event loop.
+        self._batch_size = metrics.batch_size.labels(self._name)
+        self._padding_ratio = metrics.padding_ratio.labels(self._name)
         # Texts in the last batch run: the adaptive policy's guess of how many calls are coming.
         # Starts at 1, so the very first call does not wait; load raises it within one batch.
         self._last_batch_texts = 1
@@ -238,7 +241,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         now = time.monotonic()
         for item in batch:
             self._metrics.observe_queue(model, now - item.enqueued)
-        self._metrics.batch_size.labels(self._name).observe(len(texts))
+        self._batch_size.observe(len(texts))
         return texts, now
 
     async def _run_batch(self, batch: list[_Queued[RequestT, ResultT]]) -> None:
@@ -312,7 +315,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             return
         self._metrics.observe_stages(model, timings)
         if timings.padding_ratio is not None:
-            self._metrics.padding_ratio.labels(self._name).observe(timings.padding_ratio)
+            self._padding_ratio.observe(timings.padding_ratio)
         start = 0
         for item in batch:
             end = start + len(item.texts)

@@ -69,9 +69,9 @@ class CallRunner:
     def __init__(self, service: str, methods: Sequence[str], metrics: ServingMetrics) -> None:
         self.service = service
         self.metrics = metrics
-        # Create the in-flight series up front so a dashboard shows 0, not "no data", before the first call.
-        for method in methods:
-            metrics.in_flight.labels(service, method)
+        # Create the in-flight series up front so a dashboard shows 0, not "no data", before the first call,
+        # and keep them: labels() per call was measurable per-call work.
+        self._in_flight = {method: metrics.in_flight.labels(service, method) for method in methods}
 
     async def run(
         self,
@@ -82,7 +82,7 @@ class CallRunner:
         call = Call(request_id=request_id_of(context))
         # Every log line written while handling this call (in this task) carries its id.
         request_id_var.set(call.request_id)
-        in_flight = self.metrics.in_flight.labels(self.service, method)
+        in_flight = self._in_flight.get(method) or self.metrics.in_flight.labels(self.service, method)
         in_flight.inc()
         start = time.perf_counter()
         code, message = grpc.StatusCode.OK, ""

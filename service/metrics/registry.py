@@ -93,21 +93,41 @@ class ServingMetrics:
             "seqserve_worker_calls", "Calls answered by each worker process (--workers).",
             ["worker"], registry=self.registry,
         ).labels(str(worker))
+        # The per-call series' children by label values. prometheus-client's labels() validates, locks and
+        # looks up on every call; the label sets are bounded (model names only once resolved, code names,
+        # stage names), and these series are never removed, so a child found once stays the live one.
+        self._call_series: dict[tuple[str, str, str, str, str], tuple[Counter, Histogram]] = {}
+        self._stage_series: dict[tuple[str, str, str], Histogram] = {}
+        self._queue_series: dict[tuple[str, str], Histogram] = {}
 
     def observe_call(self, service: str, method: str, model: str, code: str, seconds: float,
                      version: str = "") -> None:
         """One answered call; `version` stays "" for calls refused before any model answered."""
-        self.requests.labels(service, method, model, version, code).inc()
-        self.request_duration.labels(service, method, model, version).observe(seconds)
+        key = (service, method, model, version, code)
+        series = self._call_series.get(key)
+        if series is None:
+            series = (self.requests.labels(service, method, model, version, code),
+                      self.request_duration.labels(service, method, model, version))
+            self._call_series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
         if self.worker_calls is not None:
             self.worker_calls.inc()
 
     def observe_stages(self, model: LoadedModel, timings: StageTimings) -> None:
         for stage, seconds in timings.seconds.items():
-            self.stage_duration.labels(model.name, model.version, stage).observe(seconds)
+            key = (model.name, model.version, stage)
+            child = self._stage_series.get(key)
+            if child is None:
+                child = self._stage_series[key] = self.stage_duration.labels(*key)
+            child.observe(seconds)
 
     def observe_queue(self, model: LoadedModel, seconds: float) -> None:
-        self.queue_duration.labels(model.name, model.version).observe(seconds)
+        key = (model.name, model.version)
+        child = self._queue_series.get(key)
+        if child is None:
+            child = self._queue_series[key] = self.queue_duration.labels(*key)
+        child.observe(seconds)
 
     def record_unloaded_model(self, model: LoadedModel) -> None:
         for labels in list(self.model_info._metrics):  # every series of that name and version
