@@ -11,13 +11,14 @@ from seqserve.v1 import sentiment_pb2
 
 from service.grpc.decoding import DecodeErrorInterceptor
 from service.metrics.registry import ServingMetrics
+from service.security.auth import AuthInterceptor, Tokens, decide
 
 METHOD = "/seqserve.v1.Sentiment/Analyze"
 
 
 class Details:
-    method = METHOD
-    invocation_metadata = ()
+    method: str = METHOD
+    invocation_metadata: tuple[tuple[str, str], ...] = ()
 
 
 class Aborted(Exception):
@@ -83,3 +84,25 @@ def test_cached_metric_children_keep_counting_each_label_set_apart() -> None:
                   {"service": "s", "method": "m", "model": "model", "version": "1"}) == 3
     assert sample("seqserve_request_duration_seconds_sum",
                   {"service": "s", "method": "m", "model": "model", "version": "1"}) == pytest.approx(0.006)
+
+
+@pytest.mark.parametrize("tokens", [Tokens(), Tokens(api="a" * 16), Tokens(admin="b" * 16),
+                                    Tokens(admin="b" * 16, api="a" * 16)])
+def test_auth_lets_through_exactly_what_decide_lets_through(tokens: Tokens) -> None:
+    """The interceptor skips the token check where decide cannot refuse; it must still agree with decide."""
+    interceptor = AuthInterceptor(tokens)
+    inner = handler()
+
+    async def continuation(_: Any) -> grpc.RpcMethodHandler:
+        return inner
+
+    async def passes(method: str, given: str | None) -> bool:
+        details = Details()
+        details.method = method
+        details.invocation_metadata = () if given is None else (("authorization", f"Bearer {given}"),)
+        return await interceptor.intercept_service(continuation, details) is inner  # type: ignore[arg-type]
+
+    for method in ("/grpc.health.v1.Health/Check", "/seqserve.v1.Admin/LoadModel", METHOD):
+        for given in (None, "a" * 16, "b" * 16, "c" * 16):
+            for _ in range(2):  # the second call answers from the per-method cache
+                assert asyncio.run(passes(method, given)) == (decide(tokens, method, given) is None), (method, given)

@@ -105,6 +105,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tokens: Tokens, on_refusal: Callable[[str, str], None] | None = None) -> None:
         self._tokens = tokens
         self._on_refusal = on_refusal
+        # method path -> whether `decide` can refuse it at all (it cannot for an open service, nor for any
+        # but Admin without an API token): such calls skip the metadata scan. Only paths with a handler.
+        self._checked: dict[str, bool] = {}
+
+    def _needs_check(self, method: str) -> bool:
+        checked = self._checked.get(method)
+        if checked is None:
+            service = method.lstrip("/").rpartition("/")[0]
+            checked = service not in OPEN_SERVICES and (service == ADMIN_SERVICE or self._tokens.api is not None)
+            if len(self._checked) < 1024:
+                self._checked[method] = checked
+        return checked
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -113,6 +125,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        if not self._needs_check(method):
+            return handler
         refusal = decide(self._tokens, method, bearer_token(handler_call_details.invocation_metadata))
         if refusal is None:
             return handler
