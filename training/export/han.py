@@ -50,7 +50,7 @@ def han_parity(model: HierarchicalAttentionNetwork, path: pathlib.Path, input_id
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     served = session.run(list(OUTPUT_NAMES), {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})
     mask = attention_mask.numpy().astype(bool)
-    sentence_mask = mask.any(axis=2)
+    sentence_mask: np.ndarray = np.asarray(mask.any(axis=2))
     real = {"document_probabilities": np.ones(reference[0].shape, dtype=bool),
             "sentence_weights": sentence_mask,
             "sentence_probabilities": np.broadcast_to(sentence_mask[..., None], reference[2].shape),
