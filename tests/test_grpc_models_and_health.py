@@ -17,7 +17,7 @@ from service.grpc.model_info import flatten_metrics
 
 SEQSERVE_SERVICES = [
     "seqserve.v1.Sentiment", "seqserve.v1.Translation", "seqserve.v1.Ner", "seqserve.v1.Recommendation",
-    "seqserve.v1.Classification",
+    "seqserve.v1.Classification", "seqserve.v1.Document",
     "seqserve.v1.Models", "seqserve.v1.Admin", "inference.GRPCInferenceService",
 ]
 

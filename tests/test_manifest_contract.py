@@ -34,7 +34,7 @@ def test_every_committed_manifest_validates_against_the_schema(path: pathlib.Pat
 
 def test_there_is_a_committed_manifest_of_every_task() -> None:
     tasks = {json.loads(p.read_text())["task"] for p in COMMITTED}
-    assert tasks == {"sentiment", "translation", "ner", "recommendation"}
+    assert tasks == {"sentiment", "translation", "ner", "recommendation", "document"}
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@
     seqserve classify TEXT... [--model NAME]
     seqserve translate TEXT... [--model NAME] [--beam N] [--n-best N] [--stream] [--alignment-png FILE]
     seqserve ner TEXT... [--model NAME] [--tokens]
+    seqserve document TEXT... [--model NAME]   (each TEXT one document; sentences split by docs/han.md's rule)
     seqserve recommend [ITEM...] [-k N] [--exclude-seen] [--model NAME]   (ITEM: a title, #ID or @KEY, oldest first)
     seqserve models
     seqserve health [--service NAME]
@@ -25,7 +26,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
-from seqserve.v1 import classification_pb2, models_pb2, ner_pb2, sentiment_pb2, translation_pb2
+from seqserve.v1 import classification_pb2, document_pb2, models_pb2, ner_pb2, sentiment_pb2, translation_pb2
 
 from service.client.alignment_plot import PlottingUnavailableError, save_alignment_png
 from service.client.channel import Connection
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     ner.add_argument("texts", nargs="+", metavar="TEXT")
     ner.add_argument("--model", default="", help="model name (default: the server's default)")
     ner.add_argument("--tokens", action="store_true", help="also show every word with its BIO tag")
+    document = commands.add_parser("document", help="sentiment of whole documents, sentence by sentence")
+    document.add_argument("texts", nargs="+", metavar="TEXT")
+    document.add_argument("--model", default="", help="model name (default: the server's default)")
     recommend = commands.add_parser("recommend", help="recommend items (movies, or a model's own catalogue) "
                                                       "after a history of them")
     recommend.add_argument("history", nargs="*", metavar="ITEM",
@@ -134,6 +138,20 @@ def print_entities(texts: Sequence[str], response: ner_pb2.RecognizeEntitiesResp
             print("    tokens  " + " ".join(f"{t.token}/{t.tag}" for t in result.tokens), file=out)
         if result.truncated:
             print("    (text truncated: later words were not tagged)", file=out)
+    print(f"model {response.model.name} version {response.model.version}", file=out)
+
+
+def print_documents(texts: Sequence[str], response: document_pb2.AnalyzeDocumentResponse, out: TextIO) -> None:
+    """The document's label, then each sentence with its weight, label and most attended words."""
+    for number, (text, result) in enumerate(zip(texts, response.results, strict=True), start=1):
+        probabilities = "  ".join(f"{p.label} {p.probability:.3f}" for p in result.probabilities)
+        print(f"[{number}] {result.label:<10} {probabilities}", file=out)
+        for sentence in result.sentences:
+            top = sorted(sentence.tokens, key=lambda t: t.weight, reverse=True)[:TOP_TOKENS]
+            words = "  ".join(f"{text[t.start:t.end] or t.token} {t.weight:.2f}" for t in top)
+            shown = _shorten(text[sentence.start : sentence.end], 60)
+            print(f"    weight {sentence.weight:.2f}  {sentence.label:<10} {shown}", file=out)
+            print(f"        words  {words}", file=out)
     print(f"model {response.model.name} version {response.model.version}", file=out)
 
 
@@ -243,6 +261,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             response = client.ner(args.texts, model=args.model, include_tokens=args.tokens)
             if not args.json:
                 print_entities(args.texts, response, out)
+        elif args.command == "document":
+            response = client.document(args.texts, model=args.model)
+            if not args.json:
+                print_documents(args.texts, response, out)
         elif args.command == "recommend":
             response = client.recommend(parse_history(args.history), k=args.k, exclude_seen=args.exclude_seen,
                                         model=args.model)

@@ -9,6 +9,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from seqserve.v1 import (
     classification_pb2,
     classification_pb2_grpc,
+    document_pb2,
+    document_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
     ner_pb2,
@@ -39,6 +41,7 @@ class SeqserveClient:
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._ner = ner_pb2_grpc.NerStub(self._channel)
         self._recommendation = recommendation_pb2_grpc.RecommendationStub(self._channel)
+        self._document = document_pb2_grpc.DocumentStub(self._channel)
 
     def sentiment(self, texts: Sequence[str], model: str = "") -> sentiment_pb2.AnalyzeSentimentResponse:
         request = sentiment_pb2.AnalyzeSentimentRequest(texts=list(texts), model=model)
@@ -48,6 +51,11 @@ class SeqserveClient:
         """Labels, probabilities and token attention from a classification (or sentiment) model."""
         request = classification_pb2.ClassifyRequest(texts=list(texts), model=model)
         return self._classification.Classify(request, timeout=self.timeout)
+
+    def document(self, texts: Sequence[str], model: str = "") -> document_pb2.AnalyzeDocumentResponse:
+        """Each document's label and probabilities, its sentences (span, weight, label) and word weights."""
+        request = document_pb2.AnalyzeDocumentRequest(texts=list(texts), model=model)
+        return self._document.Analyze(request, timeout=self.timeout)
 
     def translate(
         self, texts: Sequence[str], model: str = "", beam_size: int = 0, n_best: int = 0,

@@ -17,6 +17,7 @@ from seqserve.oip import grpc_service_pb2_grpc
 from seqserve.v1 import (
     admin_pb2_grpc,
     classification_pb2_grpc,
+    document_pb2_grpc,
     models_pb2_grpc,
     ner_pb2_grpc,
     recommendation_pb2_grpc,
@@ -28,6 +29,7 @@ from service.config import Settings
 from service.grpc import (
     admin_servicer,
     classification_servicer,
+    document_servicer,
     models_servicer,
     ner_servicer,
     recommendation_servicer,
@@ -38,6 +40,7 @@ from service.grpc.admin_servicer import AdminServicer
 from service.grpc.calls import set_max_response_bytes
 from service.grpc.classification_servicer import ClassificationServicer
 from service.grpc.decoding import DecodeErrorInterceptor
+from service.grpc.document_servicer import DocumentServicer
 from service.grpc.health import HealthServicer
 from service.grpc.models_servicer import ModelsServicer
 from service.grpc.ner_servicer import NerServicer
@@ -61,6 +64,7 @@ SEQSERVE_SERVICES = (
     sentiment_servicer.SERVICE_NAME, translation_servicer.SERVICE_NAME, models_servicer.SERVICE_NAME,
     ner_servicer.SERVICE_NAME, classification_servicer.SERVICE_NAME,
     admin_servicer.SERVICE_NAME, v2_servicer.SERVICE_NAME, recommendation_servicer.SERVICE_NAME,
+    document_servicer.SERVICE_NAME,
 )
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 # "" is the whole server, as the kubelet's gRPC probe and `grpc_health_probe` ask by default.
@@ -118,6 +122,7 @@ def add_task_servicers(server: grpc.aio.Server, manager: ModelManager, settings:
                             min_confidence=settings.min_translation_confidence), server)
     ner_pb2_grpc.add_NerServicer_to_server(NerServicer(manager, limits, metrics), server)
     recommendation_pb2_grpc.add_RecommendationServicer_to_server(RecommendationServicer(manager, metrics), server)
+    document_pb2_grpc.add_DocumentServicer_to_server(DocumentServicer(manager, limits, metrics), server)
 
 
 async def start_server(

@@ -12,6 +12,8 @@ from service.model.loaded_model import LoadedModel
 from service.model.pipeline import AnyPipeline
 from service.pipelines.classification import TASK as CLASSIFICATION_TASK
 from service.pipelines.classification import ClassificationPipeline
+from service.pipelines.document import TASK as DOCUMENT_TASK
+from service.pipelines.document import DocumentPipeline
 from service.pipelines.ner import TASK as NER_TASK
 from service.pipelines.ner import NerPipeline
 from service.pipelines.recommendation import TASK as RECOMMENDATION_TASK
@@ -25,7 +27,7 @@ PipelineFactory = Callable[[LoadedModel], AnyPipeline]
 
 _FACTORIES: dict[str, PipelineFactory] = {SENTIMENT_TASK: SentimentPipeline, TRANSLATION_TASK: TranslationPipeline,
                                            RECOMMENDATION_TASK: RecommendationPipeline, NER_TASK: NerPipeline,
-                                           CLASSIFICATION_TASK: ClassificationPipeline}
+                                           CLASSIFICATION_TASK: ClassificationPipeline, DOCUMENT_TASK: DocumentPipeline}
 
 
 def build_pipeline(model: LoadedModel) -> AnyPipeline | None:
