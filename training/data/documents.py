@@ -17,15 +17,13 @@ served pipeline splits back into sentences (service/pipelines/document.py).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 
 from training.data.packages import sha256_bytes
-from training.data.sentiment import Sentence, read_ground_truth, score_to_label
+from training.data.sentiment import Sentence, read_ground_truth, score_to_label, split_by_domain
 
 DOCUMENT_DOMAINS = ("amazon", "nyt")
-SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 SENTENCE_SEPARATOR = " "
 
 
@@ -64,20 +62,9 @@ def group_documents(sentences: list[Sentence]) -> list[Document]:
     ]
 
 
-def _order_key(document: Document) -> str:
-    return hashlib.sha256(f"{document.domain}/{document.id}".encode()).hexdigest()
-
-
 def split(documents: list[Document]) -> dict[str, list[Document]]:
-    parts: dict[str, list[Document]] = {"train": [], "dev": [], "test": []}
-    for domain in DOCUMENT_DOMAINS:
-        ordered = sorted((d for d in documents if d.domain == domain), key=_order_key)
-        n_train = round(len(ordered) * SPLIT_FRACTIONS[0])
-        n_dev = round(len(ordered) * SPLIT_FRACTIONS[1])
-        parts["train"] += ordered[:n_train]
-        parts["dev"] += ordered[n_train : n_train + n_dev]
-        parts["test"] += ordered[n_train + n_dev :]
-    return parts
+    """Whole documents, by the sentence split's rule (sha256 of "<domain>/<id>", 80/10/10 per domain)."""
+    return split_by_domain(documents, DOCUMENT_DOMAINS)
 
 
 def split_hashes(parts: dict[str, list[Document]]) -> dict[str, str]:

@@ -18,7 +18,9 @@ import hashlib
 import io
 import json
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from training.data.packages import sha256_bytes, source_distribution
 
@@ -78,20 +80,34 @@ def read_ground_truth() -> tuple[list[Sentence], str]:
     return sentences, digest.hexdigest()
 
 
-def _order_key(sentence: Sentence) -> str:
-    return hashlib.sha256(f"{sentence.domain}/{sentence.id}".encode()).hexdigest()
+class Keyed(Protocol):
+    @property
+    def domain(self) -> str: ...
+
+    @property
+    def id(self) -> str: ...
 
 
-def split(sentences: list[Sentence]) -> dict[str, list[Sentence]]:
-    parts: dict[str, list[Sentence]] = {"train": [], "dev": [], "test": []}
-    for domain in DOMAINS:
-        ordered = sorted((s for s in sentences if s.domain == domain), key=_order_key)
+K = TypeVar("K", bound=Keyed)
+
+
+def split_by_domain(items: list[K], domains: Iterable[str]) -> dict[str, list[K]]:
+    """Per domain, items ordered by sha256("<domain>/<id>") and cut 80/10/10: sentences here, whole
+    documents in training/data/documents.py (the same rule, so both splits are reproducible the same way)."""
+    parts: dict[str, list[K]] = {"train": [], "dev": [], "test": []}
+    for domain in domains:
+        ordered = sorted((i for i in items if i.domain == domain),
+                         key=lambda i: hashlib.sha256(f"{i.domain}/{i.id}".encode()).hexdigest())
         n_train = round(len(ordered) * SPLIT_FRACTIONS[0])
         n_dev = round(len(ordered) * SPLIT_FRACTIONS[1])
         parts["train"] += ordered[:n_train]
         parts["dev"] += ordered[n_train : n_train + n_dev]
         parts["test"] += ordered[n_train + n_dev :]
     return parts
+
+
+def split(sentences: list[Sentence]) -> dict[str, list[Sentence]]:
+    return split_by_domain(sentences, DOMAINS)
 
 
 def split_hashes(parts: dict[str, list[Sentence]]) -> dict[str, str]:
