@@ -93,3 +93,15 @@ def test_the_committed_field_reference_is_the_one_the_types_generate() -> None:
 
     assert (REPO / "docs" / "manifest.md").read_text("utf-8") == markdown(), \
         "regenerate: python -m service.model.manifest_docs > docs/manifest.md"
+
+
+def test_new_test_metrics_keep_the_challenge_figures_measured_apart(
+        translation_manifest: tuple[pathlib.Path, dict[str, Any]]) -> None:
+    from service.model.manifest import with_metrics
+
+    folder, data = translation_manifest
+    (folder / "manifest.json").write_text(json.dumps({**data, "files": {}, "metrics": {
+        "bleu": 1.0, "challenge": {"f1": 0.5}}}))
+    republished = with_metrics(folder, {"bleu": 2.0})
+    assert republished.metrics == {"bleu": 2.0, "challenge": {"f1": 0.5}}
+    assert with_metrics(folder, {"bleu": 3.0, "challenge": {"f1": 0.7}}).metrics["challenge"] == {"f1": 0.7}

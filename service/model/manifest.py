@@ -167,3 +167,13 @@ def republish_manifest(
     data = {k: v for k, v in source.data.items() if k not in removed}
     data.update(changes or {})
     return write_manifest(version_dir, data)
+
+
+def with_metrics(
+    version_dir: pathlib.Path, metrics: Mapping[str, Any], keep: Iterable[str] = ("challenge",),
+) -> Manifest:
+    """Republish version_dir with new test metrics, keeping the `keep` records measured apart (the challenge
+    sets' figures, written by their own evaluations), so re-running one evaluation does not drop another's."""
+    current = read_manifest(version_dir)
+    kept = {k: current.metrics[k] for k in keep if k in current.metrics and k not in metrics}
+    return republish_manifest(version_dir, {"metrics": {**metrics, **kept}}, source=current)

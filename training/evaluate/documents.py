@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from service.batching.runs import run_pipeline
-from service.model.manifest import read_manifest, write_manifest
+from service.model.manifest import republish_manifest
 from service.pipelines.classification import ClassificationPipeline
 from service.pipelines.document import DocumentPipeline, DocumentPrediction
 from service.runtime.version_loader import load_version
@@ -148,8 +148,7 @@ def main() -> None:
     report = evaluate_version(args.version_dir, parts[args.split], args.split)
     print(json.dumps(report, indent=1) if args.json else format_table(report))
     if args.write_manifest:
-        manifest = read_manifest(args.version_dir)
-        write_manifest(args.version_dir, {**manifest.data, "metrics": report})
+        republish_manifest(args.version_dir, {"metrics": report})
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from seqeval.metrics import classification_report
 from seqeval.metrics.sequence_labeling import get_entities
 
 from service.batching.runs import run_pipeline
-from service.model.manifest import read_manifest, republish_manifest
+from service.model.manifest import read_manifest, republish_manifest, with_metrics
 from service.pipelines.ner import Entity, NerPipeline
 from service.runtime.version_loader import load_version
 from training.data.ner import Tweet, load_splits
@@ -168,7 +168,7 @@ def main() -> None:
     report["split"] = args.split
     print(json.dumps(report, indent=1))
     if args.write_manifest:
-        republish_manifest(args.version_dir, {"metrics": report})
+        with_metrics(args.version_dir, report)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from service.batching.runs import run_pipeline
-from service.model.manifest import read_manifest, write_manifest
+from service.model.manifest import with_metrics
 from service.pipelines.classification import ClassificationPipeline
 from service.runtime.version_loader import load_version
 from training.data.sentiment import DOMAINS, LABELS, Sentence, load_splits
@@ -95,8 +95,7 @@ def main() -> None:
     report["split"] = args.split
     print(json.dumps(report, indent=1) if args.json else format_table(report))
     if args.write_manifest:
-        manifest = read_manifest(args.version_dir)
-        write_manifest(args.version_dir, {**manifest.data, "metrics": report})
+        with_metrics(args.version_dir, report)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any
 import sacrebleu
 
 from service.batching.runs import run_pipeline
-from service.model.manifest import read_manifest, write_manifest
+from service.model.manifest import republish_manifest
 from service.pipelines.translation import DecodeOptions, TranslationPipeline, TranslationRequest
 from service.runtime.version_loader import load_version
 from training.data.translation import TranslationPair, load_splits
@@ -97,8 +97,7 @@ def main() -> None:
     if args.write_manifest:
         if args.limit:
             raise SystemExit("--write-manifest needs the full split (no --limit)")
-        manifest = read_manifest(args.version_dir)
-        write_manifest(args.version_dir, {**manifest.data, "metrics": report})
+        republish_manifest(args.version_dir, {"metrics": report})
 
 
 if __name__ == "__main__":
