@@ -10,6 +10,7 @@ import sys
 
 import grpc
 import pytest
+from exported_models import DEFAULT_SENTIMENT
 from grpc_health.v1 import health_pb2
 from seqserve.v1 import models_pb2
 
@@ -119,7 +120,7 @@ def test_grpcurl_can_describe_and_call_analyze_without_a_proto_file(server) -> N
     assert called.returncode == 0, called.stderr
     response = json.loads(called.stdout)
     assert len(response["results"]) == 2
-    assert response["model"]["name"] == "sentiment-bigru"
+    assert response["model"]["name"] == DEFAULT_SENTIMENT.parent.name
 
 
 def test_grpcurl_sees_the_status_code_of_a_bad_request(server) -> None:
