@@ -36,12 +36,17 @@ def sentiment_models(models) -> list[models_pb2.ModelInfo]:
 
 
 def default_sentiment_model(models) -> models_pb2.ModelInfo:
-    """The fp32 model the tests' manifest describes; variants (e.g. int8) are listed beside it."""
+    """The model a call that names no model gets (DEFAULT_SENTIMENT); the others are listed beside it."""
     (info,) = [m for m in sentiment_models(models) if m.is_default]
     return info
 
 
-def test_list_models_reports_the_manifest(models, manifest) -> None:
+def default_manifest() -> dict:
+    return json.loads((DEFAULT_SENTIMENT / "manifest.json").read_text("utf-8"))
+
+
+def test_list_models_reports_the_manifest(models) -> None:
+    manifest = default_manifest()
     info = default_sentiment_model(models)
     assert (info.name, info.version, info.task) == (manifest["name"], manifest["version"], "sentiment")
     assert info.is_default
@@ -70,9 +75,9 @@ def test_list_models_filters_by_task(models) -> None:
     assert list(models.ListModels(models_pb2.ListModelsRequest(task="no-such-task"), timeout=10).models) == []
 
 
-def test_get_model_returns_the_same_info_as_the_listing(models, manifest) -> None:
+def test_get_model_returns_the_same_info_as_the_listing(models) -> None:
     listed = default_sentiment_model(models)
-    assert models.GetModel(models_pb2.GetModelRequest(name=manifest["name"]), timeout=10) == listed
+    assert models.GetModel(models_pb2.GetModelRequest(name=default_manifest()["name"]), timeout=10) == listed
 
 
 def test_get_model_of_an_unknown_name_is_not_found(models, manifest) -> None:
