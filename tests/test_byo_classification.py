@@ -184,3 +184,21 @@ def test_a_trained_bigru_is_served_next_to_the_committed_sentiment_model(
             sentiment_pb2_grpc.SentimentStub(channel).Analyze(
                 sentiment_pb2.AnalyzeSentimentRequest(texts=texts, model="topics"), timeout=30)
         assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.slow
+def test_emoji_names_ship_a_table_the_served_pipeline_reads(tmp_path, monkeypatch) -> None:
+    from service.pipelines.classification import ClassificationPipeline
+    from service.runtime.version_loader import load_version
+
+    symbols = {"cooking": "🍳", "sport": "⚽", "weather": "🌧️"}
+    rows = [{**row, "text": f"{row['text']} {symbols[row['topic']]}"} for row in topic_rows(150, seed=2)]
+    out = tmp_path / "models"
+    manifest = train(tmp_path, monkeypatch, write_csv(tmp_path, rows), out, "--max-epochs", "1", "--emoji-names")
+    assert manifest["classification"]["replacements"] == "text_replacements.json"
+    assert "text_replacements.json" in manifest["files"]
+    text = "what a match ⚽"
+    (result,) = ClassificationPipeline(load_version(out / "topics" / "1"))([text])
+    ball = [t for t in result.tokens if (t.start, t.end) == (13, 14)]  # the emoji's subwords point at it
+    assert ball and all(t.token != "[UNK]" for t in result.tokens)
+    assert "".join(t.token for t in ball).replace("Ġ", "").lower() in ("soccerball", "soccer ball")

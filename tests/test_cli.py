@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from exported_models import SENTIMENT
+from exported_models import DEFAULT_SENTIMENT, SENTIMENT
 from grpc_health.v1 import health_pb2
 
 from service.client.cli import main
@@ -32,7 +32,7 @@ def test_sentiment_prints_label_probabilities_and_top_tokens_per_text(server, ca
     assert "negative 0." in lines[1] and "neutral 0." in lines[1] and "positive 0." in lines[1]
     assert lines[2].lstrip().startswith("attention")
     assert lines[3] == "[2] Awful service."
-    assert lines[-1] == f"model sentiment-bigru version {SENTIMENT.name}"
+    assert lines[-1] == f"model {DEFAULT_SENTIMENT.parent.name} version {DEFAULT_SENTIMENT.name}"
 
 
 def test_sentiment_json_is_the_response_message(server, capsys) -> None:
@@ -41,7 +41,7 @@ def test_sentiment_json_is_the_response_message(server, capsys) -> None:
     response = json.loads(out)
     assert [len(r["probabilities"]) for r in response["results"]] == [3, 3]
     assert set(response["results"][0]["tokens"][0]) == {"token", "weight", "start", "end"}
-    assert response["model"] == {"name": "sentiment-bigru", "version": SENTIMENT.name}
+    assert response["model"] == {"name": DEFAULT_SENTIMENT.parent.name, "version": DEFAULT_SENTIMENT.name}
 
 
 def test_bad_input_prints_the_grpc_error_and_exits_2(server, capsys) -> None:
@@ -58,7 +58,9 @@ def test_an_unknown_model_exits_2_with_not_found(server, capsys) -> None:
 def test_models_lists_the_loaded_models(server, capsys) -> None:
     code, out, _ = seqserve(server, capsys, "models")
     assert code == 0
-    assert f"sentiment-bigru  version {SENTIMENT.name}  task sentiment  (default)" in out.splitlines()
+    lines = out.splitlines()
+    assert f"{DEFAULT_SENTIMENT.parent.name}  version {DEFAULT_SENTIMENT.name}  task sentiment  (default)" in lines
+    assert any(line.startswith(f"sentiment-bigru  version {SENTIMENT.name}  task sentiment") for line in lines)
     code, out, _ = seqserve(server, capsys, "--json", "models")
     assert "sentiment-bigru" in [m["name"] for m in json.loads(out)["models"]]
 

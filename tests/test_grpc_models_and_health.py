@@ -10,6 +10,7 @@ import sys
 
 import grpc
 import pytest
+from exported_models import DEFAULT_SENTIMENT
 from grpc_health.v1 import health_pb2
 from seqserve.v1 import models_pb2
 
@@ -35,12 +36,17 @@ def sentiment_models(models) -> list[models_pb2.ModelInfo]:
 
 
 def default_sentiment_model(models) -> models_pb2.ModelInfo:
-    """The fp32 model the tests' manifest describes; variants (e.g. int8) are listed beside it."""
+    """The model a call that names no model gets (DEFAULT_SENTIMENT); the others are listed beside it."""
     (info,) = [m for m in sentiment_models(models) if m.is_default]
     return info
 
 
-def test_list_models_reports_the_manifest(models, manifest) -> None:
+def default_manifest() -> dict:
+    return json.loads((DEFAULT_SENTIMENT / "manifest.json").read_text("utf-8"))
+
+
+def test_list_models_reports_the_manifest(models) -> None:
+    manifest = default_manifest()
     info = default_sentiment_model(models)
     assert (info.name, info.version, info.task) == (manifest["name"], manifest["version"], "sentiment")
     assert info.is_default
@@ -69,9 +75,9 @@ def test_list_models_filters_by_task(models) -> None:
     assert list(models.ListModels(models_pb2.ListModelsRequest(task="no-such-task"), timeout=10).models) == []
 
 
-def test_get_model_returns_the_same_info_as_the_listing(models, manifest) -> None:
+def test_get_model_returns_the_same_info_as_the_listing(models) -> None:
     listed = default_sentiment_model(models)
-    assert models.GetModel(models_pb2.GetModelRequest(name=manifest["name"]), timeout=10) == listed
+    assert models.GetModel(models_pb2.GetModelRequest(name=default_manifest()["name"]), timeout=10) == listed
 
 
 def test_get_model_of_an_unknown_name_is_not_found(models, manifest) -> None:
@@ -119,7 +125,7 @@ def test_grpcurl_can_describe_and_call_analyze_without_a_proto_file(server) -> N
     assert called.returncode == 0, called.stderr
     response = json.loads(called.stdout)
     assert len(response["results"]) == 2
-    assert response["model"]["name"] == "sentiment-bigru"
+    assert response["model"]["name"] == DEFAULT_SENTIMENT.parent.name
 
 
 def test_grpcurl_sees_the_status_code_of_a_bad_request(server) -> None:

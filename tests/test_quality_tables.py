@@ -23,9 +23,12 @@ EXPORTED = REPO / "exported"
 DOMAINS = ("pooled", "tweets", "movies", "amazon", "nyt")
 
 
+def read_manifest_json(model: str, version: str) -> dict[str, Any]:
+    return json.loads((EXPORTED / model / version / "manifest.json").read_text("utf-8"))
+
+
 def metrics(model: str, version: str) -> dict[str, Any]:
-    manifest = json.loads((EXPORTED / model / version / "manifest.json").read_text("utf-8"))
-    return manifest["metrics"]
+    return read_manifest_json(model, version)["metrics"]
 
 
 def section(doc: str, heading: str) -> str:
@@ -84,6 +87,10 @@ def test_the_readme_quality_tables_are_the_committed_test_metrics() -> None:
     quality = section("README.md", "## Quality")
     sentiment = metrics("sentiment-bigru", "2")
     assert cells(quality, "seqserve `sentiment-bigru` v2") == [f3(sentiment["served"][d]["macro_f1"]) for d in DOMAINS]
+    minilm = metrics("sentiment-minilm-int8", "1")
+    assert cells(quality, "seqserve `sentiment-minilm-int8` v1 (default)") == [
+        f3(minilm["served"][d]["macro_f1"]) for d in DOMAINS]
+    assert minilm["vader_baseline"] == sentiment["vader_baseline"]  # the same sentences, so one VADER row
     assert cells(quality, "VADER 3.3.2") == [f3(sentiment["vader_baseline"][d]["macro_f1"]) for d in DOMAINS]
     for label, model, decoding in (("`transformer` v1, beam 4", "transformer", "beam4"),
                                    ("`transformer` v1, greedy", "transformer", "greedy"),
@@ -105,6 +112,36 @@ def test_docs_sentiment_table_is_the_committed_test_metrics() -> None:
             str(served[domain]["n"]), f3(served[domain]["macro_f1"]), f3(vader[domain]["macro_f1"]),
             f3(served[domain]["accuracy"]), f3(vader[domain]["accuracy"]),
         ], domain
+
+
+def table(text: str, header: str) -> str:
+    """The markdown table whose header row starts with `header`, up to the first blank line."""
+    after = text.split(f"\n{header}", 1)
+    assert len(after) == 2, f"no table headed {header!r}"
+    return header + after[1].split("\n\n", 1)[0]
+
+
+def test_docs_sentiment_minilm_tables_are_the_committed_metrics() -> None:
+    text = (REPO / "docs/sentiment.md").read_text("utf-8")
+    manifest = read_manifest_json("sentiment-minilm-int8", "1")
+    served, fp32 = manifest["metrics"]["served"], manifest["quantization"]["fp32_measured_beside"]
+    test = table(text, "| model (test split, 2,371 sentences) |")
+    assert cells(test, "`sentiment-minilm-int8` v1 (served, default)") == [f3(served[d]["macro_f1"]) for d in DOMAINS]
+    assert cells(test, "`sentiment-minilm` v1 fp32 (not published)") == [f3(fp32[d]["macro_f1"]) for d in DOMAINS]
+    dev, dev_figures = table(text, "| model (dev split, 2,370 sentences) |"), manifest["dev_comparison"]["macro_f1"]
+    for label, key in (("`sentiment-minilm-int8` v1", "sentiment-minilm-int8 v1"),
+                       ("`sentiment-minilm` v1 fp32", "sentiment-minilm v1 fp32 (not published)"),
+                       ("`sentiment-bigru` v2", "sentiment-bigru v2"), ("VADER 3.3.2", "VADER 3.3.2")):
+        assert cells(dev, label) == [f3(dev_figures[key][d]) for d in DOMAINS], label
+    challenge = manifest["metrics"]["challenge"]
+    rows = table(text, "| model (challenge set, macro-F1) |")
+    for label, figures in (("`sentiment-minilm-int8` v1", challenge["served"]),
+                           ("VADER 3.3.2", challenge["vader_baseline"])):
+        assert cells(rows, label) == [f3(f["macro_f1"]) for f in figures.values()], label
+    assert cells(rows, "`sentiment-minilm` v1 fp32") == [
+        f3(v) for v in manifest["quantization"]["challenge_vs_fp32"]["fp32_served"].values()]
+    bigru = metrics("sentiment-bigru", "2")["challenge"]["served"]
+    assert cells(rows, "`sentiment-bigru` v2") == [f3(f["macro_f1"]) for f in bigru.values()]
 
 
 def test_docs_ner_table_is_the_committed_test_metrics() -> None:
@@ -165,6 +202,10 @@ def signed(value: float, digits: int) -> str:
     ("`sentiment-bigru-int8`", lambda: "macro-F1 " + signed(
         metrics("sentiment-bigru-int8", "1")["served"]["pooled"]["macro_f1"]
         - metrics("sentiment-bigru", "2")["served"]["pooled"]["macro_f1"], 4)),
+    ("`sentiment-minilm-int8` (served int8 only, the sentiment default)", lambda: "macro-F1 " + signed(
+        metrics("sentiment-minilm-int8", "1")["served"]["pooled"]["macro_f1"]
+        - read_manifest_json("sentiment-minilm-int8", "1")["quantization"]["fp32_measured_beside"]["pooled"][
+            "macro_f1"], 4)),
     ("`transformer-int8`", lambda: "BLEU {} greedy / {} beam 4".format(*(
         signed(metrics("transformer-int8", "1")[d]["bleu"] - metrics("transformer", "1")[d]["bleu"], 2)
         for d in ("greedy", "beam4")))),

@@ -16,8 +16,13 @@ from seqserve.v1 import sentiment_pb2
 from waiting import wait_until
 
 ANALYZE = "/seqserve.v1.Sentiment/Analyze"
-REQUEST = sentiment_pb2.AnalyzeSentimentRequest(texts=["a calm and pleasant evening"]).SerializeToString()
-BIG_REQUEST = sentiment_pb2.AnalyzeSentimentRequest(texts=["long and winding " * 40] * 16).SerializeToString()
+# The BiGRU by name: these timings were set on it, and they are about the server, not the model. With the
+# 10x slower default (sentiment-minilm-int8) one run of two gave each good client one CANCELLED answer;
+# not investigated here (docs/sentiment.md notes it).
+MODEL = "sentiment-bigru"
+REQUEST = sentiment_pb2.AnalyzeSentimentRequest(texts=["a calm and pleasant evening"], model=MODEL).SerializeToString()
+BIG_REQUEST = sentiment_pb2.AnalyzeSentimentRequest(texts=["long and winding " * 40] * 16,
+                                                    model=MODEL).SerializeToString()
 
 
 async def good_client(target: str, seconds: float) -> tuple[list[float], list[str]]:

@@ -19,7 +19,7 @@ from training.evaluate.sentiment_challenge import (
     paired_bootstrap,
 )
 
-SENTIMENT_MODELS = ("sentiment-bigru", "sentiment-bigru-int8")
+SENTIMENT_MODELS = ("sentiment-bigru", "sentiment-bigru-int8", "sentiment-minilm-int8")
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Below this top-probability margin a label may flip on another CPU's float rounding (int8 kernels differ).
 SAFE_MARGIN = 0.05

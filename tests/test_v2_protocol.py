@@ -65,7 +65,7 @@ def test_infer_on_raw_tensors_matches_the_sentiment_api(client, sentiment) -> No
     probabilities = result.as_numpy("probabilities")
     assert probabilities.shape == (2, 3) and result.as_numpy("attention") is None
     assert result.get_response().id == "r1"
-    served = sentiment.Analyze(sentiment_pb2.AnalyzeSentimentRequest(texts=texts), timeout=30)
+    served = sentiment.Analyze(sentiment_pb2.AnalyzeSentimentRequest(texts=texts, model=MODEL), timeout=30)
     for row, answer in enumerate(served.results):
         assert [p.probability for p in answer.probabilities] == pytest.approx(probabilities[row].tolist(), abs=1e-5)
 

@@ -175,6 +175,10 @@ class ClassificationSection(_Section):
         "encoder); false for a model trained on the text's subwords alone (the BiGRU). Special tokens are "
         "never listed among the tokens answered.")
     architecture: str | None = Field(None, description="What the graph is, e.g. bigru or minilm (a record).")
+    replacements: str | None = Field(
+        None, description="A JSON file of the version: emoji and emoticons -> words, put in place of each "
+        "before tokenising (service/pipelines/text_replacements.py); token offsets still refer to the text as "
+        "sent. Absent: the text is tokenised as it is.")
 
 
 class Limits(_Section):

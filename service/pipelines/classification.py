@@ -19,6 +19,7 @@ import numpy as np
 from service.model.loaded_model import LoadedModel
 from service.model.pipeline import Pipeline
 from service.model.timing import StageTimings
+from service.pipelines.text_replacements import Normalised, TextReplacements
 
 TASK = "classification"
 # Sentiment models are classifiers with the labels negative/neutral/positive; Classify serves them too.
@@ -56,6 +57,14 @@ class ClassificationPipeline(Pipeline[str, ClassPrediction]):
         section = model.manifest.spec.classification
         # A BERT-family encoder was trained on [CLS] text [SEP]; the BiGRU on the text's subwords alone.
         self.add_special_tokens = section.add_special_tokens if section is not None else False
+        # Emoji and emoticons as words, when the version was trained that way (its table ships with it).
+        self.replacements: TextReplacements | None = None
+        if section is not None and section.replacements:
+            table = model.manifest.path(section.replacements)
+            if not table.is_file():
+                raise ValueError(f"model {model.name}: classification.replacements {section.replacements!r} "
+                                 "is not a file of the version")
+            self.replacements = TextReplacements.from_file(table)
         self.max_tokens = model.manifest.spec.limits.max_tokens or 256
         self.pad_id, self.unk_id = special.pad_id, special.unk_id
         self.unk_token = special.unk if special.unk is not None else model.tokenizer.id_to_token(special.unk_id) or ""
@@ -67,9 +76,13 @@ class ClassificationPipeline(Pipeline[str, ClassPrediction]):
         """
         return min(self.max_tokens, len(text) // 4 + 1)
 
-    def _row(self, encoding: object) -> tuple[list[int], list[str], list[tuple[int, int]], list[bool], bool]:
-        """One text's ids, tokens, offsets, which positions are answered (not special) and truncation."""
+    def _row(self, encoding: object, normalised: Normalised | None = None,
+             ) -> tuple[list[int], list[str], list[tuple[int, int]], list[bool], bool]:
+        """One text's ids, tokens, offsets (in the text as sent), which positions are answered (not
+        special) and truncation. `normalised`: the rewritten text the encoding was made from."""
         ids, tokens, offsets = list(encoding.ids), list(encoding.tokens), list(encoding.offsets)  # type: ignore[attr-defined]
+        if normalised is not None:
+            offsets = [normalised.original_span(start, end) for start, end in offsets]
         shown = [not s for s in encoding.special_tokens_mask] if self.add_special_tokens else [True] * len(ids)  # type: ignore[attr-defined]
         truncated = len(ids) > self.max_tokens
         if truncated and self.add_special_tokens:
@@ -91,8 +104,14 @@ class ClassificationPipeline(Pipeline[str, ClassPrediction]):
     def __call__(self, texts: Sequence[str], timings: StageTimings | None = None) -> list[ClassPrediction]:
         timings = timings or StageTimings()
         with timings.stage("tokenize"):
-            encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=self.add_special_tokens)
-            rows = [self._row(encoding) for encoding in encodings]
+            if self.replacements is not None:
+                normalised = [self.replacements.normalise(text) for text in texts]
+                encodings = self.tokenizer.encode_batch([n.text for n in normalised],
+                                                        add_special_tokens=self.add_special_tokens)
+                rows = [self._row(encoding, n) for encoding, n in zip(encodings, normalised, strict=True)]
+            else:
+                encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=self.add_special_tokens)
+                rows = [self._row(encoding) for encoding in encodings]
             width = max(len(r[0]) for r in rows)
             input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
             attention_mask = np.zeros((len(rows), width), dtype=np.int64)

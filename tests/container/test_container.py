@@ -27,6 +27,7 @@ from container_support import (
     stop_and_time,
 )
 from deploy_support import REPO, exposed_ports, image_user
+from exported_models import DEFAULT_SENTIMENT
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
@@ -97,7 +98,7 @@ def test_sentiment_analyze_answers(channel: grpc.Channel) -> None:
     for result in response.results:
         assert abs(sum(p.probability for p in result.probabilities) - 1) < 1e-4
         assert result.tokens and abs(sum(t.weight for t in result.tokens) - 1) < 1e-3
-    assert response.model.name == "sentiment-bigru"
+    assert response.model.name == DEFAULT_SENTIMENT.parent.name
 
 
 def test_a_bad_request_gets_its_status_code_through_the_container(channel: grpc.Channel) -> None:
@@ -112,8 +113,8 @@ def test_models_lists_and_describes_the_committed_model(channel: grpc.Channel) -
     # Every model committed in exported/ is in the image and serves.
     assert sorted(model.name for model in listed.models) == sorted(path.name for path in EXPORTED.iterdir())
     [default] = [model for model in listed.models if model.is_default and model.task == "sentiment"]
-    assert default.name == "sentiment-bigru"
-    described = stub.GetModel(models_pb2.GetModelRequest(name="sentiment-bigru"), timeout=30)
+    assert default.name == DEFAULT_SENTIMENT.parent.name
+    described = stub.GetModel(models_pb2.GetModelRequest(name=default.name), timeout=30)
     assert described.version == default.version
 
 

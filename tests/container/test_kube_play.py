@@ -25,6 +25,7 @@ from container_support import (
     podman,
 )
 from deploy_support import image_user, one, render
+from exported_models import DEFAULT_SENTIMENT
 from grpc_health.v1 import health_pb2
 from seqserve.v1 import sentiment_pb2, sentiment_pb2_grpc
 
@@ -78,7 +79,7 @@ def test_the_pod_answers_from_the_host(pod: tuple[str, Running]) -> None:
     with grpc.insecure_channel(running.target) as channel:
         response = sentiment_pb2_grpc.SentimentStub(channel).Analyze(
             sentiment_pb2.AnalyzeSentimentRequest(texts=["Kubernetes, more or less."]), timeout=30)
-    assert response.model.name == "sentiment-bigru"
+    assert response.model.name == DEFAULT_SENTIMENT.parent.name
 
 
 def test_podman_applied_the_pod_security_context(pod: tuple[str, Running]) -> None:

@@ -36,6 +36,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from service.model.manifest import write_manifest
+from service.pipelines.text_replacements import TextReplacements
 from training.batching import bucketed_batches, pad_batch
 from training.byo.common import (
     DataFileError,
@@ -51,6 +52,8 @@ from training.byo.common import (
 from training.configs.checkpoints import checkpoint_dir
 from training.evaluate.sentiment import score, served_label_names
 from training.export.onnx_export import OPSET, describe_io, export_onnx
+from training.export.text_replacements import FILE_NAME as REPLACEMENTS_FILE
+from training.export.text_replacements import write_table
 from training.loop import LoopConfig, build_once, config_dict, train
 from training.metrics import macro_f1
 from training.models.sentiment_classifier import BiGRUAttentionClassifier, SentimentForExport, SentimentModelConfig
@@ -85,6 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refuse labels with fewer examples (they cannot be learned and scored)")
     parser.add_argument("--max-tokens", type=int, default=0, help="subwords read per text; 0: sized from the data")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--emoji-names", action="store_true",
+                        help="read emoji and emoticons as their names: the table ships with the version and the "
+                             "served pipeline applies it too (docs/sentiment.md)")
 
 
 def _rows_csv(raw: str, problems: list[Problem]) -> list[tuple[int, dict[str, Any]]]:
@@ -247,6 +253,7 @@ def plan(args: argparse.Namespace, examples: list[Example], split: Split[Example
         "split_by": args.group_column or "text",
         "model_config": bigru_config(len(split.train)) if args.model == "bigru" else {"encoder": "MiniLM-L6-v2"},
         "max_epochs": args.max_epochs or (15 if args.model == "bigru" else 4),
+        "emoji_names": args.emoji_names,
         "threads": _threads(args.threads),
         "version_dir": str(version_dir(args.out, args.name, args.version)),
     }
@@ -279,13 +286,23 @@ def train_and_publish(args: argparse.Namespace, split: Split[Example], the_plan:
     labels: list[str] = the_plan["labels"]
     index = {label: i for i, label in enumerate(labels)}
     # One folder per name, architecture and file content: a resumed run never continues another file's.
-    run_name = f"byo-classification-{args.name}-{args.model}-{the_plan['data_sha256'][:12]}"
+    run_name = (f"byo-classification-{args.name}-{args.model}{'-emoji' if args.emoji_names else ''}-"
+                f"{the_plan['data_sha256'][:12]}")
     run_dir = pathlib.Path(checkpoint_dir(run_name))
+    # With --emoji-names every text is read through the table, in training exactly as the pipeline will.
+    replacements: TextReplacements | None = None
+    if args.emoji_names:
+        build_once(run_dir / REPLACEMENTS_FILE, write_table)
+        replacements = TextReplacements.from_file(run_dir / REPLACEMENTS_FILE)
+
+    def read(text: str) -> str:
+        return replacements.normalise(text).text if replacements is not None else text
+
     # Trained once and reused on resume: the ids must mean what they meant.
     tokenizer_path = run_dir / "tokenizer.json"
     if args.model == "bigru":
         vocab = tokenizer_size(len(split.train))
-        build_once(tokenizer_path, lambda p: train_bpe([e.text for e in split.train], vocab_size=vocab,
+        build_once(tokenizer_path, lambda p: train_bpe([read(e.text) for e in split.train], vocab_size=vocab,
                                                         min_frequency=2).save(str(p)))
     else:
         from training.models.minilm_tagger import minilm_dir
@@ -301,7 +318,7 @@ def train_and_publish(args: argparse.Namespace, split: Split[Example], the_plan:
     pad_id, unk_id = special_id(tokenizer, PAD), special_id(tokenizer, UNK)
 
     def encode(part: list[Example], max_tokens: int) -> Encoded:
-        encodings = tokenizer.encode_batch([e.text for e in part], add_special_tokens=specials)
+        encodings = tokenizer.encode_batch([read(e.text) for e in part], add_special_tokens=specials)
         ids = []
         for encoding in encodings:
             row = encoding.ids
@@ -310,7 +327,7 @@ def train_and_publish(args: argparse.Namespace, split: Split[Example], the_plan:
             ids.append(row if len(row) > (2 if specials else 0) else [*row[:1], unk_id, *row[1:]])
         return Encoded(ids, [index[e.label] for e in part])
 
-    lengths = sorted(len(e.ids) for e in tokenizer.encode_batch([e.text for e in split.train],
+    lengths = sorted(len(e.ids) for e in tokenizer.encode_batch([read(e.text) for e in split.train],
                                                                  add_special_tokens=specials))
     # Long enough for 99% of the training texts, capped where attention cost grows without much gain.
     max_tokens = args.max_tokens or max(8, min(256 if not specials else 128, lengths[int(0.99 * (len(lengths) - 1))]))
@@ -375,6 +392,8 @@ def train_and_publish(args: argparse.Namespace, split: Split[Example], the_plan:
               "probabilities": {0: "batch"}, "attention": {0: "batch", 1: "sequence"}},
     )
     shutil.copy(tokenizer_path, target / "tokenizer.json")
+    if replacements is not None:
+        shutil.copy(run_dir / REPLACEMENTS_FILE, target / REPLACEMENTS_FILE)
     (target / "labels.json").write_text(json.dumps(labels, ensure_ascii=False) + "\n")
     manifest: dict[str, Any] = {
         "name": args.name, "version": target.name, "task": "classification",
@@ -384,7 +403,8 @@ def train_and_publish(args: argparse.Namespace, split: Split[Example], the_plan:
         "onnx": {"file": "model.onnx", "opset": OPSET, **describe_io(onnx_model)},
         "tokenizer": "tokenizer.json", "labels": labels,
         "special_tokens": {"pad_id": pad_id, "unk_id": unk_id, "unk": UNK},
-        "classification": {"add_special_tokens": specials, "architecture": args.model},
+        "classification": {"add_special_tokens": specials, "architecture": args.model,
+                           **({"replacements": REPLACEMENTS_FILE} if replacements is not None else {})},
         "limits": {"max_tokens": max_tokens},
         "data": {"source": str(args.data.name), "sha256": the_plan["data_sha256"],
                  "columns": {"text": args.text_column, "label": args.label_column, "group": args.group_column},

@@ -143,13 +143,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("version_dir", type=pathlib.Path)
     parser.add_argument("--write-manifest", action="store_true", help="store the figures as metrics.challenge")
+    parser.add_argument("--fp32-source", type=pathlib.Path, default=None,
+                        help="an int8 version's fp32 source (not published): measure it too and store the "
+                             "int8 delta as quantization.challenge_vs_fp32")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     report = evaluate_challenge(args.version_dir)
     print(json.dumps(report, indent=1) if args.json else format_table(report))
+    changes: dict[str, Any] = {}
+    if args.fp32_source:
+        fp32 = evaluate_challenge(args.fp32_source)
+        beside = int8_delta(report, fp32)
+        print(json.dumps(beside, indent=1))
+        changes["quantization"] = {**read_manifest(args.version_dir).data.get("quantization", {}),
+                                   "challenge_vs_fp32": beside}
     if args.write_manifest:
         metrics = read_manifest(args.version_dir).data.get("metrics", {})
-        republish_manifest(args.version_dir, {"metrics": {**metrics, "challenge": report}})
+        republish_manifest(args.version_dir, {"metrics": {**metrics, "challenge": report}, **changes})
+
+
+def int8_delta(int8: dict[str, Any], fp32: dict[str, Any]) -> dict[str, Any]:
+    """What quantizing changed on the challenge set: macro-F1 per category, and the texts relabelled."""
+    return {
+        "fp32_served": {category: figures["macro_f1"] for category, figures in fp32["served"].items()},
+        "macro_f1_delta": {category: round(figures["macro_f1"] - fp32["served"][category]["macro_f1"], 4)
+                           for category, figures in int8["served"].items()},
+        "labels_changed": sum(a != b for a, b in zip(int8["served_labels"], fp32["served_labels"], strict=True)),
+    }
 
 
 if __name__ == "__main__":

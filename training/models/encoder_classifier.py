@@ -25,9 +25,11 @@ if TYPE_CHECKING:
 
 class EncoderAttentionClassifier(nn.Module):
     def __init__(self, num_labels: int, special_ids: list[int], attention_dim: int = 128, dropout: float = 0.1,
-                 encoder: BertModel | None = None) -> None:
+                 encoder: BertModel | None = None, aux_labels: int = 0) -> None:
         """`special_ids`: token ids left out of the pooling ([CLS], [SEP]); `encoder`: a BertModel to use
-        instead of the packaged MiniLM (tests pass a tiny random one)."""
+        instead of the packaged MiniLM (tests pass a tiny random one); `aux_labels` > 0: a second,
+        training-only classifier on the same pooled state, for data labelled under another rule (the
+        sentiment model's CrowdFlower tweets); it is not exported."""
         super().__init__()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import BertModel  # training-only dependency
@@ -39,11 +41,17 @@ class EncoderAttentionClassifier(nn.Module):
         self.attention = AdditiveAttentionPooling(hidden, attention_dim)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, num_labels)
+        self.aux_classifier = nn.Linear(hidden, aux_labels) if aux_labels else None
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits [B, num_labels] and attention weights [B, T] (0 on padding and special tokens)."""
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                head: str = "main") -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits [B, num_labels] (head "aux": [B, aux_labels]) and attention weights [B, T] (0 on padding
+        and special tokens)."""
         states = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                               token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
         special = (input_ids.unsqueeze(-1) == self.special_ids).any(-1)
         pooled, weights = self.attention(states, attention_mask * (~special).to(attention_mask.dtype))
+        if head == "aux":
+            assert self.aux_classifier is not None, "this classifier has no auxiliary head"
+            return self.aux_classifier(self.dropout(pooled)), weights
         return self.classifier(self.dropout(pooled)), weights
