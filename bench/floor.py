@@ -26,12 +26,13 @@ from bench.stats import Summary
 FLOOR_CHANNELS = 4   # as issue #20 measured: 64 calls in flight over 4 connections
 FLOOR_CONCURRENCIES = (1, 64)
 ECHO = "echo (bare grpc.aio, the floor)"
+THIS_TREE = "seqserve (this tree)"
 
 
-def floor_targets(seqserve: Sequence[tuple[str, Server]], endpoint: Endpoint, echo: Server) -> list[Target]:
-    """Each seqserve under test and the echo, all sent the endpoint's request bytes."""
-    return [*(Target(label, server, endpoint, FLOOR_CHANNELS) for label, server in seqserve),
-            Target(ECHO, echo, echo_endpoint(list(endpoint.requests)), FLOOR_CHANNELS)]
+def floor_targets(seqserve: Sequence[tuple[str, Server, Endpoint]], echo: Server) -> list[Target]:
+    """Each seqserve under test with its endpoint, and the echo, sent the first endpoint's request bytes."""
+    return [*(Target(label, server, endpoint, FLOOR_CHANNELS) for label, server, endpoint in seqserve),
+            Target(ECHO, echo, echo_endpoint(list(seqserve[0][2].requests)), FLOOR_CHANNELS)]
 
 
 def floor_sweep(client: LoadClient, targets: Sequence[Target], plan: Plan,
@@ -74,17 +75,22 @@ def run_floor(plan: Plan, baseline_code: pathlib.Path | None) -> tuple[dict[str,
         models = sentiment_only_dir(tmp)
         servers: list[Server] = []
         try:
-            seqserve = [("seqserve (this tree)", start_seqserve("seqserve", models, tmp))]
-            servers.append(seqserve[0][1])
+            ours = start_seqserve("seqserve", models, tmp)
+            servers.append(ours)
+            # The calls ask for label and probabilities only (omit_tokens), as a caller counting calls/s
+            # would; the same server with the per-token attention too shows what that detail costs.
+            lean = sentiment_task(newest("sentiment-bigru"), SENTENCES, "sentiment-bigru", omit_tokens=True)
+            full = sentiment_task(newest("sentiment-bigru"), SENTENCES, "sentiment-bigru")
+            seqserve = [(THIS_TREE, ours, lean), (f"{THIS_TREE}, with tokens", ours, full)]
             if baseline_code is not None:
-                seqserve.append((f"seqserve ({baseline_code})",
-                                 start_seqserve("baseline", models, tmp, code=baseline_code)))
-                servers.append(seqserve[-1][1])
+                # An older tree may not know omit_tokens (it then answers with the tokens, as v1 always did).
+                baseline = start_seqserve("baseline", models, tmp, code=baseline_code)
+                servers.append(baseline)
+                seqserve.append((f"seqserve ({baseline_code})", baseline, lean))
             echo = start_echo(tmp)
             servers.append(echo)
-            endpoint = sentiment_task(newest("sentiment-bigru"), SENTENCES, "sentiment-bigru")
             with LoadClient() as client:
-                table = floor_sweep(client, floor_targets(seqserve, endpoint, echo), plan, outcome)
+                table = floor_sweep(client, floor_targets(seqserve, echo), plan, outcome)
         finally:
             for server in servers:
                 server.stop()
