@@ -83,10 +83,10 @@ def run_floor(plan: Plan, baseline_code: pathlib.Path | None) -> tuple[dict[str,
             full = sentiment_task(newest("sentiment-bigru"), SENTENCES, "sentiment-bigru")
             seqserve = [(THIS_TREE, ours, lean), (f"{THIS_TREE}, with tokens", ours, full)]
             if baseline_code is not None:
-                # An older tree may not know omit_tokens (it then answers with the tokens, as v1 always did).
+                # An older tree does not know omit_tokens: it answers with the tokens, as v1 always did.
                 baseline = start_seqserve("baseline", models, tmp, code=baseline_code)
                 servers.append(baseline)
-                seqserve.append((f"seqserve ({baseline_code})", baseline, lean))
+                seqserve.append((f"seqserve ({baseline_code})", baseline, dataclasses.replace(lean, check=full.check)))
             echo = start_echo(tmp)
             servers.append(echo)
             with LoadClient() as client:

@@ -31,7 +31,6 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
@@ -71,11 +70,14 @@ class _Queued(Generic[RequestT, ResultT]):
     group: Hashable = None   # only calls of one group share a batch (see grouping.Candidate)
     enqueued: float = field(default_factory=time.monotonic)
     stop_at: float | None = None  # time.monotonic() of the deadline, for the inference thread
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    # Set once, from the event loop, when the call is cancelled; read by the inference thread. A plain
+    # attribute is enough (one store, read under the GIL); a threading.Event per call was a lock and a
+    # condition built for every call.
+    cancelled: bool = False
 
     def stopped(self) -> bool:
         """Thread-safe: the call was cancelled or its deadline has passed; its texts need no more work."""
-        return self.cancelled.is_set() or (self.stop_at is not None and time.monotonic() >= self.stop_at)
+        return self.cancelled or (self.stop_at is not None and time.monotonic() >= self.stop_at)
 
 
 class DynamicBatcher(Generic[RequestT, ResultT]):
@@ -94,6 +96,10 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         self._queue: deque[_Queued[RequestT, ResultT]] = deque()
         self._queued_texts = 0
         self._wakeup = asyncio.Event()
+        # Queued texts at which a submit wakes the worker: 1 while it waits for a first call, the wait
+        # target while it waits for company. Waking it on every arrival only to go back to sleep cost each
+        # call a wake-up and a new timed wait (a task and a timer) under load.
+        self._wake_at = 1
         self._closed = False
         self._worker: asyncio.Task[None] | None = None
         self._depth = metrics.queue_depth.labels(self._name)
@@ -145,7 +151,8 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         self._queue.append(item)
         self._queued_texts += len(texts)
         self._depth.set(self._queued_texts)
-        self._wakeup.set()
+        if self._queued_texts >= self._wake_at:
+            self._wakeup.set()
         # If the client cancels (or grpc ends the call at its deadline), this await is cancelled and
         # so is item.future. A call still waiting leaves the queue at once: it must not hold queue room
         # until the worker's next pass (clients that cancel and resubmit in a loop would otherwise fill
@@ -154,7 +161,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         try:
             return await item.future
         except asyncio.CancelledError:
-            item.cancelled.set()  # a batch decoding it stops at its next step
+            item.cancelled = True  # a batch decoding it stops at its next step
             self._forget_cancelled(item)
             raise
 
@@ -189,19 +196,31 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         return min(self.config.max_batch_size, self._last_batch_texts)
 
     async def _wait_for_batch(self) -> None:
-        """Until the wait target is queued or the oldest call has waited max_queue_delay_ms."""
+        """Until the wait target is queued or the oldest call has waited max_queue_delay_ms.
+
+        One timer per batch sets the wake-up at the fill-by time; submit sets it once the target is queued
+        (close() at once). A call cancelled meanwhile only lowers the count, so the loop re-checks."""
         loop = asyncio.get_running_loop()
         fill_by = loop.time() + self.config.max_queue_delay_ms / 1000 - (time.monotonic() - self._queue[0].enqueued)
         target = self._wait_target()
-        while self._queued_texts < target and not self._closed:
-            remaining = fill_by - loop.time()
-            if remaining <= 0:
-                return
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                return
+        if self._queued_texts >= target or fill_by <= loop.time():
+            return
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            self._wakeup.set()
+
+        self._wake_at = target
+        timer = loop.call_at(fill_by, expire)
+        try:
+            while self._queued_texts < target and not self._closed and not expired:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+        finally:
+            timer.cancel()
+            self._wake_at = 1
 
     def _take_batch(self, shared_only: bool = False) -> list[_Queued[RequestT, ResultT]]:
         """(Event loop) Drop dead calls, then take the next batch off the queue (empty if none).
