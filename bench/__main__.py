@@ -46,8 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def floor_command(plan: Plan, baseline_code: pathlib.Path | None) -> int:
-    table, outcome = run_floor(plan, baseline_code)
-    print("\n".join(floor_lines(table)))
+    table, model_ms, outcome = run_floor(plan, baseline_code)
+    print("\n".join(floor_lines(table, model_ms)))
     for error in outcome.errors:
         print(f"error: {error}", file=sys.stderr)
     return 1 if outcome.errors else 0

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import statistics
 import tempfile
+import time
 from collections.abc import Sequence
 
 from bench.client import LoadClient
@@ -56,6 +58,19 @@ def floor_ratios(table: dict[str, dict[int, Summary]]) -> list[FloorRatio]:
             for clients, s in sorted(by_clients.items())]
 
 
+def model_cpu_ms(endpoint: Endpoint, calls: int, rounds: int) -> float:
+    """CPU ms of one call's work in-process (the served pipeline on one text: tokenize, onnxruntime, labels),
+    median over rounds: the model's own share of a served call, which no change to the serving removes."""
+    endpoint.raw(0)  # first-run cost out of the timing, as the server's warm-up does
+    per_call = []
+    for _ in range(max(1, rounds)):
+        began = time.process_time()
+        for i in range(calls):
+            endpoint.raw(i)
+        per_call.append((time.process_time() - began) * 1000 / calls)
+    return statistics.median(per_call)
+
+
 def sentiment_only_dir(tmp: pathlib.Path) -> pathlib.Path:
     """A model folder holding only the sentiment model (a link): the servers start in seconds."""
     models = tmp / "models"
@@ -64,7 +79,9 @@ def sentiment_only_dir(tmp: pathlib.Path) -> pathlib.Path:
     return models
 
 
-def run_floor(plan: Plan, baseline_code: pathlib.Path | None) -> tuple[dict[str, dict[int, Summary]], Outcome]:
+def run_floor(plan: Plan, baseline_code: pathlib.Path | None
+              ) -> tuple[dict[str, dict[int, Summary]], float, Outcome]:
+    """The section's table, the model's in-process CPU ms per call (model_cpu_ms) and what went wrong."""
     from bench.endpoints import sentiment_task
     from bench.run import newest
     from bench.texts import SENTENCES
@@ -94,11 +111,13 @@ def run_floor(plan: Plan, baseline_code: pathlib.Path | None) -> tuple[dict[str,
         finally:
             for server in servers:
                 server.stop()
-    return table, outcome
+    # After the servers stopped, so the in-process run has the cores the servers had.
+    return table, model_cpu_ms(lean, plan.overhead_calls, plan.reps), outcome
 
 
-def floor_lines(table: dict[str, dict[int, Summary]]) -> list[str]:
-    """The section's table (calls/s, latency, server CPU per call) and seqserve/echo ratios."""
+def floor_lines(table: dict[str, dict[int, Summary]], model_ms: float | None = None) -> list[str]:
+    """The section's table (calls/s, latency, server CPU per call) and seqserve/echo ratios; with `model_ms`
+    (model_cpu_ms), what seqserve's CPU per call is besides the model, against the echo's."""
     header = ["server", "in flight", "calls/s median (min-max)", "p50 ms", "p99 ms", "server CPU ms/call", "failed"]
     rows = [[label, str(clients), f"{s.throughput:.0f} ({s.throughput_min:.0f}-{s.throughput_max:.0f})",
              f"{s.p50_ms:.2f}", f"{s.p99_ms:.2f}", f"{s.server_cpu_ms:.3f}", str(s.failed)]
@@ -108,4 +127,13 @@ def floor_lines(table: dict[str, dict[int, Summary]]) -> list[str]:
     if ECHO in table:
         lines += [f"- {r.label} / echo at {r.clients} in flight: {r.throughput:.2f}x the calls/s, "
                   f"{r.cpu:.2f}x the server CPU per call" for r in floor_ratios(table)]
+    if ECHO in table and model_ms is not None:
+        echo = table[ECHO]
+        lines += [f"- the model alone (the served pipeline in-process, one text a call): {model_ms:.3f} ms CPU per "
+                  f"call, {model_ms / min(echo.values(), key=lambda s: s.server_cpu_ms).server_cpu_ms:.2f}x the "
+                  "echo's cheapest CPU per call"]
+        lines += [f"- {label} besides the model at {clients} in flight: {s.server_cpu_ms - model_ms:.3f} ms CPU "
+                  f"per call, {(s.server_cpu_ms - model_ms) / echo[clients].server_cpu_ms:.2f}x the echo's"
+                  for label, by_clients in table.items() if label != ECHO
+                  for clients, s in sorted(by_clients.items())]
     return lines

@@ -109,7 +109,7 @@ def floor_section(results: BenchResults) -> list[str]:
              "above the echo is its own per-call work (docs/serving.md, Per-call cost).", ""]
     if not results.floor:
         return [*lines, "Not run.", ""]
-    return [*lines, *floor_lines(results.floor), ""]
+    return [*lines, *floor_lines(results.floor, results.floor_model_ms), ""]
 
 
 def write_report(results: BenchResults, out: pathlib.Path, mode: str) -> list[Goal]:

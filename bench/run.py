@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from bench.client import LoadClient
 from bench.endpoints import FACTORIES, sentiment_task, sentiment_v2
-from bench.floor import floor_sweep, floor_targets
+from bench.floor import floor_sweep, floor_targets, model_cpu_ms
 from bench.machine import describe
 from bench.pause import training_paused
 from bench.peer.echo import start_echo
@@ -66,6 +66,7 @@ class BenchResults:
     decoding: DecodingResults | None = None  # section 4: translation decoding engines side by side
     workers: dict[str, Summary] = field(default_factory=dict)  # section 7: 1 vs 2 server processes
     floor: dict[str, dict[int, Summary]] = field(default_factory=dict)  # section 8: vs a bare grpc.aio echo
+    floor_model_ms: float | None = None  # section 8: the model's in-process CPU ms per call
 
 
 def _stop_all(servers: list[Server], outcome: Outcome) -> None:
@@ -129,10 +130,11 @@ def run_bench(plan: Plan, peer: bool, pause_training: bool) -> BenchResults:
             rss["seqserve --workers 2 (supervisor + 2 workers), after the load runs"] = two.rss()
         finally:
             _stop_all(servers, outcome)
+        floor_model_ms = model_cpu_ms(task, plan.overhead_calls, plan.reps) if floor else None
         variants = [variant_speed(fp32, SENTENCES, plan), variant_speed(int8, SENTENCES, plan)]
         cold = cold_starts(EXPORTED, log_dir, plan.cold_starts)
         # After every server has stopped: the decoding engines get the cores to themselves.
         decoding = run_decoding(QUICK_DECODING if plan is QUICK else FULL_DECODING)
         outcome.errors += decoding.errors
     return BenchResults(plan, machine, paused, rows, sweeps, variants, cold, rss, peer_note, outcome,
-                        [e.name for e in extra], time.monotonic() - began, decoding, workers, floor)
+                        [e.name for e in extra], time.monotonic() - began, decoding, workers, floor, floor_model_ms)
