@@ -207,6 +207,9 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         fill_by = loop.time() + self.config.max_queue_delay_ms / 1000 - (time.monotonic() - self._queue[0].enqueued)
         target = self._wait_target()
         if self._queued_texts >= target or fill_by <= loop.time():
+            # One event-loop step first: calls whose handlers are already scheduled (a crowd the loop fell
+            # behind on, e.g. while it ran a lone call inline) queue now and share this batch.
+            await asyncio.sleep(0)
             return
         expired = False
 
