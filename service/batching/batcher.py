@@ -4,8 +4,9 @@ A worker task per model waits for the first call, then up to max_queue_delay_ms 
 max_batch_size texts are queued; with the adaptive policy, until as many texts as the last batch
 held: a lone client's call runs at once, a crowd's calls still wait for each other), picks a
 length-grouped batch (grouping.py), drops calls whose client has gone or whose deadline has passed
-without running them, and runs the batch in the inference thread pool. One batch per model runs at
-a time: while it runs, the next one fills.
+without running them, and runs the batch in the inference thread pool (a lone short call, with nothing
+else queued, in the event loop itself: _runs_inline). One batch per model runs at a time: while it runs,
+the next one fills.
 
 Hot swap: `pipeline` is replaced by the model manager in the event loop; a batch reads it once when
 it starts, so calls already running finish on the old version and report the version that ran them.
