@@ -151,6 +151,15 @@ def test_cli_document_prints_the_label_then_each_sentence(document_server: Any, 
     assert out[-1] == f"model {MODEL} version {VERSION_DIR.name}"
 
 
+def test_cli_document_no_tokens_prints_the_sentences_without_words(document_server: Any,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--target", document_server.target, "document", "--no-tokens", TEXTS[0]])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert len([line for line in out if line.lstrip().startswith("weight")]) == 3
+    assert not [line for line in out if line.lstrip().startswith("words")]
+
+
 def test_cli_refusal_exits_2(document_server: Any, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["--target", document_server.target, "document", "--model", "nope", "Hello."])
     assert code == 2
