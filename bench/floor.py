@@ -31,10 +31,24 @@ ECHO = "echo (bare grpc.aio, the floor)"
 THIS_TREE = "seqserve (this tree)"
 
 
-def floor_targets(seqserve: Sequence[tuple[str, Server, Endpoint]], echo: Server) -> list[Target]:
-    """Each seqserve under test with its endpoint, and the echo, sent the first endpoint's request bytes."""
+# `python -m bench floor --echo-variants`: the echo on other server designs (bench/peer/echo.py's modes), each
+# against the plain aio echo in the same run: what a design choice costs at the floor itself.
+ECHO_VARIANTS = (
+    ("echo: grpc.aio + 3 pass-through interceptors", "interceptors", 2),
+    ("echo: sync grpc server, 4 threads", "sync", 4),
+    ("echo: sync grpc server, 16 threads", "sync", 16),
+    ("echo: grpc.aio, each batch handed to a thread and back", "handoff", 2),
+)
+
+
+def floor_targets(seqserve: Sequence[tuple[str, Server, Endpoint]], echo: Server,
+                  echo_variants: Sequence[tuple[str, Server]] = ()) -> list[Target]:
+    """Each seqserve under test with its endpoint, and the echo (and its variants), sent the first endpoint's
+    request bytes."""
+    echoed = echo_endpoint(list(seqserve[0][2].requests))
     return [*(Target(label, server, endpoint, FLOOR_CHANNELS) for label, server, endpoint in seqserve),
-            Target(ECHO, echo, echo_endpoint(list(seqserve[0][2].requests)), FLOOR_CHANNELS)]
+            Target(ECHO, echo, echoed, FLOOR_CHANNELS),
+            *(Target(label, server, echoed, FLOOR_CHANNELS) for label, server in echo_variants)]
 
 
 def floor_sweep(client: LoadClient, targets: Sequence[Target], plan: Plan,
@@ -79,7 +93,7 @@ def sentiment_only_dir(tmp: pathlib.Path) -> pathlib.Path:
     return models
 
 
-def run_floor(plan: Plan, baseline_code: pathlib.Path | None
+def run_floor(plan: Plan, baseline_code: pathlib.Path | None, echo_variants: bool = False
               ) -> tuple[dict[str, dict[int, Summary]], float, Outcome]:
     """The section's table, the model's in-process CPU ms per call (model_cpu_ms) and what went wrong."""
     from bench.endpoints import sentiment_task
@@ -106,8 +120,12 @@ def run_floor(plan: Plan, baseline_code: pathlib.Path | None
                 seqserve.append((f"seqserve ({baseline_code})", baseline, dataclasses.replace(lean, check=full.check)))
             echo = start_echo(tmp)
             servers.append(echo)
+            variants: list[tuple[str, Server]] = []
+            for label, mode, threads in ECHO_VARIANTS if echo_variants else ():
+                variants.append((label, start_echo(tmp, mode, threads)))
+                servers.append(variants[-1][1])
             with LoadClient() as client:
-                table = floor_sweep(client, floor_targets(seqserve, echo), plan, outcome)
+                table = floor_sweep(client, floor_targets(seqserve, echo, variants), plan, outcome)
         finally:
             for server in servers:
                 server.stop()
@@ -134,6 +152,6 @@ def floor_lines(table: dict[str, dict[int, Summary]], model_ms: float | None = N
                   "echo's cheapest CPU per call"]
         lines += [f"- {label} besides the model at {clients} in flight: {s.server_cpu_ms - model_ms:.3f} ms CPU "
                   f"per call, {(s.server_cpu_ms - model_ms) / echo[clients].server_cpu_ms:.2f}x the echo's"
-                  for label, by_clients in table.items() if label != ECHO
+                  for label, by_clients in table.items() if label.startswith("seqserve")
                   for clients, s in sorted(by_clients.items())]
     return lines
