@@ -38,6 +38,8 @@ ECHO_VARIANTS = (
     ("echo: sync grpc server, 4 threads", "sync", 4),
     ("echo: sync grpc server, 16 threads", "sync", 16),
     ("echo: grpc.aio, each batch handed to a thread and back", "handoff", 2),
+    # Every call in flight holds a pool thread while it waits for its batch: 64 threads for 64 in flight.
+    ("echo: sync grpc server, 64 threads, each batch handed to a thread", "sync-handoff", 64),
 )
 
 

@@ -8,7 +8,8 @@ report publishes seqserve/echo for calls/s and server CPU per call. Run as
 The other modes measure one server design choice each against the floor (`python -m bench floor
 --echo-variants`): `interceptors` adds three pass-through aio interceptors (seqserve has three),
 `sync` is grpc's thread-pool server with THREADS threads, `handoff` hands every batch of waiting calls to a
-thread and back, as seqserve's batcher does.
+thread and back, as seqserve's batcher does, and `sync-handoff` is the sync server doing the same (each
+call's pool thread waits for its batch, as a batching sync seqserve would).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from bench.endpoints import Endpoint
 from bench.servers import REPO, Server, free_port
 
 ECHO_METHOD = "/bench.Echo/Echo"
-ECHO_MODES = ("aio", "interceptors", "sync", "handoff")
+ECHO_MODES = ("aio", "interceptors", "sync", "handoff", "sync-handoff")
 
 
 def _echo_handler(echo: Any) -> grpc.GenericRpcHandler:
@@ -94,13 +95,43 @@ async def serve(port: int, mode: str = "aio", threads: int = 2) -> None:
         worker.cancel()
 
 
-def serve_sync(port: int, threads: int) -> None:
-    """grpc's thread-pool server: each call runs in one of `threads` threads, no event loop."""
+class _SyncHandOff:
+    """The sync server's form of _HandOff: a call's pool thread queues it and waits; one batching thread
+    takes every waiting call, "runs" the batch and wakes each call's thread."""
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[bytes, threading.Event, list[bytes]]] = []
+        self._ready = threading.Condition()
+        threading.Thread(target=self._run, name="batcher", daemon=True).start()
+
+    def echo(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        done, answer = threading.Event(), list[bytes]()
+        with self._ready:
+            self._waiting.append((request, done, answer))
+            self._ready.notify()
+        done.wait()
+        return answer[0]
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._waiting:
+                    self._ready.wait()
+                batch, self._waiting = self._waiting, []
+            for request, done, answer in batch:
+                answer.append(request)
+                done.set()
+
+
+def serve_sync(port: int, threads: int, handoff: bool = False) -> None:
+    """grpc's thread-pool server: each call runs in one of `threads` threads, no event loop; `handoff`: calls
+    wait for a batching thread (_SyncHandOff)."""
     def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
         return request
 
+    handler = _SyncHandOff().echo if handoff else echo
     server = grpc.server(ThreadPoolExecutor(threads))
-    server.add_generic_rpc_handlers((_echo_handler(echo),))
+    server.add_generic_rpc_handlers((_echo_handler(handler),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     stopping = threading.Event()
@@ -151,8 +182,8 @@ def main(argv: list[str]) -> None:
     port, mode, threads = int(argv[0]), argv[1] if len(argv) > 1 else "aio", int(argv[2]) if len(argv) > 2 else 2
     if mode not in ECHO_MODES:
         raise SystemExit(f"mode: {mode!r} is not one of {', '.join(ECHO_MODES)}")
-    if mode == "sync":
-        serve_sync(port, threads)
+    if mode in ("sync", "sync-handoff"):
+        serve_sync(port, threads, handoff=mode == "sync-handoff")
     else:
         asyncio.run(serve(port, mode, threads))
 
