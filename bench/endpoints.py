@@ -42,18 +42,23 @@ def _load_pipeline(version_dir: pathlib.Path) -> Any:
     return pipeline
 
 
-def sentiment_task(version_dir: pathlib.Path, texts: Sequence[str], model: str = "") -> Endpoint:
+def sentiment_task(version_dir: pathlib.Path, texts: Sequence[str], model: str = "",
+                   omit_tokens: bool = False) -> Endpoint:
     """seqserve.v1.Sentiment/Analyze, one text per call; baseline: the same pipeline in-process
-    (tokenize -> onnxruntime -> labels and attention), i.e. what a caller without a server would run."""
+    (tokenize -> onnxruntime -> labels and attention), i.e. what a caller without a server would run.
+    `omit_tokens`: the calls ask for label and probabilities only (what a caller counting calls/s wants)."""
     pipeline = _load_pipeline(version_dir)
-    requests = [sentiment_pb2.AnalyzeSentimentRequest(texts=[t], model=model).SerializeToString() for t in texts]
+    requests = [sentiment_pb2.AnalyzeSentimentRequest(texts=[t], model=model, omit_tokens=omit_tokens)
+                .SerializeToString() for t in texts]
 
     def check(raw: bytes) -> None:
         response = sentiment_pb2.AnalyzeSentimentResponse.FromString(raw)
         assert len(response.results) == 1 and response.results[0].label, response
+        assert bool(response.results[0].tokens) != omit_tokens, response
 
     return Endpoint(
-        name=f"Sentiment.Analyze ({model or 'default'})", method=SENTIMENT_METHOD, requests=requests,
+        name=f"Sentiment.Analyze ({model or 'default'}{', omit_tokens' if omit_tokens else ''})",
+        method=SENTIMENT_METHOD, requests=requests,
         raw=lambda i: pipeline([texts[i % len(texts)]]), check=check,
     )
 

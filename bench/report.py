@@ -102,14 +102,14 @@ def worker_lines(results: BenchResults) -> list[str]:
 def floor_section(results: BenchResults) -> list[str]:
     """Section 8: seqserve vs a bare grpc.aio echo server (issue #20)."""
     lines = ["## 8. The Python gRPC floor: seqserve vs a bare grpc.aio echo", "",
-             "The same load client sends the same Sentiment.Analyze request bytes (one short text) to seqserve "
-             "(batching on) and to `bench/peer/echo.py`, a grpc.aio server that answers with the request's own "
-             f"bytes (no protobuf, interceptors, metrics or model), over {FLOOR_CHANNELS} connections, the two "
+             "The same load client sends the same Sentiment.Analyze request bytes (one short text, omit_tokens) to "
+             "seqserve (batching on) and to `bench/peer/echo.py`, a grpc.aio server that answers with the request's "
+             f"own bytes (no protobuf, interceptors, metrics or model), over {FLOOR_CHANNELS} connections, the two "
              "interleaved in every round. seqserve/echo is the share of the floor seqserve reaches; what it costs "
              "above the echo is its own per-call work (docs/serving.md, Per-call cost).", ""]
     if not results.floor:
         return [*lines, "Not run.", ""]
-    return [*lines, *floor_lines(results.floor), ""]
+    return [*lines, *floor_lines(results.floor, results.floor_model_ms), ""]
 
 
 def write_report(results: BenchResults, out: pathlib.Path, mode: str) -> list[Goal]:
@@ -165,7 +165,8 @@ def write_report(results: BenchResults, out: pathlib.Path, mode: str) -> list[Go
     lines += ["", f"![overhead]({rel}/overhead.png)", "",
               "## 2. Dynamic batching on vs off", "",
               f"Off: `{' '.join(('--max-batch-size', '1', '--max-queue-delay-ms', '0'))}`; on: the defaults "
-              "(32 texts, 5 ms). One text per call, sentiment-bigru fp32.", ""]
+              "(32 texts, 5 ms). One text per call, sentiment-bigru fp32; the task API's calls set omit_tokens "
+              "(label and probabilities, no per-token attention).", ""]
     lines += _table(SWEEP_HEADER, _sweep_rows(results.sweeps, [ON, OFF]))
     lines += ["", f"![batching]({rel}/batching.png)", "", "## 3. Peer server: MLServer", ""]
     if results.peer_note:

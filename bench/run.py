@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from bench.client import LoadClient
 from bench.endpoints import FACTORIES, sentiment_task, sentiment_v2
-from bench.floor import floor_sweep, floor_targets
+from bench.floor import floor_sweep, floor_targets, model_cpu_ms
 from bench.machine import describe
 from bench.pause import training_paused
 from bench.peer.echo import start_echo
@@ -66,6 +66,7 @@ class BenchResults:
     decoding: DecodingResults | None = None  # section 4: translation decoding engines side by side
     workers: dict[str, Summary] = field(default_factory=dict)  # section 7: 1 vs 2 server processes
     floor: dict[str, dict[int, Summary]] = field(default_factory=dict)  # section 8: vs a bare grpc.aio echo
+    floor_model_ms: float | None = None  # section 8: the model's in-process CPU ms per call
 
 
 def _stop_all(servers: list[Server], outcome: Outcome) -> None:
@@ -98,14 +99,15 @@ def run_bench(plan: Plan, peer: bool, pause_training: bool) -> BenchResults:
                 peer_note = f"MLServer is not installed; install it with `{install_hint()}`"
             else:
                 peer_note = "peer comparison not run (quick mode or --no-peer)"
-            task = sentiment_task(fp32, SENTENCES, "sentiment-bigru")
+            # Label and probabilities only (omit_tokens): the cheap form a caller counting calls/s asks for.
+            task = sentiment_task(fp32, SENTENCES, "sentiment-bigru", omit_tokens=True)
             v2 = sentiment_v2(fp32, SENTENCES, "sentiment-bigru")
             extra = [e for e in (f(EXPORTED, SENTENCES) for f in FACTORIES.values()) if e is not None]
             with LoadClient() as client:
                 rows = overhead(client, [Target(ON, on, task), Target(OFF, off, task), Target(V2, on, v2),
                                          *(Target(e.name, on, e) for e in extra)], plan, outcome)
                 targets = [Target(ON, on, task), Target(OFF, off, task), Target(V2, on, v2),
-                           Target(INT8, on, sentiment_task(int8, SENTENCES, "sentiment-bigru-int8")),
+                           Target(INT8, on, sentiment_task(int8, SENTENCES, "sentiment-bigru-int8", omit_tokens=True)),
                            *(Target(e.name, on, e) for e in extra)]
                 if peer_server is not None:
                     targets.append(Target(PEER, peer_server, sentiment_v2(fp32, SENTENCES, "sentiment-bigru", "V2")))
@@ -116,7 +118,7 @@ def run_bench(plan: Plan, peer: bool, pause_training: bool) -> BenchResults:
             echo = start_echo(log_dir)
             servers.append(echo)
             with LoadClient() as client:
-                floor = floor_sweep(client, floor_targets([(ON, on)], task, echo), plan, outcome)
+                floor = floor_sweep(client, floor_targets([(ON, on, task)], echo), plan, outcome)
             echo.stop()
             # Started only now, so the other sections never share the cores with its two workers.
             two = start_seqserve_workers("workers-2", EXPORTED, log_dir, 2)
@@ -128,10 +130,11 @@ def run_bench(plan: Plan, peer: bool, pause_training: bool) -> BenchResults:
             rss["seqserve --workers 2 (supervisor + 2 workers), after the load runs"] = two.rss()
         finally:
             _stop_all(servers, outcome)
+        floor_model_ms = model_cpu_ms(task, plan.overhead_calls, plan.reps) if floor else None
         variants = [variant_speed(fp32, SENTENCES, plan), variant_speed(int8, SENTENCES, plan)]
         cold = cold_starts(EXPORTED, log_dir, plan.cold_starts)
         # After every server has stopped: the decoding engines get the cores to themselves.
         decoding = run_decoding(QUICK_DECODING if plan is QUICK else FULL_DECODING)
         outcome.errors += decoding.errors
     return BenchResults(plan, machine, paused, rows, sweeps, variants, cold, rss, peer_note, outcome,
-                        [e.name for e in extra], time.monotonic() - began, decoding, workers, floor)
+                        [e.name for e in extra], time.monotonic() - began, decoding, workers, floor, floor_model_ms)

@@ -48,6 +48,7 @@ class Settings:
     max_queue_texts: int = _BATCH.max_queue_texts
     batch_token_budget: int = _BATCH.batch_token_budget
     items_per_run: int = _BATCH.items_per_run  # 0: each model's manifest decides (1 for dynamic int8)
+    inline_max_ms: float = _BATCH.inline_max_ms  # a lone short call runs in the event loop; 0: never
     # Translate: texts x beam size x output tokens per call (64 texts x the default beam 4 x 256 tokens)
     max_translate_cost: int = 65536
     # Translate/TranslateStream: results whose confidence is below this are flagged low_confidence (still
@@ -197,6 +198,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--items-per-run", "SEQSERVE_ITEMS_PER_RUN", _bounded_int(0), defaults.items_per_run,
         "most items per onnxruntime run; 0: each model's manifest decides (1 for a dynamically quantized "
         "graph, so batch-mates never change an answer; else no limit)")
+    add("--inline-max-ms", "SEQSERVE_INLINE_MAX_MS", _non_negative_float, defaults.inline_max_ms,
+        "a lone call whose model run is predicted at no more than this runs in the event loop, without the "
+        "hand-off to an inference thread and back; 0: always in a thread")
     add("--max-translate-cost", "SEQSERVE_MAX_TRANSLATE_COST", _bounded_int(1), defaults.max_translate_cost,
         "most decoder work one Translate call may ask for, texts x beam size x output tokens (each text's "
         "max_output_tokens, or its default from the source length); above it the call gets RESOURCE_EXHAUSTED")

@@ -271,3 +271,62 @@ def test_close_runs_what_is_queued_then_refuses_new_calls() -> None:
             await b.submit(["late"])
 
     asyncio.run(scenario())
+
+
+class ThreadRecordingPipeline(RecordingPipeline):
+    """Records which thread ran each batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def __call__(self, texts: Sequence[str], timings: StageTimings | None = None) -> list[Any]:
+        self.threads.append(threading.get_ident())
+        return super().__call__(texts, timings)
+
+
+class StoppableThreadRecordingPipeline(ThreadRecordingPipeline):
+    takes_stop_signals = True
+
+    def __call__(self, texts: Sequence[str], timings: StageTimings | None = None, stops: Any = None,
+                 between_chunks: Any = None) -> list[Any]:
+        return super().__call__(texts, timings)
+
+
+def ran_in_loop(pipeline: ThreadRecordingPipeline, calls: list[list[str]], **config: Any) -> list[bool]:
+    """Submit two lone calls one after the other, then `calls` at once; for each batch, whether it ran in the
+    event loop's own thread. The limit is 100 ms unless given: a 1-token run is far below it however busy the
+    machine, so the result does not depend on timing."""
+    async def scenario() -> int:
+        b, _ = batcher(pipeline, **{"max_queue_delay_ms": 0.0, "inline_max_ms": 100.0, **config})
+        for text in ("one", "two"):
+            assert (await b.submit([text])).outputs == [f"1:{text}"]
+        results = await asyncio.gather(*(b.submit(texts) for texts in calls))
+        assert [r.outputs for r in results] == [[f"1:{t}" for t in texts] for texts in calls]
+        await b.close()
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+    return [thread == loop_thread for thread in pipeline.threads]
+
+
+def test_a_lone_short_call_runs_in_the_event_loop_once_a_lone_run_was_timed() -> None:
+    # The first lone run is timed in a thread; the next lone call is predicted well under the limit: in the loop.
+    # Then two calls at once with max_batch_size 1: the first has the second queued behind it (a thread),
+    # the second is alone again (the loop).
+    assert ran_in_loop(ThreadRecordingPipeline(), [["a"], ["b"]], max_batch_size=1) == [False, True, False, True]
+
+
+def test_a_batch_of_several_calls_runs_in_a_thread() -> None:
+    assert ran_in_loop(ThreadRecordingPipeline(), [["a"], ["b"]]) == [False, True, False]
+
+
+def test_inline_max_ms_0_and_chunked_pipelines_always_use_a_thread() -> None:
+    assert ran_in_loop(ThreadRecordingPipeline(), [["a"]], inline_max_ms=0.0) == [False, False, False]
+    assert ran_in_loop(StoppableThreadRecordingPipeline(), [["a"]]) == [False, False, False]
+
+
+def test_a_long_call_is_not_run_in_the_loop_when_its_predicted_run_is_over_the_limit() -> None:
+    # A lone run of 3 tokens takes more than a microsecond (one Python call), so 4 million tokens are
+    # predicted at over a second, far over 100 ms.
+    assert ran_in_loop(ThreadRecordingPipeline(), [["x" * 4_000_000]]) == [False, True, False]

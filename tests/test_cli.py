@@ -35,6 +35,16 @@ def test_sentiment_prints_label_probabilities_and_top_tokens_per_text(server, ca
     assert lines[-1] == f"model {DEFAULT_SENTIMENT.parent.name} version {DEFAULT_SENTIMENT.name}"
 
 
+def test_sentiment_no_tokens_prints_label_and_probabilities_only(server, capsys) -> None:
+    code, out, err = seqserve(server, capsys, "sentiment", "--no-tokens", "I love this, it is wonderful!", "Awful.")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert [line[:3] for line in lines[:-1:2]] == ["[1]", "[2]"] and "attention" not in out
+    assert lines[1].split()[0] in {"negative", "neutral", "positive"}
+    code, out, _ = seqserve(server, capsys, "--json", "sentiment", "--no-tokens", "Great!")
+    assert code == 0 and json.loads(out)["results"][0]["tokens"] == []
+
+
 def test_sentiment_json_is_the_response_message(server, capsys) -> None:
     code, out, _ = seqserve(server, capsys, "--json", "sentiment", "Great!", "Bad.")
     assert code == 0

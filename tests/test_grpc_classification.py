@@ -30,6 +30,15 @@ def test_classify_serves_the_sentiment_model_as_analyze_does(classify, sentiment
     assert [p.label for p in classified.results[0].probabilities] == ["negative", "neutral", "positive"]
 
 
+def test_omit_tokens_leaves_out_only_the_tokens(classify) -> None:
+    full = classify.Classify(classification_pb2.ClassifyRequest(texts=TEXTS), timeout=30)
+    lean = classify.Classify(classification_pb2.ClassifyRequest(texts=TEXTS, omit_tokens=True), timeout=30)
+    assert all(r.tokens for r in full.results) and not any(r.tokens for r in lean.results)
+    for result in full.results:
+        del result.tokens[:]
+    assert lean == full
+
+
 def test_bad_calls_name_the_field_or_the_model(classify) -> None:
     error = refusal(classify, [])
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "texts" in error.details()

@@ -76,6 +76,19 @@ def test_analyze_answers_documents_sentences_and_words(analyze: Callable[..., An
                 text[sentence.start : sentence.end].split())
 
 
+def test_omit_tokens_keeps_every_sentence_and_drops_only_the_words(channel: grpc.Channel,
+                                                                   analyze: Callable[..., Any]) -> None:
+    full = analyze(TEXTS)
+    lean = document_pb2_grpc.DocumentStub(channel).Analyze(
+        document_pb2.AnalyzeDocumentRequest(texts=TEXTS, omit_tokens=True), timeout=30)
+    assert all(s.tokens for r in full.results for s in r.sentences)
+    assert not any(s.tokens for r in lean.results for s in r.sentences)
+    for result in full.results:
+        for sentence in result.sentences:
+            del sentence.tokens[:]
+    assert lean == full
+
+
 def test_by_name_and_by_default_is_the_same_model(analyze: Callable[..., Any]) -> None:
     assert analyze(TEXTS[:1], MODEL) == analyze(TEXTS[:1])
 
@@ -136,6 +149,15 @@ def test_cli_document_prints_the_label_then_each_sentence(document_server: Any, 
     assert out[2].lstrip().startswith("words")
     assert len([line for line in out if line.lstrip().startswith("weight")]) == 3
     assert out[-1] == f"model {MODEL} version {VERSION_DIR.name}"
+
+
+def test_cli_document_no_tokens_prints_the_sentences_without_words(document_server: Any,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--target", document_server.target, "document", "--no-tokens", TEXTS[0]])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert len([line for line in out if line.lstrip().startswith("weight")]) == 3
+    assert not [line for line in out if line.lstrip().startswith("words")]
 
 
 def test_cli_refusal_exits_2(document_server: Any, capsys: pytest.CaptureFixture[str]) -> None:

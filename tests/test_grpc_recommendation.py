@@ -54,6 +54,14 @@ def test_recommends_k_described_items_with_attention_over_the_history(stub) -> N
     assert (response.model.name, response.model.version) == (NAME, "1")
 
 
+def test_omit_attention_leaves_out_only_the_history_weights(stub) -> None:
+    full = recommend(stub, by_ids(1, 50, 100), k=5)
+    lean = recommend(stub, by_ids(1, 50, 100), k=5, omit_attention=True)
+    assert len(full.attention) == 3 and not lean.attention
+    del full.attention[:]
+    assert lean == full  # items, scores, history_used and the rest unchanged
+
+
 def test_titles_resolve_to_the_same_items_as_ids(stub) -> None:
     titles = [recommendation_pb2.HistoryItem(title=t) for t in ("Toy Story (1995)", "  star wars (1977) ")]
     with_titles = recommend(stub, titles, k=10)
@@ -179,6 +187,14 @@ def test_cli_prints_the_history_weights_and_titled_recommendations(recommendatio
     assert [line.split()[0] for line in lines[5:8]] == ["1.", "2.", "3."]
     assert all("score" in line and "#" in line for line in lines[5:8])
     assert lines[-1] == f"model {NAME} version 1"
+
+
+def test_cli_no_attention_prints_the_recommendations_only(recommendation_server, capsys) -> None:
+    code, out, err = cli(recommendation_server, capsys, "recommend", "#1", "#50", "-k", "2", "--no-attention")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[:2] == ["history: 2 items", "recommended:"]
+    assert [line.split()[0] for line in lines[2:4]] == ["1.", "2."]
 
 
 def test_cli_reports_fallback_truncation_and_errors(recommendation_server, capsys) -> None:

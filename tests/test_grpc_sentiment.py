@@ -84,6 +84,18 @@ def test_attention_is_a_distribution_whose_offsets_slice_the_text_as_sent(sentim
         assert_tokens_point_into(text, result)
 
 
+def test_omit_tokens_answers_the_same_labels_and_probabilities_without_the_tokens(sentiment) -> None:
+    texts = ["What a wonderful, joyful day!", "The package arrived on Tuesday."]
+    full = analyze(sentiment, texts)
+    lean = sentiment.Analyze(sentiment_pb2.AnalyzeSentimentRequest(texts=texts, omit_tokens=True), timeout=30)
+    assert lean.model == full.model
+    assert lean.ByteSize() < full.ByteSize() / 2  # the tokens were most of the response
+    for with_tokens, without in zip(full.results, lean.results, strict=True):
+        assert with_tokens.tokens and not without.tokens
+        del with_tokens.tokens[:]
+        assert without == with_tokens  # label, probabilities and truncation unchanged
+
+
 def test_obviously_positive_and_negative_sentences_get_those_labels(sentiment, manifest: dict[str, Any]) -> None:
     if not manifest.get("metrics"):
         pytest.skip("the exported model has no test metrics yet, so it is not the trained model")

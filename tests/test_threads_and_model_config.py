@@ -83,6 +83,6 @@ def test_every_batching_setting_is_a_server_flag_and_can_be_set_per_model(
 def test_the_server_hands_every_batching_setting_to_the_model_config() -> None:
     # Every BatchConfig field, set to a value other than its default, reaches the server-wide batch settings.
     changed = {"max_batch_size": 7, "max_queue_delay_ms": 1.5, "queue_delay_policy": "fixed",
-               "max_queue_texts": 99, "batch_token_budget": 123, "items_per_run": 2}
+               "max_queue_texts": 99, "batch_token_budget": 123, "items_per_run": 2, "inline_max_ms": 0.5}
     assert set(changed) == {f.name for f in dataclasses.fields(BatchConfig)}, "give the new field a value here"
     assert Settings(**changed).batch_config() == BatchConfig(**changed)

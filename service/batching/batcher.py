@@ -4,8 +4,9 @@ A worker task per model waits for the first call, then up to max_queue_delay_ms 
 max_batch_size texts are queued; with the adaptive policy, until as many texts as the last batch
 held: a lone client's call runs at once, a crowd's calls still wait for each other), picks a
 length-grouped batch (grouping.py), drops calls whose client has gone or whose deadline has passed
-without running them, and runs the batch in the inference thread pool. One batch per model runs at
-a time: while it runs, the next one fills.
+without running them, and runs the batch in the inference thread pool (a lone short call, with nothing
+else queued, in the event loop itself: _runs_inline). One batch per model runs at a time: while it runs,
+the next one fills.
 
 Hot swap: `pipeline` is replaced by the model manager in the event loop; a batch reads it once when
 it starts, so calls already running finish on the old version and report the version that ran them.
@@ -31,7 +32,6 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
@@ -71,11 +71,14 @@ class _Queued(Generic[RequestT, ResultT]):
     group: Hashable = None   # only calls of one group share a batch (see grouping.Candidate)
     enqueued: float = field(default_factory=time.monotonic)
     stop_at: float | None = None  # time.monotonic() of the deadline, for the inference thread
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    # Set once, from the event loop, when the call is cancelled; read by the inference thread. A plain
+    # attribute is enough (one store, read under the GIL); a threading.Event per call was a lock and a
+    # condition built for every call.
+    cancelled: bool = False
 
     def stopped(self) -> bool:
         """Thread-safe: the call was cancelled or its deadline has passed; its texts need no more work."""
-        return self.cancelled.is_set() or (self.stop_at is not None and time.monotonic() >= self.stop_at)
+        return self.cancelled or (self.stop_at is not None and time.monotonic() >= self.stop_at)
 
 
 class DynamicBatcher(Generic[RequestT, ResultT]):
@@ -94,6 +97,10 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         self._queue: deque[_Queued[RequestT, ResultT]] = deque()
         self._queued_texts = 0
         self._wakeup = asyncio.Event()
+        # Queued texts at which a submit wakes the worker: 1 while it waits for a first call, the wait
+        # target while it waits for company. Waking it on every arrival only to go back to sleep cost each
+        # call a wake-up and a new timed wait (a task and a timer) under load.
+        self._wake_at = 1
         self._closed = False
         self._worker: asyncio.Task[None] | None = None
         self._depth = metrics.queue_depth.labels(self._name)
@@ -104,6 +111,9 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         # Texts in the last batch run: the adaptive policy's guess of how many calls are coming.
         # Starts at 1, so the very first call does not wait; load raises it within one batch.
         self._last_batch_texts = 1
+        # Seconds per estimated token of this pipeline's last lone run (a batch of one call), for the inline
+        # rule (_runs_inline); None until a lone run of the pipeline now serving was timed.
+        self._lone_run: tuple[object, float] | None = None
 
     @property
     def queued_texts(self) -> int:
@@ -145,7 +155,8 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         self._queue.append(item)
         self._queued_texts += len(texts)
         self._depth.set(self._queued_texts)
-        self._wakeup.set()
+        if self._queued_texts >= self._wake_at:
+            self._wakeup.set()
         # If the client cancels (or grpc ends the call at its deadline), this await is cancelled and
         # so is item.future. A call still waiting leaves the queue at once: it must not hold queue room
         # until the worker's next pass (clients that cancel and resubmit in a loop would otherwise fill
@@ -154,7 +165,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         try:
             return await item.future
         except asyncio.CancelledError:
-            item.cancelled.set()  # a batch decoding it stops at its next step
+            item.cancelled = True  # a batch decoding it stops at its next step
             self._forget_cancelled(item)
             raise
 
@@ -189,19 +200,34 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         return min(self.config.max_batch_size, self._last_batch_texts)
 
     async def _wait_for_batch(self) -> None:
-        """Until the wait target is queued or the oldest call has waited max_queue_delay_ms."""
+        """Until the wait target is queued or the oldest call has waited max_queue_delay_ms.
+
+        One timer per batch sets the wake-up at the fill-by time; submit sets it once the target is queued
+        (close() at once). A call cancelled meanwhile only lowers the count, so the loop re-checks."""
         loop = asyncio.get_running_loop()
         fill_by = loop.time() + self.config.max_queue_delay_ms / 1000 - (time.monotonic() - self._queue[0].enqueued)
         target = self._wait_target()
-        while self._queued_texts < target and not self._closed:
-            remaining = fill_by - loop.time()
-            if remaining <= 0:
-                return
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                return
+        if self._queued_texts >= target or fill_by <= loop.time():
+            # One event-loop step first: calls whose handlers are already scheduled (a crowd the loop fell
+            # behind on, e.g. while it ran a lone call inline) queue now and share this batch.
+            await asyncio.sleep(0)
+            return
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            self._wakeup.set()
+
+        self._wake_at = target
+        timer = loop.call_at(fill_by, expire)
+        try:
+            while self._queued_texts < target and not self._closed and not expired:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+        finally:
+            timer.cancel()
+            self._wake_at = 1
 
     def _take_batch(self, shared_only: bool = False) -> list[_Queued[RequestT, ResultT]]:
         """(Event loop) Drop dead calls, then take the next batch off the queue (empty if none).
@@ -251,12 +277,35 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         timings = StageTimings()
         hook = self._between_chunks(pipeline, items_per_run, asyncio.get_running_loop())
         job = functools.partial(self._call_pipeline, pipeline, items_per_run, batch, texts, timings, hook)
+        lone = len(batch) == 1
+        started = time.perf_counter()
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, job)
+            if lone and self._runs_inline(pipeline, batch[0]):
+                outputs = job()  # in the event loop: see _runs_inline
+            else:
+                outputs = await asyncio.get_running_loop().run_in_executor(self._executor, job)
         except Exception as exc:  # handed to every caller; CallRunner logs it and answers INTERNAL
             self._settle(batch, pipeline.model, len(texts), now, timings, None, exc)
             return
+        if lone:
+            self._lone_run = (pipeline, (time.perf_counter() - started) / max(1, batch[0].tokens * len(texts)))
         self._settle(batch, pipeline.model, len(texts), now, timings, outputs, None)
+
+    def _runs_inline(self, pipeline: object, call: _Queued[RequestT, ResultT]) -> bool:
+        """Whether a lone call runs in the event loop rather than an inference thread.
+
+        The hand-off to a thread and back (a thread wake-up each way, the loop woken through its self-pipe)
+        cost ~0.15 ms of CPU per batch here, half the model run of a short text, and a lone client pays it on
+        every call. Running the call in the loop holds the loop for that run, so only when nobody waits for
+        this model (nothing queued), the pipeline is not a chunked one (translation decodes for seconds), and
+        this pipeline's last lone run predicts this call's run (by its estimated tokens) within
+        inline_max_ms. Other calls arriving meanwhile wait at most that long; under load batches hold
+        several calls and go to the threads as before."""
+        limit = self.config.inline_max_ms
+        if limit <= 0 or self._queue or is_stoppable(pipeline) or self._lone_run is None:
+            return False
+        measured, seconds_per_token = self._lone_run
+        return measured is pipeline and seconds_per_token * call.tokens * len(call.texts) * 1000 <= limit
 
     def _items_per_run(self) -> int:
         """The limit the registry resolved into the config (runs.items_per_run_for); 0 is no limit."""

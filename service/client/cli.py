@@ -1,11 +1,13 @@
 """`seqserve`: call a seqserve server from the shell.
 
-    seqserve [--target HOST:PORT] [--json] sentiment TEXT...
-    seqserve classify TEXT... [--model NAME]
+    seqserve [--target HOST:PORT] [--json] sentiment TEXT... [--no-tokens]
+    seqserve classify TEXT... [--model NAME] [--no-tokens]
     seqserve translate TEXT... [--model NAME] [--beam N] [--n-best N] [--stream] [--alignment-png FILE]
     seqserve ner TEXT... [--model NAME] [--tokens]
-    seqserve document TEXT... [--model NAME]   (each TEXT one document; sentences split by docs/han.md's rule)
-    seqserve recommend [ITEM...] [-k N] [--exclude-seen] [--model NAME]   (ITEM: a title, #ID or @KEY, oldest first)
+    seqserve document TEXT... [--model NAME] [--no-tokens]
+        (each TEXT one document; sentences split by docs/han.md's rule)
+    seqserve recommend [ITEM...] [-k N] [--exclude-seen] [--no-attention] [--model NAME]
+        (ITEM: a title, #ID or @KEY, oldest first)
     seqserve models
     seqserve health [--service NAME]
 
@@ -60,9 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     sentiment = commands.add_parser("sentiment", help="classify the sentiment of one or more texts")
     sentiment.add_argument("texts", nargs="+", metavar="TEXT")
     sentiment.add_argument("--model", default="", help="model name (default: the server's default)")
+    sentiment.add_argument("--no-tokens", action="store_true", help="label and probabilities only, no token attention")
     classify = commands.add_parser("classify", help="label texts with a classification model (your own labels)")
     classify.add_argument("texts", nargs="+", metavar="TEXT")
     classify.add_argument("--model", default="", help="model name (default: the server's default classifier)")
+    classify.add_argument("--no-tokens", action="store_true", help="label and probabilities only, no token attention")
     translate = commands.add_parser("translate", help="translate one or more texts (English -> French)")
     translate.add_argument("texts", nargs="+", metavar="TEXT")
     translate.add_argument("--model", default="", help="transformer or seq2seq-attention (default: the server's)")
@@ -81,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     document = commands.add_parser("document", help="sentiment of whole documents, sentence by sentence")
     document.add_argument("texts", nargs="+", metavar="TEXT")
     document.add_argument("--model", default="", help="model name (default: the server's default)")
+    document.add_argument("--no-tokens", action="store_true", help="no word attention inside the sentences")
     recommend = commands.add_parser("recommend", help="recommend items (movies, or a model's own catalogue) "
                                                       "after a history of them")
     recommend.add_argument("history", nargs="*", metavar="ITEM",
@@ -89,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("-k", type=int, default=None, help="how many items (default 10)")
     recommend.add_argument("--exclude-seen", action="store_true", help="never recommend a history item")
     recommend.add_argument("--model", default="", help="model name (default: the server's default)")
+    recommend.add_argument("--no-attention", action="store_true", help="no attention over the history")
     commands.add_parser("models", help="list the loaded models")
     health = commands.add_parser("health", help="check the server's health")
     health.add_argument("--service", default="", help='one service, e.g. seqserve.v1.Sentiment (default: "")')
@@ -119,10 +125,13 @@ def print_sentiment(
         print(f"[{number}] {_shorten(text)}", file=out)
         probabilities = "  ".join(f"{p.label} {p.probability:.3f}" for p in result.probabilities)
         print(f"    {result.label:<10} {probabilities}", file=out)
-        top = sorted(result.tokens, key=lambda t: t.weight, reverse=True)[:TOP_TOKENS]
-        attention = "  ".join(f"{text[t.start:t.end] or t.token} {t.weight:.2f}" for t in top)
         note = "  (text truncated)" if result.truncated else ""
-        print(f"    attention  {attention}{note}", file=out)
+        if result.tokens:  # none when asked without (--no-tokens)
+            top = sorted(result.tokens, key=lambda t: t.weight, reverse=True)[:TOP_TOKENS]
+            attention = "  ".join(f"{text[t.start:t.end] or t.token} {t.weight:.2f}" for t in top)
+            print(f"    attention  {attention}{note}", file=out)
+        elif note:
+            print(f"   {note}", file=out)
     print(f"model {response.model.name} version {response.model.version}", file=out)
 
 
@@ -151,7 +160,8 @@ def print_documents(texts: Sequence[str], response: document_pb2.AnalyzeDocument
             words = "  ".join(f"{text[t.start:t.end] or t.token} {t.weight:.2f}" for t in top)
             shown = _shorten(text[sentence.start : sentence.end], 60)
             print(f"    weight {sentence.weight:.2f}  {sentence.label:<10} {shown}", file=out)
-            print(f"        words  {words}", file=out)
+            if sentence.tokens:  # none when asked without (--no-tokens)
+                print(f"        words  {words}", file=out)
     print(f"model {response.model.name} version {response.model.version}", file=out)
 
 
@@ -250,11 +260,11 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     with SeqserveClient(args.target, timeout=args.timeout, connection=connection(args)) as client:
         response: Message
         if args.command == "sentiment":
-            response = client.sentiment(args.texts, model=args.model)
+            response = client.sentiment(args.texts, model=args.model, omit_tokens=args.no_tokens)
             if not args.json:
                 print_sentiment(args.texts, response, out)
         elif args.command == "classify":
-            response = client.classify(args.texts, model=args.model)
+            response = client.classify(args.texts, model=args.model, omit_tokens=args.no_tokens)
             if not args.json:
                 print_sentiment(args.texts, response, out)
         elif args.command == "ner":
@@ -262,12 +272,12 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             if not args.json:
                 print_entities(args.texts, response, out)
         elif args.command == "document":
-            response = client.document(args.texts, model=args.model)
+            response = client.document(args.texts, model=args.model, omit_tokens=args.no_tokens)
             if not args.json:
                 print_documents(args.texts, response, out)
         elif args.command == "recommend":
             response = client.recommend(parse_history(args.history), k=args.k, exclude_seen=args.exclude_seen,
-                                        model=args.model)
+                                        model=args.model, omit_attention=args.no_attention)
             if not args.json:
                 print_recommendations(response, len(args.history), out)
         elif args.command == "translate":

@@ -43,18 +43,27 @@ class SeqserveClient:
         self._recommendation = recommendation_pb2_grpc.RecommendationStub(self._channel)
         self._document = document_pb2_grpc.DocumentStub(self._channel)
 
-    def sentiment(self, texts: Sequence[str], model: str = "") -> sentiment_pb2.AnalyzeSentimentResponse:
-        request = sentiment_pb2.AnalyzeSentimentRequest(texts=list(texts), model=model)
+    def sentiment(
+        self, texts: Sequence[str], model: str = "", omit_tokens: bool = False
+    ) -> sentiment_pb2.AnalyzeSentimentResponse:
+        """Labels, probabilities and token attention; omit_tokens: without the token attention (cheaper)."""
+        request = sentiment_pb2.AnalyzeSentimentRequest(texts=list(texts), model=model, omit_tokens=omit_tokens)
         return self._sentiment.Analyze(request, timeout=self.timeout)
 
-    def classify(self, texts: Sequence[str], model: str = "") -> classification_pb2.ClassifyResponse:
-        """Labels, probabilities and token attention from a classification (or sentiment) model."""
-        request = classification_pb2.ClassifyRequest(texts=list(texts), model=model)
+    def classify(
+        self, texts: Sequence[str], model: str = "", omit_tokens: bool = False
+    ) -> classification_pb2.ClassifyResponse:
+        """Labels, probabilities and token attention from a classification (or sentiment) model;
+        omit_tokens: without the token attention."""
+        request = classification_pb2.ClassifyRequest(texts=list(texts), model=model, omit_tokens=omit_tokens)
         return self._classification.Classify(request, timeout=self.timeout)
 
-    def document(self, texts: Sequence[str], model: str = "") -> document_pb2.AnalyzeDocumentResponse:
-        """Each document's label and probabilities, its sentences (span, weight, label) and word weights."""
-        request = document_pb2.AnalyzeDocumentRequest(texts=list(texts), model=model)
+    def document(
+        self, texts: Sequence[str], model: str = "", omit_tokens: bool = False
+    ) -> document_pb2.AnalyzeDocumentResponse:
+        """Each document's label and probabilities, its sentences (span, weight, label) and word weights
+        (not with omit_tokens)."""
+        request = document_pb2.AnalyzeDocumentRequest(texts=list(texts), model=model, omit_tokens=omit_tokens)
         return self._document.Analyze(request, timeout=self.timeout)
 
     def translate(
@@ -84,14 +93,15 @@ class SeqserveClient:
 
     def recommend(
         self, history: Sequence[int | str | recommendation_pb2.HistoryItem], k: int | None = None,
-        exclude_seen: bool = False, model: str = ""
+        exclude_seen: bool = False, model: str = "", omit_attention: bool = False
     ) -> recommendation_pb2.RecommendResponse:
         """History oldest first: ints are catalogue ids, strings titles ("Toy Story (1995)"), a HistoryItem as
-        given (e.g. HistoryItem(key="sku-0042")); k None = 10."""
+        given (e.g. HistoryItem(key="sku-0042")); k None = 10; omit_attention: without the history weights."""
         items = [item if isinstance(item, recommendation_pb2.HistoryItem)
                  else recommendation_pb2.HistoryItem(id=item) if isinstance(item, int)
                  else recommendation_pb2.HistoryItem(title=item) for item in history]
-        request = recommendation_pb2.RecommendRequest(history=items, k=k, exclude_seen=exclude_seen, model=model)
+        request = recommendation_pb2.RecommendRequest(history=items, k=k, exclude_seen=exclude_seen, model=model,
+                                                      omit_attention=omit_attention)
         return self._recommendation.Recommend(request, timeout=self.timeout)
 
     def list_models(self, task: str = "") -> models_pb2.ListModelsResponse:

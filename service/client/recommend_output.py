@@ -36,7 +36,9 @@ def print_recommendations(response: recommendation_pb2.RecommendResponse, reques
                     f"self-attention (max {response.max_history})")
         elif response.truncated:
             note = f", only the most recent {response.history_used} were used (max {response.max_history})"
-        print(f"history: {requested} items{note}; attention of the last item over it:", file=out)
+        # No weights when asked without them (--no-attention).
+        over = "; attention of the last item over it:" if response.attention else ""
+        print(f"history: {requested} items{note}{over}", file=out)
         for weight in response.attention:
             bar = "#" * round(weight.weight * BAR_WIDTH)
             print(f"  {weight.weight:5.2f} {bar:<{BAR_WIDTH}} {_label(weight.item)}", file=out)

@@ -23,8 +23,9 @@ from service.registry.registry import ModelRegistry
 SERVICE_NAME = classification_pb2.DESCRIPTOR.services_by_name["Classification"].full_name
 
 
-def result_fields(prediction: ClassPrediction) -> dict[str, Any]:
-    """The fields a ClassifyResult and a SentimentResult share (same names, same messages)."""
+def result_fields(prediction: ClassPrediction, tokens: bool = True) -> dict[str, Any]:
+    """The fields a ClassifyResult and a SentimentResult share (same names, same messages); `tokens`:
+    False when the request set omit_tokens (the per-token messages were most of building a result)."""
     return {
         "label": prediction.label,
         # The dict is in the model's label order (pipeline contract), so the list keeps it.
@@ -35,13 +36,13 @@ def result_fields(prediction: ClassPrediction) -> dict[str, Any]:
         "tokens": [
             sentiment_pb2.TokenAttention(token=t.token, weight=t.weight, start=t.start, end=t.end)
             for t in prediction.tokens
-        ],
+        ] if tokens else [],
         "truncated": prediction.truncated,
     }
 
 
-def to_result(prediction: ClassPrediction) -> classification_pb2.ClassifyResult:
-    return classification_pb2.ClassifyResult(**result_fields(prediction))
+def to_result(prediction: ClassPrediction, tokens: bool = True) -> classification_pb2.ClassifyResult:
+    return classification_pb2.ClassifyResult(**result_fields(prediction, tokens))
 
 
 def task_for(registry: ModelRegistry, name: str) -> str:
@@ -85,5 +86,6 @@ class ClassificationServicer(classification_pb2_grpc.ClassificationServicer):
         task = task_for(self._manager.registry, request.model)
         served: Served[ClassificationPipeline, ClassPrediction] = await serve_batched(
             self._manager, task, request.model, ClassificationPipeline, lambda _: Submission(texts), call, context)
-        return classification_pb2.ClassifyResponse(results=[to_result(p) for p in served.outputs],
+        tokens = not request.omit_tokens
+        return classification_pb2.ClassifyResponse(results=[to_result(p, tokens) for p in served.outputs],
                                                    model=served.model_ref)

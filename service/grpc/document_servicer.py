@@ -34,13 +34,15 @@ def _tokens(tokens: list[TokenWeight]) -> list[sentiment_pb2.TokenAttention]:
     return [sentiment_pb2.TokenAttention(token=t.token, weight=t.weight, start=t.start, end=t.end) for t in tokens]
 
 
-def to_result(prediction: DocumentPrediction) -> document_pb2.DocumentResult:
+def to_result(prediction: DocumentPrediction, tokens: bool = True) -> document_pb2.DocumentResult:
+    """`tokens`: False when the request set omit_tokens (no word attention inside the sentences)."""
     return document_pb2.DocumentResult(
         label=prediction.label,
         probabilities=_probabilities(prediction.probabilities),
         sentences=[
             document_pb2.SentenceAnalysis(start=s.start, end=s.end, weight=s.weight, label=s.label,
-                                          probabilities=_probabilities(s.probabilities), tokens=_tokens(s.tokens))
+                                          probabilities=_probabilities(s.probabilities),
+                                          tokens=_tokens(s.tokens) if tokens else [])
             for s in prediction.sentences
         ],
     )
@@ -78,5 +80,6 @@ class DocumentServicer(document_pb2_grpc.DocumentServicer):
         served: Served[DocumentPipeline, DocumentPrediction] = await serve_batched(
             self._manager, TASK, request.model, DocumentPipeline, lambda pipeline: check_limits(pipeline, texts),
             call, context)
-        return document_pb2.AnalyzeDocumentResponse(results=[to_result(p) for p in served.outputs],
+        tokens = not request.omit_tokens
+        return document_pb2.AnalyzeDocumentResponse(results=[to_result(p, tokens) for p in served.outputs],
                                                     model=served.model_ref)

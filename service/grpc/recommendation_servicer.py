@@ -23,14 +23,16 @@ def to_item(item: CatalogueItem) -> recommendation_pb2.Item:
 
 
 def to_response(result: Recommendation, history: tuple[int, ...], pipeline: RecommendationPipeline,
-                model: LoadedModel) -> recommendation_pb2.RecommendResponse:
+                model: LoadedModel, attention: bool = True) -> recommendation_pb2.RecommendResponse:
+    """`attention`: False when the request set omit_attention (a catalogue item per history item used is
+    most of a long history's response); history_used still counts the items the model read."""
     catalogue = pipeline.catalogue
     return recommendation_pb2.RecommendResponse(
         items=[recommendation_pb2.RecommendedItem(item=to_item(s.item), score=s.score) for s in result.items],
         attention=[
             recommendation_pb2.HistoryWeight(item=to_item(catalogue.get(history[index])), weight=weight, index=index)
             for index, weight in enumerate(result.attention, start=result.first_used)
-        ],
+        ] if attention else [],
         fallback=result.fallback,
         truncated=result.truncated,
         history_used=len(result.attention),
@@ -61,4 +63,5 @@ class RecommendationServicer(recommendation_pb2_grpc.RecommendationServicer):
             self._manager, TASK, request.model, RecommendationPipeline, validate, call, context)
         checked: RecommendationRequest = served.submission.items[0]
         # Titles come from the catalogue the ids were resolved against; versions of one model share it.
-        return to_response(served.outputs[0], checked.history, served.pipeline, served.result.model)
+        return to_response(served.outputs[0], checked.history, served.pipeline, served.result.model,
+                           attention=not request.omit_attention)

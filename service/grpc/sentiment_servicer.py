@@ -16,8 +16,8 @@ from service.registry.manager import ModelManager
 SERVICE_NAME = sentiment_pb2.DESCRIPTOR.services_by_name["Sentiment"].full_name
 
 
-def to_result(prediction: SentimentPrediction) -> sentiment_pb2.SentimentResult:
-    return sentiment_pb2.SentimentResult(**result_fields(prediction))
+def to_result(prediction: SentimentPrediction, tokens: bool = True) -> sentiment_pb2.SentimentResult:
+    return sentiment_pb2.SentimentResult(**result_fields(prediction, tokens))
 
 
 class SentimentServicer(sentiment_pb2_grpc.SentimentServicer):
@@ -39,5 +39,6 @@ class SentimentServicer(sentiment_pb2_grpc.SentimentServicer):
         # Tokenizing and onnxruntime release the GIL: the worker thread runs while the loop serves others.
         served: Served[SentimentPipeline, SentimentPrediction] = await serve_batched(
             self._manager, TASK, request.model, SentimentPipeline, lambda _: Submission(texts), call, context)
-        return sentiment_pb2.AnalyzeSentimentResponse(results=[to_result(p) for p in served.outputs],
+        tokens = not request.omit_tokens
+        return sentiment_pb2.AnalyzeSentimentResponse(results=[to_result(p, tokens) for p in served.outputs],
                                                       model=served.model_ref)

@@ -36,6 +36,11 @@ class BatchConfig:
     # 1 for a dynamically quantized graph (its activation scales span the whole batch tensor, so
     # batch-mates would change an answer), else no limit. docs/serving.md "One item per run".
     items_per_run: int = 0
+    # A lone call (nothing else queued for the model, one call in the batch, not a chunked pipeline) whose
+    # run this model's lone runs predict at no more than this many milliseconds runs in the event loop
+    # itself instead of an inference thread: the hand-off there and back cost ~0.15 ms of CPU, half a short
+    # text's whole model run (docs/serving.md "Per-call cost"). The loop is held that long. 0: never.
+    inline_max_ms: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,8 @@ def _model_settings(name: str, raw: Any, defaults: BatchConfig) -> ModelSettings
         raise ModelConfigError(f"models.{name}.items_per_run: must not be negative (0: the manifest decides)")
     if batching.max_queue_delay_ms < 0:
         raise ModelConfigError(f"models.{name}: max_queue_delay_ms must not be negative")
+    if batching.inline_max_ms < 0:
+        raise ModelConfigError(f"models.{name}.inline_max_ms: must not be negative (0: never inline)")
     if batching.queue_delay_policy not in QUEUE_DELAY_POLICIES:
         raise ModelConfigError(
             f"models.{name}.queue_delay_policy: {batching.queue_delay_policy!r} is not one of "

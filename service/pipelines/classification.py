@@ -11,8 +11,9 @@ commands both call it, so published quality is served quality.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -35,11 +36,34 @@ class TokenWeight:
 
 
 @dataclass(frozen=True)
+class TokenParts:
+    """One text's tokens as the pipeline has them: the TokenWeight list is built from these when read."""
+
+    tokens: tuple[str, ...]
+    weights: tuple[float, ...]
+    offsets: tuple[tuple[int, int], ...]
+    shown: tuple[bool, ...]   # False for special tokens, which are not listed
+
+    def token_weights(self) -> list[TokenWeight]:
+        return [TokenWeight(token, weight, start, end)
+                for token, weight, (start, end), keep in zip(self.tokens, self.weights, self.offsets, self.shown,
+                                                              strict=True)
+                if keep]
+
+
+@dataclass(frozen=True)
 class ClassPrediction:
     label: str
     probabilities: dict[str, float]  # in the model's label order
-    tokens: list[TokenWeight]
     truncated: bool
+    # The per-token attention, built only when `tokens` is read: a call that asks for no tokens
+    # (omit_tokens) never pays for a TokenWeight per token, which was Python work done under the GIL in
+    # the inference thread for every text (issue #20).
+    token_parts: TokenParts = field(repr=False)
+
+    @functools.cached_property
+    def tokens(self) -> list[TokenWeight]:
+        return self.token_parts.token_weights()
 
 
 class ClassificationPipeline(Pipeline[str, ClassPrediction]):
@@ -134,12 +158,8 @@ class ClassificationPipeline(Pipeline[str, ClassPrediction]):
                     ClassPrediction(
                         label=self.labels[int(np.argmax(probs))],
                         probabilities={label: float(p) for label, p in zip(self.labels, probs, strict=True)},
-                        tokens=[
-                            TokenWeight(tok, float(w), int(s), int(e))
-                            for tok, w, (s, e), keep in zip(tokens, weights, offsets, shown, strict=True)
-                            if keep
-                        ],
                         truncated=truncated,
+                        token_parts=TokenParts(tuple(tokens), tuple(weights.tolist()), tuple(offsets), tuple(shown)),
                     )
                 )
         return predictions
