@@ -40,7 +40,7 @@ class BatchConfig:
     # run this model's lone runs predict at no more than this many milliseconds runs in the event loop
     # itself instead of an inference thread: the hand-off there and back cost ~0.15 ms of CPU, half a short
     # text's whole model run (docs/serving.md "Per-call cost"). The loop is held that long. 0: never.
-    inline_max_ms: float = 1.0
+    inline_max_ms: float = 0.0  # off by default: docs/serving.md "Per-call cost" (mixed measurements)
 
 
 @dataclass(frozen=True)
