@@ -13,7 +13,7 @@ import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 
-from service.model.model_config import QUEUE_DELAY_POLICIES, BatchConfig
+from service.model.model_config import DECODE_SCHEDULINGS, QUEUE_DELAY_POLICIES, BatchConfig
 
 MIB = 1 << 20
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -48,6 +48,7 @@ class Settings:
     max_queue_texts: int = _BATCH.max_queue_texts
     batch_token_budget: int = _BATCH.batch_token_budget
     items_per_run: int = _BATCH.items_per_run  # 0: each model's manifest decides (1 for dynamic int8)
+    decode_scheduling: str = _BATCH.decode_scheduling  # translation: "iteration" (step-interleaved) or "batch"
     # Translate: texts x beam size x output tokens per call (64 texts x the default beam 4 x 256 tokens)
     max_translate_cost: int = 65536
     # Translate/TranslateStream: results whose confidence is below this are flagged low_confidence (still
@@ -124,6 +125,12 @@ def _queue_delay_policy(text: str) -> str:
     return text
 
 
+def _decode_scheduling(text: str) -> str:
+    if text not in DECODE_SCHEDULINGS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(DECODE_SCHEDULINGS)}")
+    return text
+
+
 def _port(text: str) -> int:
     return _bounded_int(0, 65535)(text)
 
@@ -197,6 +204,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--items-per-run", "SEQSERVE_ITEMS_PER_RUN", _bounded_int(0), defaults.items_per_run,
         "most items per onnxruntime run; 0: each model's manifest decides (1 for a dynamically quantized "
         "graph, so batch-mates never change an answer; else no limit)")
+    add("--decode-scheduling", "SEQSERVE_DECODE_SCHEDULING", _decode_scheduling, defaults.decode_scheduling,
+        "translation: iteration (batches decode a step at a time, interleaved; each call answered when its own "
+        "texts are done) or batch (one batch to its end, light calls between its chunks)")
     add("--max-translate-cost", "SEQSERVE_MAX_TRANSLATE_COST", _bounded_int(1), defaults.max_translate_cost,
         "most decoder work one Translate call may ask for, texts x beam size x output tokens (each text's "
         "max_output_tokens, or its default from the source length); above it the call gets RESOURCE_EXHAUSTED")

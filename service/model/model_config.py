@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 QUEUE_DELAY_POLICIES = ("adaptive", "fixed")
+DECODE_SCHEDULINGS = ("iteration", "batch")
 
 
 class ModelConfigError(ValueError):
@@ -36,6 +37,10 @@ class BatchConfig:
     # 1 for a dynamically quantized graph (its activation scales span the whole batch tensor, so
     # batch-mates would change an answer), else no limit. docs/serving.md "One item per run".
     items_per_run: int = 0
+    # Translation: "iteration" runs the batches a step at a time, interleaved, each call answered as soon
+    # as its own texts are done (service/batching/step_scheduler.py); "batch" runs one batch at a time to
+    # its end, light calls between its chunks (as before). docs/serving.md "Iteration-level scheduling".
+    decode_scheduling: str = "iteration"
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,11 @@ def _model_settings(name: str, raw: Any, defaults: BatchConfig) -> ModelSettings
         raise ModelConfigError(
             f"models.{name}.queue_delay_policy: {batching.queue_delay_policy!r} is not one of "
             f"{', '.join(QUEUE_DELAY_POLICIES)}"
+        )
+    if batching.decode_scheduling not in DECODE_SCHEDULINGS:
+        raise ModelConfigError(
+            f"models.{name}.decode_scheduling: {batching.decode_scheduling!r} is not one of "
+            f"{', '.join(DECODE_SCHEDULINGS)}"
         )
     version = str(raw.get("version", ""))
     if version and not version.isdigit():
