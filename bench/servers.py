@@ -22,9 +22,18 @@ START_SECONDS = 120  # generous: the machine may be shared with training jobs
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port: the OS's choice, or the first free one of SEQSERVE_BENCH_PORTS ("50640-50649") when set,
+    for a machine where each person's servers keep to their own ports."""
+    span = os.environ.get("SEQSERVE_BENCH_PORTS", "")
+    candidates = range(int(span.split("-")[0]), int(span.split("-")[1]) + 1) if span else [0]
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError(f"no free port in SEQSERVE_BENCH_PORTS={span}")
 
 
 def rss_bytes(pid: int) -> int:

@@ -61,7 +61,8 @@ class Engine:
 
     @property
     def label(self) -> str:
-        names = {"onnx": "ONNX + cache (served pipeline)", "ort-beamsearch": "ONNX BeamSearch op",
+        names = {"onnx": "ONNX + cache (served pipeline)", "onnx-scheduled": "ONNX + cache, step scheduler",
+                 "ort-beamsearch": "ONNX BeamSearch op",
                  "torch-nocache": "torch eager, no cache",
                  "torch-cache": "torch eager + cache", "torch": "torch eager", "ct2": "CTranslate2"}
         return f"{names[self.engine]} {self.precision}"

@@ -24,6 +24,7 @@ from service.batching.runs import items_per_run_for
 from service.batching.step_scheduler import Admission, ScheduledCall, StepScheduler
 from service.metrics.registry import ServingMetrics
 from service.model.model_config import BatchConfig
+from service.model.pipeline import StepWork
 from service.model.timing import StageTimings
 from service.pipelines.translation import DecodeOptions, Translation, TranslationPipeline, TranslationRequest
 from service.runtime.version_loader import load_version
@@ -37,7 +38,8 @@ class Work:
 
     def __init__(self, name: str, items: Sequence[int], steps: int, log: list[tuple[str, int]],
                  cost: float = 1.0, size: int = 10, fail_at: int | None = None) -> None:
-        self.name, self.items, self.steps, self.log = name, list(items), steps, log
+        self.name, self.steps, self.log = name, steps, log
+        self.items: Sequence[int] = list(items)
         self.cost, self.bytes, self.fail_at = cost, size, fail_at
         self.done_steps = 0
         self.live: list[int] = []
@@ -226,7 +228,8 @@ def test_the_batcher_answers_a_light_call_that_arrives_while_a_heavy_call_decode
 
     async def scenario() -> tuple[Any, Any, list[tuple[str, int]]]:
         config = BatchConfig(max_batch_size=32, max_queue_delay_ms=0.0, max_queue_texts=100)
-        b = DynamicBatcher(pipeline, config, ThreadPoolExecutor(2), ServingMetrics())  # type: ignore[arg-type]
+        b: DynamicBatcher[str, str] = DynamicBatcher(pipeline, config, ThreadPoolExecutor(2),  # type: ignore[arg-type]
+                                                     ServingMetrics())
         b.start()
         heavy = asyncio.create_task(b.submit(["heavy-0", "heavy-1"], group=object()))
         await until(reached)  # the heavy call's second text is about to take its first step
@@ -262,10 +265,12 @@ def same(a: Translation | None, b: Translation | None) -> bool:
     if [(h.tokens, h.text, h.score, h.log_prob) for h in a.hypotheses] != \
             [(h.tokens, h.text, h.score, h.log_prob) for h in b.hypotheses]:
         return False
-    if (a.alignment is None) != (b.alignment is None) or a.confidence != b.confidence:
+    if a.confidence != b.confidence:
         return False
-    return a.alignment is None or (a.alignment.weights.tobytes() == b.alignment.weights.tobytes()
-                                   and a.alignment.source_tokens == b.alignment.source_tokens)
+    if a.alignment is None or b.alignment is None:
+        return a.alignment is None and b.alignment is None
+    return (a.alignment.weights.tobytes() == b.alignment.weights.tobytes()
+            and a.alignment.source_tokens == b.alignment.source_tokens)
 
 
 def scheduled(pipeline: TranslationPipeline, items_per_run: int,
@@ -279,7 +284,7 @@ def scheduled(pipeline: TranslationPipeline, items_per_run: int,
             assert error is None and result is not None
             outputs[number] = result
         call: ScheduledCall[Translation] = ScheduledCall(0, len(batch), lambda: False, deliver)
-        units = deque(pipeline.plan(batch, items_per_run))
+        units: deque[StepWork[Translation]] = deque(pipeline.plan(batch, items_per_run))
         admissions.append(Admission([call], units, number == 0, StageTimings(), lambda _: None))
 
     def take(light_room: bool, heavy_room: bool, retry: bool) -> Admission[Translation] | None:
