@@ -21,7 +21,7 @@ from exported_models import EXPORTED
 
 from service.batching.batcher import DynamicBatcher
 from service.batching.runs import items_per_run_for
-from service.batching.step_scheduler import Admission, ScheduledCall, StepScheduler
+from service.batching.step_scheduler import LIGHT_WEIGHT, Admission, ScheduledCall, StepScheduler
 from service.metrics.registry import ServingMetrics
 from service.model.model_config import BatchConfig
 from service.model.pipeline import StepWork
@@ -117,11 +117,23 @@ def test_a_light_call_is_answered_while_a_heavy_one_still_decodes_and_the_cpu_is
     outputs, error, answered_at = h.delivered["light"]
     assert outputs == ["light:0"] and error is None
     assert h.delivered["heavy"][0] == ["heavy:0", "heavy:1", "heavy:2", "heavy:3"]
-    # Answered long before the heavy call ends, and in CPU time the heavy call got about as much as the
-    # light one meanwhile (30 light steps of 1; heavy steps of 5): a bounded slowdown, not a wait.
+    # Answered long before the heavy call ends, and meanwhile the heavy call got 1/LIGHT_WEIGHT of the CPU
+    # the light one used (30 light steps of 1; heavy steps of 5): a bounded slowdown, not a wait.
     heavy_meanwhile = h.steps_of("heavy", answered_at) - 10
     assert h.delivered["heavy"][2] == len(h.log) and answered_at < len(h.log) / 2
-    assert 30 / 5 - 1 <= heavy_meanwhile <= 30 / 5 + 1
+    assert abs(heavy_meanwhile - 30 / LIGHT_WEIGHT / 5) <= 1
+
+
+def test_two_light_calls_share_the_cpu_equally() -> None:
+    h = Harness()
+    h.admission("a", [h.call("a", 0, 1)], [Work("a", [0], 40, h.log)])
+    h.admission("b", [h.call("b", 0, 1)], [Work("b", [0], 40, h.log)], arrive_after=10)
+    h.run()
+    # b arrives after a's 10th step and starts level with it (no catch-up burst of 10 steps): from then
+    # on they alternate until a's last step (a's 30 left against 30 of b's), then b runs its last 10 alone.
+    assert [name for name, _ in h.log[:10]] == ["a"] * 10
+    assert 19 <= sum(1 for name, _ in h.log[10:50] if name == "b") <= 21
+    assert h.delivered["a"][2] in (69, 70) and h.delivered["b"][2] == len(h.log) == 80
 
 
 def test_each_call_is_answered_when_its_own_units_are_done_not_when_its_batch_ends() -> None:
