@@ -179,9 +179,16 @@ def test_each_class_stays_within_its_memory_budget_and_an_oversize_unit_runs_alo
     assert "h" in order[: order.index("l2")]  # the heavy class ran beside l1
 
 
-def test_a_failing_unit_fails_its_own_calls_only() -> None:
+class Unstartable(Work):
+    def start(self, stops: Sequence[Callable[[], bool]]) -> bool:
+        raise ValueError(f"{self.name} failed")
+
+
+@pytest.mark.parametrize("failing", ["advance", "start"])
+def test_a_failing_unit_fails_its_own_calls_only(failing: str) -> None:
     h = Harness()
-    h.admission("bad", [h.call("bad", 0, 1)], [Work("bad", [0], 5, h.log, fail_at=2)])
+    bad = Work("bad", [0], 5, h.log, fail_at=2) if failing == "advance" else Unstartable("bad", [0], 5, h.log)
+    h.admission("bad", [h.call("bad", 0, 1)], [bad])
     h.admission("good", [h.call("good", 0, 1)], [Work("good", [0], 5, h.log)])
     h.run()
     assert isinstance(h.delivered["bad"][1], ValueError) and h.delivered["bad"][0] is None

@@ -383,7 +383,10 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             return self._admission(pipeline, items_per_run, batch, texts, now, loop)
 
         scheduler: StepScheduler[ResultT] = StepScheduler(admit, pipeline.chunk_bytes)
-        await loop.run_in_executor(self._executor, scheduler.run)
+        try:
+            await loop.run_in_executor(self._executor, scheduler.run)
+        except Exception:  # its calls got the error; the worker lives on for the next calls
+            log.exception("model %s: the scheduling session failed", self._name)
 
     def _admission(self, pipeline: ScheduledPipeline[RequestT, ResultT], items_per_run: int,
                    batch: list[_Queued[RequestT, ResultT]], texts: list[RequestT], now: float,

@@ -117,15 +117,20 @@ class StepScheduler(Generic[ResultT]):
         self._room_freed = True  # look at the queue once at the start whatever arrived
 
     def run(self) -> None:
-        while True:
-            self._admit()
-            self._answer_stopped_calls()
-            admission = self._next()
-            if admission is None:
-                if self._admissions:  # cannot happen: a class with nothing in flight always starts a unit
-                    raise RuntimeError("step scheduler: admissions left but none can run")
-                return
-            self._advance(admission)
+        try:
+            while True:
+                self._admit()
+                self._answer_stopped_calls()
+                admission = self._next()
+                if admission is None:
+                    if self._admissions:  # cannot happen: a class with nothing in flight always starts a unit
+                        raise RuntimeError("step scheduler: admissions left but none can run")
+                    return
+                self._advance(admission)
+        except Exception as error:  # a defect here: no call is left waiting for an answer that never comes
+            for admission in list(self._admissions):
+                self._fail(admission, error)
+            raise
 
     # -- admissions ---------------------------------------------------------------------------------
     def _admit(self) -> None:
@@ -155,8 +160,12 @@ class StepScheduler(Generic[ResultT]):
         """The admission with the least CPU time spent that can run a step now (starting its next unit
         if its class has room for it)."""
         for admission in sorted(self._admissions, key=lambda a: a.spent):
-            if admission.current is not None or self._start_next_unit(admission):
-                return admission
+            try:
+                if admission.current is not None or self._start_next_unit(admission):
+                    return admission
+            except Exception as error:  # a unit that cannot start fails its own calls only
+                self._fail(admission, error)
+                continue
             if admission.done:
                 self._close(admission)
         return None
