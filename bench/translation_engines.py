@@ -3,7 +3,8 @@
 - onnx: the service's own TranslationPipeline over the exported graphs (encoder once, decoder-step
   graph with the KV cache / GRU state), fp32 or the int8 variant, batch at a time (as evaluation runs it);
 - onnx-scheduled: the same pipeline under the server's step scheduler (service/batching/step_scheduler.py),
-  the batch as one admission (section 9 compares it with CTranslate2);
+  the batch as one admission, and onnx-batch: batch at a time in the model's runs (runs.run_in_runs: one
+  text per run for int8), each as the server runs a batch in that mode (section 9);
 - torch: the SAME pipeline object (tokenization, batching by options, greedy_search / beam_search,
   post-processing) with its step runner swapped for the torch model of that version, so only the engine
   under the search differs:
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from service.batching.runs import items_per_run_for, run_in_runs
 from service.pipelines.seq2seq_runtime import DecoderState
 from service.pipelines.translation import DecodeOptions, Translation, TranslationPipeline, TranslationRequest
 from service.runtime.version_loader import load_version
@@ -164,7 +166,7 @@ class Translator:
             self.ct2 = ctranslate2.Translator(str(converted_model(version_dir, ct2_cache)), device="cpu",
                                               compute_type="int8" if precision == "int8" else "float32",
                                               intra_threads=threads, inter_threads=1)
-        elif engine in ("onnx", "onnx-scheduled"):
+        elif engine in ("onnx", "onnx-scheduled", "onnx-batch"):
             self.pipeline = onnx_pipeline(version_dir, threads)
         elif engine == "ort-beamsearch":
             from bench.converters.beam_search_op import BeamSearchOp
@@ -190,8 +192,12 @@ class Translator:
         if self.engine != "ct2":
             options = DecodeOptions(beam_size=beam, length_penalty=0.6)
             requests = [TranslationRequest(x, options) for x in texts]
-            translations = (scheduled(self.pipeline, requests) if self.engine == "onnx-scheduled"
-                            else self.pipeline(requests))
+            if self.engine == "onnx-scheduled":
+                translations = scheduled(self.pipeline, requests)
+            elif self.engine == "onnx-batch":
+                translations = run_in_runs(self.pipeline, requests, items_per_run_for(self.pipeline.model))
+            else:
+                translations = self.pipeline(requests)
             # None only for a call whose stop signal fired, and no stop signals are passed here.
             return [t.hypotheses[0].tokens for t in translations if t is not None]
         tokenizer = self.pipeline.tokenizer
@@ -212,7 +218,6 @@ def scheduled(pipeline: TranslationPipeline, requests: Sequence[TranslationReque
     items_per_run, its chunk budget): what the server adds over batch-at-a-time decoding, in-process."""
     from collections import deque
 
-    from service.batching.runs import items_per_run_for
     from service.batching.step_scheduler import Admission, ScheduledCall, StepScheduler
     from service.model.pipeline import StepWork
     from service.model.timing import StageTimings

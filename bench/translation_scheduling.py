@@ -79,11 +79,11 @@ FULL_SCHEDULING = SchedulingPlan(rounds=3, idle_seconds=4.0, mixed_seconds=10.0,
 QUICK_SCHEDULING = SchedulingPlan(rounds=1, idle_seconds=0.5, mixed_seconds=1.0, light_clients=1, mixed_clients=2,
                                   heavy_texts=4, heavy_beam=4)
 # In-process against CTranslate2: the issue's cases, batches of 32 test verses, 1 thread.
-FULL_VERSUS_CT2 = DecodingPlan(rounds=1, repeats=2, threads=(1,), cases=((32, 1), (32, 4)), texts={32: 32},
+FULL_VERSUS_CT2 = DecodingPlan(rounds=2, repeats=2, threads=(1,), cases=((32, 1), (32, 4)), texts={32: 32},
                                shortest=False, one_process=False)
 QUICK_VERSUS_CT2 = DecodingPlan(rounds=1, repeats=1, threads=(1,), cases=((2, 1), (2, 4)), texts={2: 2},
                                 shortest=True, one_process=True)
-IN_PROCESS_ENGINES = ("onnx-scheduled", "onnx", "ct2")
+IN_PROCESS_ENGINES = ("onnx-scheduled", "onnx-batch", "ct2")
 
 
 @dataclass
@@ -137,6 +137,7 @@ class SchedulingResults:
     errors: list[str] = field(default_factory=list)
     in_process: list[CaseResult] = field(default_factory=list)  # scheduler vs batch at a time vs CTranslate2
     in_process_note: str = ""
+    in_process_rounds: int = 0
 
 
 def _quantile(values: Sequence[float], q: float) -> float:
@@ -258,6 +259,7 @@ def run_scheduling(plan: SchedulingPlan, versus: DecodingPlan | None = None) -> 
                 server.stop()
     if versus is not None:  # after the servers stopped: the engines get the cores to themselves
         results.in_process, results.in_process_note, errors = run_versus_ct2(versus)
+        results.in_process_rounds = versus.rounds
         results.errors += errors
     return results
 
@@ -273,21 +275,24 @@ def run_versus_ct2(plan: DecodingPlan) -> tuple[list[CaseResult], str, list[str]
                for precision, path in (("fp32", fp32), ("int8", int8)) if path is not None]
     note = "" if ct2_available() else "CTranslate2 is not installed: its rows are missing"
     texts = test_texts(plan)
-    rows: list[CaseResult] = []
+    found: dict[tuple[str, str, int, int], CaseResult] = {}
     errors: list[str] = []
-    groups = [engines] if plan.one_process else [[e] for e in engines]
-    for group in groups:
-        try:
-            reports = _run_worker(group, plan, texts)
-        except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as error:
-            errors.append(f"{', '.join(e.label for e in group)}: {error}")
-            continue
-        for spec, report in zip(group, reports, strict=True):
-            for case in report["cases"]:
-                row = CaseResult(spec, case["batch"], case["beam"], outputs=case["outputs"])
-                row.tokens_per_s = [case["target_tokens"] / seconds for seconds in case["seconds"]]
-                row.sentences_per_s = [case["sentences"] / seconds for seconds in case["seconds"]]
-                rows.append(row)
+    for round_index in range(plan.rounds):  # each engine in a fresh process per round, the order rotated
+        start = round_index % len(engines)
+        order = engines[start:] + engines[:start]
+        for group in [order] if plan.one_process else [[e] for e in order]:
+            try:
+                reports = _run_worker(group, plan, texts)
+            except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as error:
+                errors.append(f"{', '.join(e.label for e in group)}: {error}")
+                continue
+            for spec, report in zip(group, reports, strict=True):
+                for case in report["cases"]:
+                    row = found.setdefault((spec.engine, spec.precision, case["batch"], case["beam"]),
+                                           CaseResult(spec, case["batch"], case["beam"], outputs=case["outputs"]))
+                    row.tokens_per_s += [case["target_tokens"] / seconds for seconds in case["seconds"]]
+                    row.sentences_per_s += [case["sentences"] / seconds for seconds in case["seconds"]]
+    rows = list(found.values())
     return rows, note, errors
 
 
@@ -348,10 +353,12 @@ def section_lines(results: SchedulingResults) -> list[str]:
 
 def in_process_lines(results: SchedulingResults) -> list[str]:
     rows = results.in_process
-    lines = ["In-process, the same weights, 1 thread (section 4's worker processes, one per engine): target "
-             "tokens/s of batches of test verses decoded by the step scheduler (the batch as one admission, as "
-             "the server runs it), batch at a time (as evaluation runs it) and by CTranslate2. Same outputs: the "
-             "share of texts whose best tokens equal the batch-at-a-time ones.", ""]
+    lines = ["In-process, the same weights, 1 thread (section 4's worker processes, one per engine and round, "
+             f"{results.in_process_rounds} rounds in rotated order, median tokens/s): batches of test verses "
+             "decoded by the step scheduler (the batch as one admission) and batch at a time, each as the server "
+             "runs a batch in that mode (int8: one text per onnxruntime run, so answers do not depend on "
+             "batch-mates; docs/serving.md), and by CTranslate2 (batched, its own search). Same outputs: texts "
+             "whose best tokens equal the batch-at-a-time ones.", ""]
     if not rows:
         return [*lines, f"Not run{': ' + results.in_process_note if results.in_process_note else ''}.", ""]
     header = ["precision", "batch", "beam", "step scheduler tok/s", "batch at a time tok/s", "CTranslate2 tok/s",
