@@ -327,3 +327,29 @@ def test_scheduled_translations_are_bit_for_bit_the_batch_at_a_time_ones(name: s
         for start in range(0, len(batch), size):  # what runs.run_in_runs hands the pipeline
             expected.extend(pipeline(batch[start : start + size]))
         assert all(same(r, e) for r, e in zip(results, expected, strict=True))
+
+
+def test_another_heavy_call_waits_for_its_turn_while_light_calls_go_on() -> None:
+    pipeline = GatedPipeline(steps=40, short=["light"])
+    reached, go = pipeline.gates.setdefault("heavy-a", (threading.Event(), threading.Event()))
+
+    async def scenario() -> list[Any]:
+        config = BatchConfig(max_batch_size=32, max_queue_delay_ms=0.0, max_queue_texts=100)
+        b: DynamicBatcher[str, str] = DynamicBatcher(pipeline, config, ThreadPoolExecutor(2),  # type: ignore[arg-type]
+                                                     ServingMetrics())
+        b.start()
+        first = asyncio.create_task(b.submit(["heavy-a"], group=object()))
+        await until(reached)  # the first heavy call is in its first step
+        second = asyncio.create_task(b.submit(["heavy-b"], group=object()))
+        light = asyncio.create_task(b.submit(["light"]))
+        await asyncio.sleep(0)
+        go.set()
+        results = [await first, await second, await light]
+        await b.close()
+        return results
+
+    results = asyncio.run(scenario())
+    assert [r.outputs for r in results] == [["out:heavy-a"], ["out:heavy-b"], ["out:light"]]
+    names = [name for name, _ in pipeline.log]
+    assert names.index("heavy-b") > len(names) - 1 - names[::-1].index("heavy-a")  # b only after a ended
+    assert names.index("light") < names.index("heavy-b") and ("light", 5) in pipeline.log[: names.index("heavy-b")]

@@ -364,7 +364,9 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             if self.pipeline is not pipeline:
                 return None
             batch = self._take_batch(shared_only=not heavy_room, own_only=not light_room)
-            if self._queue:  # more may fit once this is in: look again next turn
+            # More may fit beside this one: look again next turn. Calls left only for a class without room
+            # are looked at when room is freed, not at every step (a round trip to the event loop each).
+            if batch and self._queue:
                 self._arrived.set()
             return (batch, *self._begin(batch, pipeline.model)) if batch else None
 
