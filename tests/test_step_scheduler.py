@@ -9,6 +9,7 @@ nothing depends on timing; the batcher test synchronises with events."""
 from __future__ import annotations
 
 import asyncio
+import pathlib
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -353,3 +354,33 @@ def test_another_heavy_call_waits_for_its_turn_while_light_calls_go_on() -> None
     names = [name for name, _ in pipeline.log]
     assert names.index("heavy-b") > len(names) - 1 - names[::-1].index("heavy-a")  # b only after a ended
     assert names.index("light") < names.index("heavy-b") and ("light", 5) in pipeline.log[: names.index("heavy-b")]
+
+
+@pytest.mark.parametrize("mode", ["iteration", "batch"])
+def test_either_scheduling_mode_answers_concurrent_calls_with_the_batch_at_a_time_translations(
+        tiny_translation_models: pathlib.Path, mode: str) -> None:
+    pipeline = TranslationPipeline(load_version(tiny_translation_models / "transformer" / "1"))
+    calls = [[TranslationRequest(t, MIXED[(i + j) % len(MIXED)]) for j, t in enumerate(TEXTS[i : i + 2])]
+             for i in range(0, len(TEXTS), 2)]
+    planned: list[int] = []
+    plan = pipeline.plan
+
+    def counting_plan(*args: Any, **kwargs: Any) -> Any:
+        planned.append(1)
+        return plan(*args, **kwargs)
+    pipeline.plan = counting_plan  # type: ignore[method-assign]
+
+    async def scenario() -> list[Any]:
+        config = BatchConfig(max_queue_delay_ms=50.0, queue_delay_policy="fixed", decode_scheduling=mode)
+        b: DynamicBatcher[TranslationRequest, Translation] = DynamicBatcher(
+            pipeline, config, ThreadPoolExecutor(2), ServingMetrics())
+        b.start()
+        # Queued together within the fixed delay: one batch of the three calls, whatever the mode.
+        results = await asyncio.gather(*(b.submit(call) for call in calls))
+        await b.close()
+        return [r.outputs for r in results]
+
+    outputs = asyncio.run(scenario())
+    expected = pipeline([r for call in calls for r in call])
+    assert all(same(r, e) for r, e in zip([o for call in outputs for o in call], expected, strict=True))
+    assert bool(planned) == (mode == "iteration")
