@@ -141,6 +141,20 @@ def measure_footprint(runner: StepRunner) -> DecodeFootprint:
                            fixed=max(0, memory_1 + state_1 - per_source - per_step), vocab=vocab)
 
 
+def nbest_of(search: GreedySearch | BeamSearch) -> list[list[Hypothesis]]:
+    """Each row's hypotheses, best first, from a search run to its end (greedy: the one it has)."""
+    if isinstance(search, GreedySearch):
+        return [[h] for h in search.results()]
+    return search.results()
+
+
+def run_to_end(search: GreedySearch | BeamSearch) -> list[list[Hypothesis]]:
+    """A search advanced until it is finished, as batch-at-a-time decoding runs it: its n-best lists."""
+    while not search.finished:
+        search.advance()
+    return nbest_of(search)
+
+
 @dataclass(frozen=True)
 class _UnitText:
     index: int                 # position in the planned batch
@@ -188,8 +202,7 @@ class DecodeUnit:
         """The translations of the texts decoded to the end (a text stopped mid-way has none)."""
         if self._search is None:
             return {}
-        nbest = ([[h] for h in self._search.results()] if isinstance(self._search, GreedySearch)
-                 else self._search.results())
+        nbest = nbest_of(self._search)
         results = {}
         for position, (text, hypotheses) in enumerate(zip(self._live, nbest, strict=True)):
             if self._stops is not None and self._stops[position]():
