@@ -21,6 +21,7 @@ import pytest
 from exported_models import EXPORTED
 
 from service.batching.batcher import DynamicBatcher
+from service.batching.errors import DeadlineExpiredError
 from service.batching.runs import items_per_run_for
 from service.batching.step_scheduler import LIGHT_WEIGHT, Admission, ScheduledCall, StepScheduler
 from service.metrics.registry import ServingMetrics
@@ -44,10 +45,12 @@ class Work:
         self.cost, self.bytes, self.fail_at = cost, size, fail_at
         self.done_steps = 0
         self.live: list[int] = []
+        self.stops: Sequence[Callable[[], bool]] = []
         self.clock: list[float] | None = None
 
     def start(self, stops: Sequence[Callable[[], bool]]) -> bool:
         self.live = [i for i in self.items if not stops[i]()]
+        self.stops = stops
         return bool(self.live)
 
     @property
@@ -57,13 +60,16 @@ class Work:
     def advance(self) -> None:
         if self.fail_at is not None and self.done_steps == self.fail_at:
             raise ValueError(f"{self.name} failed")
+        if all(self.stops[i]() for i in self.live):  # as a search does: stopped rows leave, none left
+            self.done_steps = self.steps
+            return
         self.done_steps += 1
         self.log.append((self.name, self.done_steps))
         assert self.clock is not None
         self.clock[0] += self.cost
 
     def results(self) -> dict[int, str]:
-        return {i: f"{self.name}:{i}" for i in self.live}
+        return {i: f"{self.name}:{i}" for i in self.live if not self.stops[i]()}  # a stopped text has none
 
 
 class Harness:
@@ -231,7 +237,7 @@ class GatedPipeline:
                 super().advance()
 
             def results(self) -> dict[int, str]:
-                return {i: f"out:{self.name}" for i in self.live}
+                return {i: f"out:{self.name}" for i in self.live if not self.stops[i]()}
         units = [Unit(text, [i], 5 if text in self.short else self.steps, self.log) for i, text in enumerate(texts)]
         for unit in units:
             unit.clock = [0.0]
@@ -384,3 +390,29 @@ def test_either_scheduling_mode_answers_concurrent_calls_with_the_batch_at_a_tim
     expected = pipeline([r for call in calls for r in call])
     assert all(same(r, e) for r, e in zip([o for call in outputs for o in call], expected, strict=True))
     assert bool(planned) == (mode == "iteration")
+
+
+def test_a_call_whose_deadline_passes_mid_decode_is_answered_deadline_exceeded_at_once() -> None:
+    pipeline = GatedPipeline(steps=1000)
+    reached, go = pipeline.gates.setdefault("slow", (threading.Event(), threading.Event()))
+
+    async def scenario() -> tuple[BaseException | None, list[tuple[str, int]]]:
+        config = BatchConfig(max_batch_size=32, max_queue_delay_ms=0.0, max_queue_texts=100)
+        b: DynamicBatcher[str, str] = DynamicBatcher(pipeline, config, ThreadPoolExecutor(2),  # type: ignore[arg-type]
+                                                     ServingMetrics())
+        b.start()
+        call = asyncio.create_task(b.submit(["slow"], timeout=0.2))
+        await until(reached)
+        await asyncio.sleep(0.25)  # the deadline is what is tested: let it pass while the unit is held
+        go.set()
+        error = None
+        try:
+            await call
+        except DeadlineExpiredError as exc:
+            error = exc
+        await b.close()
+        return error, list(pipeline.log)
+
+    error, log = asyncio.run(scenario())
+    assert isinstance(error, DeadlineExpiredError)
+    assert len(log) < 1000  # its decoding stopped: nobody waits for it
