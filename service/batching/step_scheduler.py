@@ -51,8 +51,8 @@ HEAVY_ADMISSIONS = 1
 # While both classes have work, a light admission gets this many CPU seconds per second of a heavy one's:
 # a light call is slowed by at most 1 + 1/LIGHT_WEIGHT (plus the heavy step running when it arrived), a
 # heavy one by at most 1 + LIGHT_WEIGHT per light admission, and only while light work keeps coming.
-# Measured reason (docs/serving.md): at equal shares a 64-text beam-16 call still made the light calls'
-# p99 4.0x their idle p99 (the issue's goal: 3x); a light call is a few milliseconds of CPU.
+# Reason (docs/serving.md): at equal shares a 64-text beam-16 call left the light calls' p99 at 4.0x their
+# idle p99 in one run (the issue's goal: 3x); a light call is a few milliseconds of CPU.
 LIGHT_WEIGHT = 4.0
 
 
