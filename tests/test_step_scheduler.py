@@ -416,3 +416,27 @@ def test_a_call_whose_deadline_passes_mid_decode_is_answered_deadline_exceeded_a
     error, log = asyncio.run(scenario())
     assert isinstance(error, DeadlineExpiredError)
     assert len(log) < 1000  # its decoding stopped: nobody waits for it
+
+
+def test_a_long_session_hands_its_inference_thread_to_other_models_batches_in_between() -> None:
+    steps = 50_000  # a second or so of stand-in steps: far longer than one 50 ms slice
+    pipeline = GatedPipeline(steps=steps)
+    reached, go = pipeline.gates.setdefault("long", (threading.Event(), threading.Event()))
+    executor = ThreadPoolExecutor(1)  # one inference thread, shared with another model
+
+    async def scenario() -> int:
+        config = BatchConfig(max_batch_size=32, max_queue_delay_ms=0.0, max_queue_texts=100)
+        b: DynamicBatcher[str, str] = DynamicBatcher(pipeline, config, executor,  # type: ignore[arg-type]
+                                                     ServingMetrics())
+        b.start()
+        call = asyncio.create_task(b.submit(["long"]))
+        await until(reached)
+        # Another model's batch queues for the same thread while the session holds it.
+        other = asyncio.get_running_loop().run_in_executor(executor, lambda: len(pipeline.log))
+        go.set()
+        steps_when_other_ran = await other
+        await call
+        await b.close()
+        return steps_when_other_ran
+
+    assert asyncio.run(scenario()) < steps

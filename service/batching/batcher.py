@@ -56,6 +56,11 @@ from service.model.timing import StageTimings
 
 log = logging.getLogger(__name__)
 
+# A scheduling session gives its inference thread back this often (step_scheduler.py), so other models'
+# batches waiting in the pool run in between: at most this much later than with a free thread, at the cost
+# of one hand-off per slice.
+SESSION_SLICE_SECONDS = 0.05
+
 RequestT = TypeVar("RequestT")
 ResultT = TypeVar("ResultT")
 
@@ -386,7 +391,10 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
 
         scheduler: StepScheduler[ResultT] = StepScheduler(admit, pipeline.chunk_bytes)
         try:
-            await loop.run_in_executor(self._executor, scheduler.run)
+            # In slices: between two, other models' batches queued in the inference pool get the thread (a
+            # session lasts as long as translation work keeps coming; held whole, it could starve them).
+            while await loop.run_in_executor(self._executor, scheduler.run, SESSION_SLICE_SECONDS):
+                pass
         except Exception:  # its calls got the error; the worker lives on for the next calls
             log.exception("model %s: the scheduling session failed", self._name)
 

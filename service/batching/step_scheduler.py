@@ -106,7 +106,7 @@ Take = Callable[[bool, bool, bool], "Admission[Any] | None"]
 
 class StepScheduler(Generic[ResultT]):
     """One model's scheduling session: `run()` until no admission is left and the queue has nothing
-    it may take."""
+    it may take, in slices that hand the inference thread back in between (the batcher's choice)."""
 
     def __init__(self, take: Take, budget_bytes: int, clock: Callable[[], float] = time.thread_time) -> None:
         self._take = take
@@ -116,7 +116,10 @@ class StepScheduler(Generic[ResultT]):
         self._in_flight = {False: 0, True: 0}  # estimated bytes of the running units, by heaviness
         self._room_freed = True  # look at the queue once at the start whatever arrived
 
-    def run(self) -> None:
+    def run(self, slice_seconds: float | None = None) -> bool:
+        """Take and advance work until none is left (False), or until `slice_seconds` have passed (True:
+        call again, from any thread, to go on; the admissions in flight wait in this object meanwhile)."""
+        ends = None if slice_seconds is None else time.monotonic() + slice_seconds
         try:
             while True:
                 self._admit()
@@ -125,8 +128,11 @@ class StepScheduler(Generic[ResultT]):
                 if admission is None:
                     if self._admissions:  # cannot happen: a class with nothing in flight always starts a unit
                         raise RuntimeError("step scheduler: admissions left but none can run")
-                    return
+                    return False
                 self._advance(admission)
+                if ends is not None and time.monotonic() >= ends:
+                    self._room_freed = True  # the queue may have changed while another job had the thread
+                    return True
         except Exception as error:  # a defect here: no call is left waiting for an answer that never comes
             for admission in list(self._admissions):
                 self._fail(admission, error)
