@@ -199,10 +199,13 @@ class DecodeUnit:
             self._search.advance()
 
     def results(self) -> dict[int, Translation]:
-        """The translations of the texts decoded to the end (a text stopped mid-way has none)."""
+        """The translations of the texts decoded to the end (a text stopped mid-way has none). Read once:
+        the search and its decoder state are let go here, so a batch's finished chunks hold no memory while
+        its later chunks decode (kept, a 16-text beam-16 call peaked at 1,013 MiB instead of ~400)."""
         if self._search is None:
             return {}
         nbest = nbest_of(self._search)
+        self._search = None
         results = {}
         for position, (text, hypotheses) in enumerate(zip(self._live, nbest, strict=True)):
             if self._stops is not None and self._stops[position]():
