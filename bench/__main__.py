@@ -1,6 +1,7 @@
 """`python -m bench run [--quick] [--out FILE] [--no-peer] [--pause-training]`;
 `python -m bench floor [--quick] [--rounds N] [--echo-variants] [--baseline-code DIR]`: section 8 alone
-(seqserve vs a bare grpc.aio echo)."""
+(seqserve vs a bare grpc.aio echo); `python -m bench scheduling [--quick]`: section 9 alone (translation,
+iteration-level vs batch at a time)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
+from bench import translation_scheduling
 from bench.floor import floor_lines, run_floor
 from bench.report import write_report
 from bench.run import run_bench
@@ -37,7 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "(4 and 16 threads), a hand-off to a thread per batch (bench/peer/echo.py)")
     floor.add_argument("--baseline-code", type=pathlib.Path, default=None,
                        help="also run a seqserve from this source tree (e.g. `git archive` of an earlier commit)")
+    scheduling = commands.add_parser("scheduling", help="section 9 alone (translation scheduling); prints it")
+    scheduling.add_argument("--quick", action="store_true", help="seconds: one short round")
     args = parser.parse_args(argv)
+    if args.command == "scheduling":
+        return translation_scheduling.main(["--quick"] if args.quick else [])
     if args.command == "floor":
         plan = QUICK if args.quick else FULL
         if args.rounds is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import pathlib
 
-from bench import plots, translation_report
+from bench import plots, translation_report, translation_scheduling
 from bench.floor import ECHO, FLOOR_CHANNELS, floor_lines
 from bench.goals import Goal, batching_goal, floor_goals, overhead_goals, peer_goal
 from bench.run import INT8, OFF, ON, ONE_WORKER, PEER, TWO_WORKERS, V2, BenchResults
@@ -44,6 +44,8 @@ def goals(results: BenchResults) -> list[Goal]:
         found += translation_report.goals(results.decoding)
     if ON in results.floor and ECHO in results.floor:
         found += floor_goals(results.floor[ON], results.floor[ECHO])
+    if results.scheduling is not None:
+        found += translation_scheduling.goals(results.scheduling)
     return found
 
 
@@ -213,6 +215,8 @@ def write_report(results: BenchResults, out: pathlib.Path, mode: str) -> list[Go
     lines.append("")
     lines += worker_lines(results)
     lines += floor_section(results)
+    lines += (translation_scheduling.section_lines(results.scheduling) if results.scheduling is not None
+              else ["## 9. Translation scheduling: iteration-level vs batch at a time", "", "Not run.", ""])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines), "utf-8")
     return found

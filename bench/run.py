@@ -33,6 +33,14 @@ from bench.servers import REPO, Server, start_seqserve, start_seqserve_workers
 from bench.stats import Summary
 from bench.texts import SENTENCES
 from bench.translation_bench import FULL_DECODING, QUICK_DECODING, DecodingResults, run_decoding
+from bench.translation_scheduling import (
+    FULL_SCHEDULING,
+    FULL_VERSUS_CT2,
+    QUICK_SCHEDULING,
+    QUICK_VERSUS_CT2,
+    SchedulingResults,
+    run_scheduling,
+)
 
 EXPORTED = REPO / "exported"
 # Batching off: one call per batch, no waiting for company (service/config.py's batching flags).
@@ -67,6 +75,7 @@ class BenchResults:
     workers: dict[str, Summary] = field(default_factory=dict)  # section 7: 1 vs 2 server processes
     floor: dict[str, dict[int, Summary]] = field(default_factory=dict)  # section 8: vs a bare grpc.aio echo
     floor_model_ms: float | None = None  # section 8: the model's in-process CPU ms per call
+    scheduling: SchedulingResults | None = None  # section 9: translation, iteration-level vs batch at a time
 
 
 def _stop_all(servers: list[Server], outcome: Outcome) -> None:
@@ -136,5 +145,9 @@ def run_bench(plan: Plan, peer: bool, pause_training: bool) -> BenchResults:
         # After every server has stopped: the decoding engines get the cores to themselves.
         decoding = run_decoding(QUICK_DECODING if plan is QUICK else FULL_DECODING)
         outcome.errors += decoding.errors
+        scheduling = run_scheduling(*((QUICK_SCHEDULING, QUICK_VERSUS_CT2) if plan is QUICK
+                                      else (FULL_SCHEDULING, FULL_VERSUS_CT2)))
+        outcome.errors += scheduling.errors
     return BenchResults(plan, machine, paused, rows, sweeps, variants, cold, rss, peer_note, outcome,
-                        [e.name for e in extra], time.monotonic() - began, decoding, workers, floor, floor_model_ms)
+                        [e.name for e in extra], time.monotonic() - began, decoding, workers, floor, floor_model_ms,
+                        scheduling)

@@ -22,9 +22,29 @@ START_SECONDS = 120  # generous: the machine may be shared with training jobs
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port: the OS's choice, or one of SEQSERVE_BENCH_PORTS ("50640-50649") when set, for a machine
+    where each person's servers keep to their own ports. The range is scanned from after the last port
+    handed out, so two calls in a row (a server's port and its metrics port) never get the same one."""
+    span = os.environ.get("SEQSERVE_BENCH_PORTS", "")
+    if not span:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    first, last = (int(part) for part in span.split("-"))
+    ports = list(range(first, last + 1))
+    start = (ports.index(_LAST[0]) + 1) if _LAST and _LAST[0] in ports else 0
+    for port in ports[start:] + ports[:start]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _LAST[:] = [port]
+        return port
+    raise RuntimeError(f"no free port in SEQSERVE_BENCH_PORTS={span}")
+
+
+_LAST: list[int] = []  # the SEQSERVE_BENCH_PORTS port handed out last
 
 
 def rss_bytes(pid: int) -> int:

@@ -1,7 +1,10 @@
 """The decoders section 4 compares, each behind one call: translate(texts, batch, beam) -> token lists.
 
 - onnx: the service's own TranslationPipeline over the exported graphs (encoder once, decoder-step
-  graph with the KV cache / GRU state), fp32 or the int8 variant;
+  graph with the KV cache / GRU state), fp32 or the int8 variant, batch at a time (as evaluation runs it);
+- onnx-scheduled: the same pipeline under the server's step scheduler (service/batching/step_scheduler.py),
+  the batch as one admission, and onnx-batch: batch at a time in the model's runs (runs.run_in_runs: one
+  text per run for int8), each as the server runs a batch in that mode (section 9);
 - torch: the SAME pipeline object (tokenization, batching by options, greedy_search / beam_search,
   post-processing) with its step runner swapped for the torch model of that version, so only the engine
   under the search differs:
@@ -28,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from service.batching.runs import items_per_run_for, run_in_runs
 from service.pipelines.seq2seq_runtime import DecoderState
-from service.pipelines.translation import DecodeOptions, TranslationPipeline, TranslationRequest
+from service.pipelines.translation import DecodeOptions, Translation, TranslationPipeline, TranslationRequest
 from service.runtime.version_loader import load_version
 
 
@@ -162,7 +166,7 @@ class Translator:
             self.ct2 = ctranslate2.Translator(str(converted_model(version_dir, ct2_cache)), device="cpu",
                                               compute_type="int8" if precision == "int8" else "float32",
                                               intra_threads=threads, inter_threads=1)
-        elif engine == "onnx":
+        elif engine in ("onnx", "onnx-scheduled", "onnx-batch"):
             self.pipeline = onnx_pipeline(version_dir, threads)
         elif engine == "ort-beamsearch":
             from bench.converters.beam_search_op import BeamSearchOp
@@ -187,7 +191,13 @@ class Translator:
             return [[tokenizer.id_to_token(i) or "" for i in ids] for ids in outputs]
         if self.engine != "ct2":
             options = DecodeOptions(beam_size=beam, length_penalty=0.6)
-            translations = self.pipeline([TranslationRequest(x, options) for x in texts])
+            requests = [TranslationRequest(x, options) for x in texts]
+            if self.engine == "onnx-scheduled":
+                translations = scheduled(self.pipeline, requests)
+            elif self.engine == "onnx-batch":
+                translations = run_in_runs(self.pipeline, requests, items_per_run_for(self.pipeline.model))
+            else:
+                translations = self.pipeline(requests)
             # None only for a call whose stop signal fired, and no stop signals are passed here.
             return [t.hypotheses[0].tokens for t in translations if t is not None]
         tokenizer = self.pipeline.tokenizer
@@ -201,3 +211,28 @@ class Translator:
             # ct2 outputs tokens of the model's own vocabulary, so every one has an id.
             tokenizer.decode([i for i in map(tokenizer.token_to_id, tokens) if i is not None], skip_special_tokens=True)
         return best
+
+
+def scheduled(pipeline: TranslationPipeline, requests: Sequence[TranslationRequest]) -> list[Translation | None]:
+    """The requests as one call, decoded by the step scheduler as the server runs a batch of them (the model's
+    items_per_run, its chunk budget): what the server adds over batch-at-a-time decoding, in-process."""
+    from collections import deque
+
+    from service.batching.step_scheduler import Admission, ScheduledCall, StepScheduler
+    from service.model.pipeline import StepWork
+    from service.model.timing import StageTimings
+
+    answer: list[Translation | None] = []
+
+    def deliver(outputs: list[Translation | None] | None, error: Exception | None) -> None:
+        if error is not None or outputs is None:
+            raise RuntimeError(f"scheduled decoding failed: {error}")
+        answer.extend(outputs)
+    call: ScheduledCall[Translation] = ScheduledCall(0, len(requests), lambda: False, deliver)
+    units: deque[StepWork[Translation]] = deque(pipeline.plan(requests, items_per_run_for(pipeline.model)))
+    pending = [Admission([call], units, False, StageTimings(), lambda _: None)]
+
+    def take(light_room: bool, heavy_room: bool, retry: bool) -> Admission[Translation] | None:
+        return pending.pop() if pending else None
+    StepScheduler(take, pipeline.chunk_bytes).run()
+    return answer

@@ -13,7 +13,7 @@ import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 
-from service.model.model_config import QUEUE_DELAY_POLICIES, BatchConfig
+from service.model.model_config import DECODE_SCHEDULINGS, QUEUE_DELAY_POLICIES, BatchConfig
 
 MIB = 1 << 20
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -49,6 +49,7 @@ class Settings:
     batch_token_budget: int = _BATCH.batch_token_budget
     items_per_run: int = _BATCH.items_per_run  # 0: each model's manifest decides (1 for dynamic int8)
     inline_max_ms: float = _BATCH.inline_max_ms  # a lone short call runs in the event loop; 0: never
+    decode_scheduling: str = _BATCH.decode_scheduling  # translation: "iteration" (step-interleaved) or "batch"
     # Translate: texts x beam size x output tokens per call (64 texts x the default beam 4 x 256 tokens)
     max_translate_cost: int = 65536
     # Translate/TranslateStream: results whose confidence is below this are flagged low_confidence (still
@@ -122,6 +123,12 @@ def _log_format(text: str) -> str:
 def _queue_delay_policy(text: str) -> str:
     if text not in QUEUE_DELAY_POLICIES:
         raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(QUEUE_DELAY_POLICIES)}")
+    return text
+
+
+def _decode_scheduling(text: str) -> str:
+    if text not in DECODE_SCHEDULINGS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(DECODE_SCHEDULINGS)}")
     return text
 
 
@@ -201,6 +208,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--inline-max-ms", "SEQSERVE_INLINE_MAX_MS", _non_negative_float, defaults.inline_max_ms,
         "a lone call whose model run is predicted at no more than this runs in the event loop, without the "
         "hand-off to an inference thread and back; 0: always in a thread")
+    add("--decode-scheduling", "SEQSERVE_DECODE_SCHEDULING", _decode_scheduling, defaults.decode_scheduling,
+        "translation: iteration (batches decode a step at a time, interleaved; each call answered when its own "
+        "texts are done) or batch (one batch to its end, light calls between its chunks)")
     add("--max-translate-cost", "SEQSERVE_MAX_TRANSLATE_COST", _bounded_int(1), defaults.max_translate_cost,
         "most decoder work one Translate call may ask for, texts x beam size x output tokens (each text's "
         "max_output_tokens, or its default from the source length); above it the call gets RESOURCE_EXHAUSTED")

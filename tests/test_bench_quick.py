@@ -24,7 +24,7 @@ def test_quick_benchmark_runs_every_scenario_and_writes_the_report(tmp_path: pat
     report = out.read_text("utf-8")
     for heading in ("## Machine", "## Goals", "## 1. Overhead", "## 2. Dynamic batching", "## 3. Peer server",
                     "## 4. Translation decoding", "## 5. int8 vs fp32", "## 6. Cold start and memory",
-                    "## 7. Worker processes", "## 8. The Python gRPC floor"):
+                    "## 7. Worker processes", "## 8. The Python gRPC floor", "## 9. Translation scheduling"):
         assert heading in report
     assert "Failed calls in the whole run: 0." in report
     # Every configuration was measured at every concurrency (the goals read these rows).
@@ -54,4 +54,10 @@ def test_quick_benchmark_runs_every_scenario_and_writes_the_report(tmp_path: pat
         assert f"torch eager for seq2seq-attention: its weights ({seq2seq_torch}) are not here" in report
     assert "decoding worker failed" not in report + finished.stderr
     assert "ONNX with cache >= 3x torch eager without cache" in finished.stdout
+    # Section 9: both scheduling modes measured on their own servers, and in-process beside CTranslate2.
+    for row in ("| iteration-level (default) |", "| batch at a time (`--decode-scheduling batch`) |",
+                "| int8 | 2 | 4 |"):
+        assert row in report, row
+    assert "Iteration-level / batch at a time: mixed traffic" in report
+    assert "light p99 with a heavy call in flight <= 3x idle" in finished.stdout
     assert "served/raw <= 1.3x" in finished.stdout  # the goals are evaluated, met or not

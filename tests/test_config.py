@@ -29,6 +29,7 @@ SAMPLE_VALUES: dict[str, tuple[str, object]] = {
     "log_level": ("debug", "DEBUG"),
     "log_format": ("json", "json"),
     "queue_delay_policy": ("fixed", "fixed"),
+    "decode_scheduling": ("batch", "batch"),
     "min_translation_confidence": ("0.25", 0.25),  # a confidence: at most 1
 }
 

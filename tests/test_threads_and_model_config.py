@@ -55,7 +55,7 @@ def test_model_config_pins_and_batching(tmp_path: pathlib.Path) -> None:
 
 @pytest.mark.parametrize(
     "models", [{"a": {"verison": "1"}}, {"a": {"version": "latest"}}, {"a": {"max_batch_size": 0}},
-               {"a": {"queue_delay_policy": "eager"}}]
+               {"a": {"queue_delay_policy": "eager"}}, {"a": {"decode_scheduling": "rows"}}]
 )
 def test_a_bad_model_config_is_refused(tmp_path: pathlib.Path, models: dict) -> None:
     path = tmp_path / "models.json"
@@ -72,7 +72,7 @@ def test_every_batching_setting_is_a_server_flag_and_can_be_set_per_model(
     settings = {f.name: f for f in dataclasses.fields(Settings)}
     assert field.name in settings, f"BatchConfig.{field.name} has no server setting of that name"
     assert settings[field.name].default == field.default
-    chosen = "fixed" if field.name == "queue_delay_policy" else field.default * 2
+    chosen = {"queue_delay_policy": "fixed", "decode_scheduling": "batch"}.get(field.name, field.default * 2)
     path = tmp_path / "models.json"
     path.write_text(json.dumps({"models": {"a": {field.name: chosen}}}))
     config = load_model_config(path, BatchConfig())
@@ -83,6 +83,7 @@ def test_every_batching_setting_is_a_server_flag_and_can_be_set_per_model(
 def test_the_server_hands_every_batching_setting_to_the_model_config() -> None:
     # Every BatchConfig field, set to a value other than its default, reaches the server-wide batch settings.
     changed = {"max_batch_size": 7, "max_queue_delay_ms": 1.5, "queue_delay_policy": "fixed",
-               "max_queue_texts": 99, "batch_token_budget": 123, "items_per_run": 2, "inline_max_ms": 0.5}
+               "max_queue_texts": 99, "batch_token_budget": 123, "items_per_run": 2, "inline_max_ms": 0.5,
+               "decode_scheduling": "batch"}
     assert set(changed) == {f.name for f in dataclasses.fields(BatchConfig)}, "give the new field a value here"
     assert Settings(**changed).batch_config() == BatchConfig(**changed)

@@ -19,7 +19,7 @@ from service.batching.runs import run_pipeline
 from service.client.cli import print_translations
 from service.model.manifest import read_manifest, republish_manifest
 from service.model.manifest_schema import ConfidenceSection
-from service.pipelines.translation import DecodeOptions, TranslationPipeline, TranslationRequest
+from service.pipelines.translation import DecodeOptions, TranslationPipeline, TranslationRequest, run_to_end
 from service.pipelines.translation_confidence import ConfidenceInputs, confidence_features
 from service.runtime.version_loader import load_version
 
@@ -101,7 +101,7 @@ def test_token_log_probs_add_up_to_the_hypothesis_log_prob(pipelines, options: D
     ids = [pipeline.source_ids(t) for t in VERSES]
     src_ids, src_mask = pipeline._pad(ids)
     steps = np.array([pipeline.max_steps(len(i), options) for i in ids])
-    for hypotheses in pipeline._decode(src_ids, src_mask, steps, options, None):
+    for hypotheses in run_to_end(pipeline.search(src_ids, src_mask, steps, options, None)):
         for h in hypotheses:
             assert len(h.token_log_probs) == h.length
             assert sum(h.token_log_probs) == pytest.approx(h.log_prob, abs=1e-3)

@@ -24,6 +24,11 @@ at a time.
 
 Every batch runs through runs.run_in_runs: at most `config.items_per_run` items per onnxruntime run
 (1 for a dynamically quantized graph, set by the registry), so batch-mates never change an answer.
+
+Iteration-level scheduling (`config.decode_scheduling` "iteration", the default, for a pipeline that
+plans step work: translation): instead of one batch to its end, the worker runs a scheduling session
+(step_scheduler.py) in the inference pool while the model has work. It takes batches off this queue as
+they arrive, and interleaves their decoder steps, answering each call as soon as its own texts are done.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
@@ -42,13 +48,19 @@ from typing import Generic, TypeVar, cast
 from service.batching.errors import BatcherClosedError, DeadlineExpiredError, QueueFullError
 from service.batching.grouping import Candidate, choose_batch
 from service.batching.runs import NO_LIMIT, run_in_runs
+from service.batching.step_scheduler import Admission, ScheduledCall, StepScheduler
 from service.metrics.registry import ServingMetrics
 from service.model.loaded_model import LoadedModel
 from service.model.model_config import BatchConfig
-from service.model.pipeline import Pipeline, StoppablePipeline, is_stoppable
+from service.model.pipeline import Pipeline, ScheduledPipeline, StoppablePipeline, is_scheduled, is_stoppable
 from service.model.timing import StageTimings
 
 log = logging.getLogger(__name__)
+
+# A scheduling session gives its inference thread back this often (step_scheduler.py), so other models'
+# batches waiting in the pool run in between: at most this much later than with a free thread, at the cost
+# of one hand-off per slice.
+SESSION_SLICE_SECONDS = 0.05
 
 RequestT = TypeVar("RequestT")
 ResultT = TypeVar("ResultT")
@@ -114,6 +126,9 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         # Seconds per estimated token of this pipeline's last lone run (a batch of one call), for the inline
         # rule (_runs_inline); None until a lone run of the pipeline now serving was timed.
         self._lone_run: tuple[object, float] | None = None
+        # Set (event loop) when a call is queued; read by a scheduling session's thread, so it looks at
+        # the queue only when something arrived.
+        self._arrived = threading.Event()
 
     @property
     def queued_texts(self) -> int:
@@ -157,6 +172,7 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
         self._depth.set(self._queued_texts)
         if self._queued_texts >= self._wake_at:
             self._wakeup.set()
+        self._arrived.set()
         # If the client cancels (or grpc ends the call at its deadline), this await is cancelled and
         # so is item.future. A call still waiting leaves the queue at once: it must not hold queue room
         # until the worker's next pass (clients that cancel and resubmit in a loop would otherwise fill
@@ -229,12 +245,14 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
             timer.cancel()
             self._wake_at = 1
 
-    def _take_batch(self, shared_only: bool = False) -> list[_Queued[RequestT, ResultT]]:
+    def _take_batch(self, shared_only: bool = False, own_only: bool = False) -> list[_Queued[RequestT, ResultT]]:
         """(Event loop) Drop dead calls, then take the next batch off the queue (empty if none).
         `shared_only`: only calls of the default group (None); calls that asked for a batch of their
-        own (a translation too big for one chunk) are left for the worker's regular turn."""
+        own (a translation too big for one chunk) are left for the worker's regular turn. `own_only`:
+        only those."""
         self._drop_dead(asyncio.get_running_loop().time())
-        queued = [q for q in self._queue if q.group is None] if shared_only else list(self._queue)
+        queued = [q for q in self._queue if (q.group is None) != own_only] if shared_only or own_only \
+            else list(self._queue)
         if not queued:
             return []
         chosen = choose_batch(
@@ -256,6 +274,9 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
                 self._wakeup.clear()
                 await self._wakeup.wait()
             await self._wait_for_batch()
+            if self.config.decode_scheduling == "iteration" and is_scheduled(self.pipeline):
+                await self._run_scheduled(self.pipeline)
+                continue
             batch = self._take_batch()
             if batch:
                 await self._run_batch(batch)
@@ -357,24 +378,101 @@ class DynamicBatcher(Generic[RequestT, ResultT]):
     def _settle(self, batch: list[_Queued[RequestT, ResultT]], model: LoadedModel, batch_texts: int, now: float,
                 timings: StageTimings, outputs: list[ResultT | None] | None, error: Exception | None) -> None:
         """(Event loop) Hand each call its outputs, or the batch's error."""
-        if error is not None or outputs is None:
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(error or RuntimeError("pipeline returned nothing"))
-            return
-        self._metrics.observe_stages(model, timings)
-        if timings.padding_ratio is not None:
-            self._padding_ratio.observe(timings.padding_ratio)
+        if error is None and outputs is not None:
+            self._observe_stages(model, timings)
         start = 0
         for item in batch:
             end = start + len(item.texts)
-            if item.future.done():  # a client that left meanwhile just gets nothing
-                pass
-            elif item.stopped() and any(output is None for output in outputs[start:end]):  # stopped mid-decode
-                self._metrics.batch_rejects.labels(self._name, "deadline").inc()
-                item.future.set_exception(DeadlineExpiredError(
-                    f"deadline passed while model {self._name} ran the call; its decoding stopped"))
-            else:  # a call not stopped has every output (only a fired stop signal leaves None)
-                mine = cast(list[ResultT], outputs[start:end])
-                item.future.set_result(BatchResult(mine, model, batch_texts, now - item.enqueued))
+            self._settle_call(item, model, batch_texts, now, None if outputs is None else outputs[start:end], error)
             start = end
+
+    def _observe_stages(self, model: LoadedModel, timings: StageTimings) -> None:
+        self._metrics.observe_stages(model, timings)
+        if timings.padding_ratio is not None:
+            self._padding_ratio.observe(timings.padding_ratio)
+
+    def _settle_call(self, item: _Queued[RequestT, ResultT], model: LoadedModel, batch_texts: int, now: float,
+                     outputs: list[ResultT | None] | None, error: Exception | None) -> None:
+        """(Event loop) Hand one call its outputs, or the error."""
+        if item.future.done():  # a client that left meanwhile just gets nothing
+            return
+        if error is not None or outputs is None:
+            item.future.set_exception(error or RuntimeError("pipeline returned nothing"))
+        elif item.stopped() and any(output is None for output in outputs):  # stopped mid-decode
+            self._metrics.batch_rejects.labels(self._name, "deadline").inc()
+            item.future.set_exception(DeadlineExpiredError(
+                f"deadline passed while model {self._name} ran the call; its decoding stopped"))
+        else:  # a call not stopped has every output (only a fired stop signal leaves None)
+            mine = cast(list[ResultT], outputs)
+            item.future.set_result(BatchResult(mine, model, batch_texts, now - item.enqueued))
+
+    # -- iteration-level scheduling (step_scheduler.py) ----------------------------------------------
+    async def _run_scheduled(self, pipeline: ScheduledPipeline[RequestT, ResultT]) -> None:
+        """One scheduling session in the inference pool, until the model has no work it may take. A
+        swapped pipeline takes nothing more: its session finishes what it holds, the next one serves."""
+        loop = asyncio.get_running_loop()
+        items_per_run = self._items_per_run()
+        self._arrived.set()  # whatever is queued now is the session's first admission
+
+        async def take(light_room: bool, heavy_room: bool) -> tuple[list[_Queued[RequestT, ResultT]],
+                                                                    list[RequestT], float] | None:
+            if self.pipeline is not pipeline:
+                return None
+            batch = self._take_batch(shared_only=not heavy_room, own_only=not light_room)
+            # More may fit beside this one: look again next turn. Calls left only for a class without room
+            # are looked at when room is freed, not at every step (a round trip to the event loop each).
+            if batch and self._queue:
+                self._arrived.set()
+            return (batch, *self._begin(batch, pipeline.model)) if batch else None
+
+        def admit(light_room: bool, heavy_room: bool, retry: bool) -> Admission[ResultT] | None:
+            """(Scheduler thread) The next batch off the queue, planned; None if nothing may be taken."""
+            if not (retry or self._arrived.is_set()):
+                return None
+            self._arrived.clear()
+            try:
+                taken = asyncio.run_coroutine_threadsafe(take(light_room, heavy_room), loop).result(timeout=10)
+            except (RuntimeError, concurrent.futures.TimeoutError):  # the loop is closing: take nothing more
+                return None
+            if taken is None:
+                return None
+            batch, texts, now = taken
+            return self._admission(pipeline, items_per_run, batch, texts, now, loop)
+
+        scheduler: StepScheduler[ResultT] = StepScheduler(admit, pipeline.chunk_bytes)
+        try:
+            # In slices: between two, other models' batches queued in the inference pool get the thread (a
+            # session lasts as long as translation work keeps coming; held whole, it could starve them).
+            while await loop.run_in_executor(self._executor, scheduler.run, SESSION_SLICE_SECONDS):
+                pass
+        except Exception:  # its calls got the error; the worker lives on for the next calls
+            log.exception("model %s: the scheduling session failed", self._name)
+
+    def _admission(self, pipeline: ScheduledPipeline[RequestT, ResultT], items_per_run: int,
+                   batch: list[_Queued[RequestT, ResultT]], texts: list[RequestT], now: float,
+                   loop: asyncio.AbstractEventLoop) -> Admission[ResultT]:
+        """(Scheduler thread) A taken batch as the scheduler's admission: its calls, answered each through
+        the event loop, and the units the pipeline plans for its texts (a planning error fails them all)."""
+        model = pipeline.model
+        calls: list[ScheduledCall[ResultT]] = []
+        start = 0
+        for item in batch:
+            def deliver(outputs: list[ResultT | None] | None, error: Exception | None,
+                        item: _Queued[RequestT, ResultT] = item) -> None:
+                loop.call_soon_threadsafe(self._settle_call, item, model, len(texts), now, outputs, error)
+            calls.append(ScheduledCall(start, len(item.texts), item.stopped, deliver))
+            start += len(item.texts)
+        timings = StageTimings()
+
+        def finish(timings: StageTimings) -> None:
+            loop.call_soon_threadsafe(self._observe_stages, model, timings)
+
+        heavy = any(item.group is not None for item in batch)
+        admission: Admission[ResultT] = Admission(calls, deque(), heavy, timings, finish)
+        try:
+            admission.units.extend(pipeline.plan(texts, items_per_run, timings))
+        except Exception as error:  # e.g. a tokenizer failure: every call of the batch gets it, as before
+            for call in calls:
+                call.delivered = True
+                call.deliver(None, error)
+        return admission

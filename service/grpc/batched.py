@@ -9,6 +9,7 @@ statuses.py.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -85,13 +86,16 @@ async def submit_batched(
 async def serve_batched(
     manager: ModelManager, task: str, model_name: str, kind: type[PipelineT],
     validate: Callable[[PipelineT], Submission[Any]], call: Call, context: grpc.aio.ServicerContext,
+    gate: Callable[[Submission[Any]], contextlib.AbstractAsyncContextManager[Any]] | None = None,
 ) -> Served[PipelineT, Any]:
     """The whole path of a batched task call. `validate` checks the request against the live pipeline
     (its limits, catalogue, tokenizer) and gives the items; they run batched with other calls' in a
     worker thread, and the call records the version that actually ran them (a hot swap may come between).
+    `gate`: held around the submission (translation: how many heavy calls decode at once).
     The caller annotates the result type: Served[SentimentPipeline, SentimentPrediction]."""
     live = live_pipeline(manager, task, model_name, kind, call)
     submission = validate(live.pipeline)
-    result = await submit_batched(live.batcher, submission.items, context, submission.group)
+    async with gate(submission) if gate is not None else contextlib.nullcontext():
+        result = await submit_batched(live.batcher, submission.items, context, submission.group)
     call.version = result.model.version
     return Served(live.pipeline, submission, result)

@@ -119,6 +119,7 @@ def add_task_servicers(server: grpc.aio.Server, manager: ModelManager, settings:
         ClassificationServicer(manager, limits, metrics), server)
     translation_pb2_grpc.add_TranslationServicer_to_server(
         TranslationServicer(manager, limits, metrics, max_cost=settings.max_translate_cost,
+                            heavy_at_once=settings.inference_workers,
                             min_confidence=settings.min_translation_confidence), server)
     ner_pb2_grpc.add_NerServicer_to_server(NerServicer(manager, limits, metrics), server)
     recommendation_pb2_grpc.add_RecommendationServicer_to_server(RecommendationServicer(manager, metrics), server)

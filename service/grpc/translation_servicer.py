@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import numpy as np
@@ -49,8 +51,14 @@ def to_result(translation: Translation, min_confidence: float = 0.0) -> translat
 
 class TranslationServicer(translation_pb2_grpc.TranslationServicer):
     def __init__(self, manager: ModelManager, limits: TextLimits, metrics: ServingMetrics,
-                 max_cost: int = DEFAULT_MAX_COST, min_confidence: float = 0.0) -> None:
+                 max_cost: int = DEFAULT_MAX_COST, min_confidence: float = 0.0, heavy_at_once: int = 2) -> None:
         self._manager = manager
+        # Heavy calls (more than one decoding chunk) decoding at once, over every translation model: the
+        # memory bound of docs/reliability.md counts --inference-workers of them, which batch-at-a-time
+        # decoding gave by holding an inference thread per batch. Scheduling sessions hand their thread
+        # back between slices, so three models' heavy calls could decode together (measured: 540 MiB
+        # peak for three worst-accepted calls, against the 512Mi limit); the others wait here, unqueued.
+        self._heavy_slots = asyncio.Semaphore(max(1, heavy_at_once))
         self._limits = limits
         self._max_cost = max_cost  # texts x beam x output tokens per Translate call
         self._metrics = metrics
@@ -79,8 +87,11 @@ class TranslationServicer(translation_pb2_grpc.TranslationServicer):
             group = object() if len(pipeline.chunks(max(source_tokens), steps, options)) > 1 else None
             return Submission([TranslationRequest(t, options) for t in texts], group)
 
+        def gate(submission: Submission[TranslationRequest]) -> contextlib.AbstractAsyncContextManager[Any]:
+            return self._heavy_slots if submission.group is not None else contextlib.nullcontext()
+
         served: Served[TranslationPipeline, Translation] = await serve_batched(
-            self._manager, TASK, request.model, TranslationPipeline, validate, call, context)
+            self._manager, TASK, request.model, TranslationPipeline, validate, call, context, gate)
         return translation_pb2.TranslateResponse(results=[to_result(t, self._min_confidence) for t in served.outputs],
                                                  model=served.model_ref)
 

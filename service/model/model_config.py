@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 QUEUE_DELAY_POLICIES = ("adaptive", "fixed")
+DECODE_SCHEDULINGS = ("iteration", "batch")
 
 
 class ModelConfigError(ValueError):
@@ -41,6 +42,10 @@ class BatchConfig:
     # itself instead of an inference thread: the hand-off there and back cost ~0.15 ms of CPU, half a short
     # text's whole model run (docs/serving.md "Per-call cost"). The loop is held that long. 0: never.
     inline_max_ms: float = 0.0  # off by default: docs/serving.md "Per-call cost" (mixed measurements)
+    # Translation: "iteration" runs the batches a step at a time, interleaved, each call answered as soon
+    # as its own texts are done (service/batching/step_scheduler.py); "batch" runs one batch at a time to
+    # its end, light calls between its chunks (as before). docs/serving.md "Iteration-level scheduling".
+    decode_scheduling: str = "iteration"
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,11 @@ def _model_settings(name: str, raw: Any, defaults: BatchConfig) -> ModelSettings
         raise ModelConfigError(
             f"models.{name}.queue_delay_policy: {batching.queue_delay_policy!r} is not one of "
             f"{', '.join(QUEUE_DELAY_POLICIES)}"
+        )
+    if batching.decode_scheduling not in DECODE_SCHEDULINGS:
+        raise ModelConfigError(
+            f"models.{name}.decode_scheduling: {batching.decode_scheduling!r} is not one of "
+            f"{', '.join(DECODE_SCHEDULINGS)}"
         )
     version = str(raw.get("version", ""))
     if version and not version.isdigit():

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from service.pipelines.hypothesis import Hypothesis, length_penalty
-from service.pipelines.seq2seq_runtime import StepRunner
+from service.pipelines.seq2seq_runtime import DecoderState, StepRunner
 
 NEG_INF = -1e9  # finite: keeps the arithmetic free of inf - inf
 
@@ -47,25 +47,57 @@ def beam_search(
     stops: Sequence[Callable[[], bool]] | None = None,
 ) -> list[list[Hypothesis]]:
     """For each source row, its n_best hypotheses, best first (score = log_prob / length_penalty)."""
-    batch, k = src_ids.shape[0], beam_size
-    n_best = min(n_best, k)
-    state = runner.encode(src_ids, src_mask).take(np.repeat(np.arange(batch), k))
-    active = np.arange(batch)                          # sentence of each group of k rows
-    # float32 like the log-probs: the top-2k selection below is the costliest numpy step, and float64
-    # would double the memory it streams through (k x vocab per sentence).
-    scores = np.tile(np.array([0.0] + [NEG_INF] * (k - 1), dtype=np.float32), batch)  # step 0: keep one beam
-    tokens = np.full(batch * k, runner.bos_id, dtype=np.int64)
-    history = np.zeros((batch * k, 0), dtype=np.int64)
-    history_log_probs = np.zeros((batch * k, 0), dtype=np.float32)  # each token's own log-prob
-    attention = np.zeros((batch * k, 0, src_ids.shape[1]), dtype=np.float32) if with_attention else None
-    finished = [_Finished(k) for _ in range(batch)]
-    step = 0
-    while len(active):
-        if stops is not None:
-            live_groups = [group for group, sentence in enumerate(active) if not stops[int(sentence)]()]
+    search = BeamSearch(runner, src_ids, src_mask, max_steps, beam_size, n_best, alpha, with_attention, stops)
+    while not search.finished:
+        search.advance()
+    return search.results()
+
+
+class BeamSearch:
+    """Beam search as a step machine: each `advance()` runs the encoder (the first) or one decoder step,
+    so a scheduler can interleave several searches step by step (service/batching/step_scheduler.py);
+    `beam_search` runs one to the end. The same code either way: outputs cannot differ."""
+
+    def __init__(
+        self, runner: StepRunner, src_ids: np.ndarray, src_mask: np.ndarray, max_steps: np.ndarray,
+        beam_size: int, n_best: int = 1, alpha: float = 0.6, with_attention: bool = False,
+        stops: Sequence[Callable[[], bool]] | None = None,
+    ) -> None:
+        batch, k = src_ids.shape[0], beam_size
+        self.runner, self.src_ids, self.src_mask, self.max_steps = runner, src_ids, src_mask, max_steps
+        self.k, self.n_best, self.alpha, self.stops = k, min(n_best, k), alpha, stops
+        self.state: DecoderState | None = None  # encoded (and repeated k times) on the first advance
+        self.active = np.arange(batch)                     # sentence of each group of k rows
+        # float32 like the log-probs: the top-2k selection below is the costliest numpy step, and float64
+        # would double the memory it streams through (k x vocab per sentence).
+        self.scores = np.tile(np.array([0.0] + [NEG_INF] * (k - 1), dtype=np.float32), batch)  # step 0: one beam
+        self.tokens = np.full(batch * k, runner.bos_id, dtype=np.int64)
+        self.history = np.zeros((batch * k, 0), dtype=np.int64)
+        self.history_log_probs = np.zeros((batch * k, 0), dtype=np.float32)  # each token's own log-prob
+        self.attention = np.zeros((batch * k, 0, src_ids.shape[1]), dtype=np.float32) if with_attention else None
+        self.finished_by_sentence = [_Finished(k) for _ in range(batch)]
+        self.step = 0
+        self.done = False
+
+    @property
+    def finished(self) -> bool:
+        return self.done or not len(self.active)
+
+    def advance(self) -> None:
+        """The encoder on the first call, then one decoder step over the live beams."""
+        k, alpha, runner = self.k, self.alpha, self.runner
+        if self.state is None:
+            self.state = runner.encode(self.src_ids, self.src_mask).take(np.repeat(np.arange(len(self.active)), k))
+            return
+        state, tokens, scores, history = self.state, self.tokens, self.scores, self.history
+        history_log_probs, attention, active = self.history_log_probs, self.attention, self.active
+        finished = self.finished_by_sentence
+        if self.stops is not None:
+            live_groups = [group for group, sentence in enumerate(active) if not self.stops[int(sentence)]()]
             if len(live_groups) < len(active):
                 if not live_groups:
-                    break
+                    self.done = True
+                    return
                 index = (np.asarray(live_groups, dtype=np.int64)[:, None] * k + np.arange(k)).ravel()
                 state, tokens, scores, history = state.take(index), tokens[index], scores[index], history[index]
                 history_log_probs = history_log_probs[index]
@@ -73,7 +105,8 @@ def beam_search(
                 active = active[np.asarray(live_groups, dtype=np.int64)]
         log_probs, cross, state = runner.step(tokens, state)
         vocab = log_probs.shape[1]
-        step += 1
+        self.step += 1
+        step = self.step
         candidates = (scores[:, None] + log_probs).reshape(len(active), k * vocab)
         rows, next_tokens, next_scores, kept_groups = [], [], [], []
         for group, sentence in enumerate(active):
@@ -90,14 +123,14 @@ def beam_search(
                 live.append((row, token, total))
                 if len(live) == k:
                     break
-            if step >= max_steps[sentence]:  # out of budget: the live beams end here, without [EOS]
+            if step >= self.max_steps[sentence]:  # out of budget: the live beams end here, without [EOS]
                 for row, token, total in live:
                     finished[sentence].add(_hypothesis(np.append(history[row], token), total, step, False, alpha,
                                                        _attention_of(attention, row, cross[row]),
                                                        np.append(history_log_probs[row], log_probs[row, token])))
                 continue
             done = finished[sentence].full() and (
-                live[0][2] / length_penalty(int(max_steps[sentence]), alpha) <= finished[sentence].worst())
+                live[0][2] / length_penalty(int(self.max_steps[sentence]), alpha) <= finished[sentence].worst())
             if done:
                 continue
             kept_groups.append(group)
@@ -106,18 +139,23 @@ def beam_search(
                 next_tokens.append(token)
                 next_scores.append(total)
         if not rows:
-            break
+            self.done = True
+            return
         index = np.asarray(rows, dtype=np.int64)
         new_tokens = np.asarray(next_tokens, dtype=np.int64)
-        history = np.concatenate([history[index], new_tokens[:, None]], axis=1)
-        history_log_probs = np.concatenate([history_log_probs[index], log_probs[index, new_tokens][:, None]], axis=1)
+        self.history = np.concatenate([history[index], new_tokens[:, None]], axis=1)
+        self.history_log_probs = np.concatenate([history_log_probs[index], log_probs[index, new_tokens][:, None]],
+                                                axis=1)
         if attention is not None:
             attention = np.concatenate([attention[index], cross[index][:, None, :]], axis=1)
+        self.attention = attention
         # Sentences left: take every tensor (memory too); otherwise beams only move within sentences.
-        state = state.take(index) if len(kept_groups) < len(active) else state.reorder(index)
-        active = active[np.asarray(kept_groups, dtype=np.int64)]
-        tokens, scores = new_tokens, np.asarray(next_scores, dtype=np.float32)
-    return [f.items[:n_best] for f in finished]
+        self.state = state.take(index) if len(kept_groups) < len(active) else state.reorder(index)
+        self.active = active[np.asarray(kept_groups, dtype=np.int64)]
+        self.tokens, self.scores = new_tokens, np.asarray(next_scores, dtype=np.float32)
+
+    def results(self) -> list[list[Hypothesis]]:
+        return [f.items[: self.n_best] for f in self.finished_by_sentence]
 
 
 def top_candidates(candidates: np.ndarray, beam_scores: np.ndarray, vocab: int, count: int) -> np.ndarray:

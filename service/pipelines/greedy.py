@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.pipelines.hypothesis import Hypothesis, length_penalty
-from service.pipelines.seq2seq_runtime import StepRunner
+from service.pipelines.seq2seq_runtime import DecoderState, StepRunner
 
 
 def greedy_search(
@@ -22,56 +22,89 @@ def greedy_search(
 ) -> list[Hypothesis]:
     """One hypothesis per row; row i stops at [EOS] or after max_steps[i] tokens. Encoder runs once.
     A row stopped by `stops` keeps the tokens it had (its caller discards them)."""
-    batch = src_ids.shape[0]
-    state = runner.encode(src_ids, src_mask)
-    active = np.arange(batch)  # original row of each row still decoding
-    tokens = np.full(batch, runner.bos_id, dtype=np.int64)
-    outputs: list[list[int]] = [[] for _ in range(batch)]
-    log_probs_sum = np.zeros(batch)
-    token_log_probs: list[list[float]] = [[] for _ in range(batch)]
-    attention: list[list[np.ndarray]] = [[] for _ in range(batch)]
-    ended = np.zeros(batch, dtype=bool)
-    step = 0
-    while len(active):
-        if stops is not None:
-            live = [position for position, row in enumerate(active) if not stops[int(row)]()]
+    search = GreedySearch(runner, src_ids, src_mask, max_steps, alpha, with_attention, stops)
+    while not search.finished:
+        search.advance()
+    return search.results()
+
+
+class GreedySearch:
+    """Greedy decoding as a step machine: each `advance()` runs the encoder (the first) or one decoder
+    step, so a scheduler can interleave several searches step by step (service/batching/step_scheduler.py);
+    `greedy_search` runs one to the end. The same code either way: outputs cannot differ."""
+
+    def __init__(
+        self, runner: StepRunner, src_ids: np.ndarray, src_mask: np.ndarray, max_steps: np.ndarray,
+        alpha: float = 0.0, with_attention: bool = False, stops: Sequence[Callable[[], bool]] | None = None,
+    ) -> None:
+        self.runner, self.src_ids, self.src_mask, self.max_steps = runner, src_ids, src_mask, max_steps
+        self.alpha, self.with_attention, self.stops = alpha, with_attention, stops
+        batch = src_ids.shape[0]
+        self.state: DecoderState | None = None  # encoded on the first advance
+        self.active = np.arange(batch)  # original row of each row still decoding
+        self.tokens = np.full(batch, runner.bos_id, dtype=np.int64)
+        self.outputs: list[list[int]] = [[] for _ in range(batch)]
+        self.log_probs_sum = np.zeros(batch)
+        self.token_log_probs: list[list[float]] = [[] for _ in range(batch)]
+        self.attention: list[list[np.ndarray]] = [[] for _ in range(batch)]
+        self.ended = np.zeros(batch, dtype=bool)
+        self.step = 0
+        self.stopped = False  # every row's call has gone
+
+    @property
+    def finished(self) -> bool:
+        return self.stopped or not len(self.active)
+
+    def advance(self) -> None:
+        """The encoder on the first call, then one decoder step over the rows still decoding."""
+        if self.state is None:
+            self.state = self.runner.encode(self.src_ids, self.src_mask)
+            return
+        state, active, tokens = self.state, self.active, self.tokens
+        if self.stops is not None:
+            live = [position for position, row in enumerate(active) if not self.stops[int(row)]()]
             if len(live) < len(active):
                 if not live:
-                    break
+                    self.stopped = True
+                    return
                 keep_rows = np.asarray(live, dtype=np.int64)
                 state, active, tokens = state.take(keep_rows), active[keep_rows], tokens[keep_rows]
-        log_probs, cross, state = runner.step(tokens, state)
+        log_probs, cross, state = self.runner.step(tokens, state)
         chosen = log_probs.argmax(axis=-1)
         chosen_log_probs = log_probs[np.arange(len(active)), chosen]
-        log_probs_sum[active] += chosen_log_probs
-        step += 1
+        self.log_probs_sum[active] += chosen_log_probs
+        self.step += 1
         keep = []
         for position, row in enumerate(active):
             token = int(chosen[position])
-            token_log_probs[row].append(float(chosen_log_probs[position]))
-            if token == runner.eos_id:
-                ended[row] = True
+            self.token_log_probs[row].append(float(chosen_log_probs[position]))
+            if token == self.runner.eos_id:
+                self.ended[row] = True
                 continue
-            outputs[row].append(token)
-            if with_attention:
-                attention[row].append(cross[position])
-            if step < max_steps[row]:
+            self.outputs[row].append(token)
+            if self.with_attention:
+                self.attention[row].append(cross[position])
+            if self.step < self.max_steps[row]:
                 keep.append(position)
         if len(keep) < len(active):  # finished rows leave the batch: later steps are cheaper
             keep_rows = np.asarray(keep, dtype=np.int64)
             state, active, chosen = state.take(keep_rows), active[keep_rows], chosen[keep_rows]
-        tokens = chosen.astype(np.int64)
-    results = []
-    for index in range(batch):
-        length = len(outputs[index]) + int(ended[index])
-        results.append(Hypothesis(
-            token_ids=outputs[index], log_prob=float(log_probs_sum[index]), length=length,
-            score=float(log_probs_sum[index]) / length_penalty(length, alpha),
-            attention=np.stack(attention[index]) if with_attention and attention[index]
-            else (np.zeros((0, src_ids.shape[1]), np.float32) if with_attention else None),
-            token_log_probs=token_log_probs[index],
-        ))
-    return results
+        self.state, self.active, self.tokens = state, active, chosen.astype(np.int64)
+
+    def results(self) -> list[Hypothesis]:
+        results = []
+        width = self.src_ids.shape[1]
+        for index in range(self.src_ids.shape[0]):
+            length = len(self.outputs[index]) + int(self.ended[index])
+            attention = self.attention[index]
+            results.append(Hypothesis(
+                token_ids=self.outputs[index], log_prob=float(self.log_probs_sum[index]), length=length,
+                score=float(self.log_probs_sum[index]) / length_penalty(length, self.alpha),
+                attention=np.stack(attention) if self.with_attention and attention
+                else (np.zeros((0, width), np.float32) if self.with_attention else None),
+                token_log_probs=self.token_log_probs[index],
+            ))
+        return results
 
 
 @dataclass(frozen=True)

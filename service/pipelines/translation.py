@@ -33,10 +33,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from service.model.loaded_model import LoadedModel
-from service.model.pipeline import Stop, StoppablePipeline
+from service.model.pipeline import ScheduledPipeline, Stop
 from service.model.timing import StageTimings
-from service.pipelines.beam_search import beam_search
-from service.pipelines.greedy import greedy_search, greedy_stream_steps
+from service.pipelines.beam_search import BeamSearch
+from service.pipelines.greedy import GreedySearch, greedy_stream_steps
 from service.pipelines.hypothesis import Hypothesis
 from service.pipelines.seq2seq_runtime import StepRunner
 from service.pipelines.translation_confidence import (
@@ -141,9 +141,85 @@ def measure_footprint(runner: StepRunner) -> DecodeFootprint:
                            fixed=max(0, memory_1 + state_1 - per_source - per_step), vocab=vocab)
 
 
-class TranslationPipeline(StoppablePipeline[TranslationRequest, Translation]):
-    # The batcher hands this pipeline per-item stop signals and a between-chunks hook.
+def nbest_of(search: GreedySearch | BeamSearch) -> list[list[Hypothesis]]:
+    """Each row's hypotheses, best first, from a search run to its end (greedy: the one it has)."""
+    if isinstance(search, GreedySearch):
+        return [[h] for h in search.results()]
+    return search.results()
+
+
+def run_to_end(search: GreedySearch | BeamSearch) -> list[list[Hypothesis]]:
+    """A search advanced until it is finished, as batch-at-a-time decoding runs it: its n-best lists."""
+    while not search.finished:
+        search.advance()
+    return nbest_of(search)
+
+
+@dataclass(frozen=True)
+class _UnitText:
+    index: int                 # position in the planned batch
+    text: str
+    source_tokens: list[str]   # its subwords
+    source_ids: list[int]      # with the source prefix and [EOS]
+
+
+class DecodeUnit:
+    """A chunk: consecutive texts of one options group that decode as one search (a StepWork for the
+    step scheduler; __call__ runs its units one after the other). The rows are cut from the group's
+    padded tensors, so a text decodes from the same inputs however the batch is chunked or scheduled."""
+
+    def __init__(self, pipeline: TranslationPipeline, texts: list[_UnitText], src_ids: np.ndarray,
+                 src_mask: np.ndarray, steps: np.ndarray, options: DecodeOptions, cost: int) -> None:
+        self.pipeline, self.texts, self.options = pipeline, texts, options
+        self.src_ids, self.src_mask, self.steps = src_ids, src_mask, steps
+        self.items: Sequence[int] = [t.index for t in texts]
+        self.bytes = cost
+        self._live: list[_UnitText] = []
+        self._stops: list[Stop] | None = None
+        self._search: GreedySearch | BeamSearch | None = None
+
+    def start(self, stops: Sequence[Stop] | None) -> bool:
+        """Build the search over the texts whose call has not gone (by planned position); False if none."""
+        live = [p for p, t in enumerate(self.texts) if stops is None or not stops[t.index]()]
+        if not live:
+            return False
+        rows = np.asarray(live, dtype=np.int64)
+        self._live = [self.texts[p] for p in live]
+        self._stops = None if stops is None else [stops[t.index] for t in self._live]
+        self._search = self.pipeline.search(self.src_ids[rows], self.src_mask[rows], self.steps[rows], self.options,
+                                            self._stops)
+        return True
+
+    @property
+    def finished(self) -> bool:
+        return self._search is None or self._search.finished
+
+    def advance(self) -> None:
+        if self._search is not None:
+            self._search.advance()
+
+    def results(self) -> dict[int, Translation]:
+        """The translations of the texts decoded to the end (a text stopped mid-way has none). Read once:
+        the search and its decoder state are let go here, so a batch's finished chunks hold no memory while
+        its later chunks decode (kept, a 16-text beam-16 call peaked at 1,013 MiB instead of ~400)."""
+        if self._search is None:
+            return {}
+        nbest = nbest_of(self._search)
+        self._search = None
+        results = {}
+        for position, (text, hypotheses) in enumerate(zip(self._live, nbest, strict=True)):
+            if self._stops is not None and self._stops[position]():
+                continue  # stopped mid-way: a partial result nobody will read
+            results[text.index] = self.pipeline.translation(text.text, text.source_tokens, text.source_ids,
+                                                            hypotheses, self.options)
+        return results
+
+
+class TranslationPipeline(ScheduledPipeline[TranslationRequest, Translation]):
+    # The batcher hands this pipeline per-item stop signals and a between-chunks hook, and (iteration-level
+    # scheduling, the default) runs its planned units interleaved step by step with other batches'.
     takes_stop_signals = True
+    schedules_steps = True
 
     def __init__(self, model: LoadedModel, chunk_bytes: int = DECODE_CHUNK_BYTES, features: bool = False) -> None:
         """`features`: compute the confidence features even without a confidence section (calibration)."""
@@ -196,6 +272,42 @@ class TranslationPipeline(StoppablePipeline[TranslationRequest, Translation]):
     ) -> list[Translation | None]:
         """One Translation per item, in order; None only for an item whose stop signal fired."""
         timings = timings or StageTimings()
+        results: list[Translation | None] = [None] * len(items)
+        for number, unit in enumerate(self._plan_run(items, 0, timings)):
+            if between_chunks is not None and number:
+                between_chunks()
+            # Texts whose call has gone are not decoded at all.
+            if not unit.start(stops):
+                continue
+            with timings.stage("inference"):
+                while not unit.finished:
+                    unit.advance()
+            with timings.stage("postprocess"):
+                for index, translation in unit.results().items():
+                    results[index] = translation
+        return results
+
+    def plan(self, items: Sequence[str | TranslationRequest], items_per_run: int,
+             timings: StageTimings | None = None) -> list[DecodeUnit]:
+        """The step scheduler's view of a batch: the chunks __call__ would decode, for runs of at most
+        `items_per_run` consecutive items (0: one run; service/batching/runs.py), in __call__'s order.
+        Each unit decodes exactly what __call__ decodes for its texts (the same padded tensors, the same
+        search), so scheduled outputs are bit for bit the batch-at-a-time ones."""
+        timings = timings if timings is not None else StageTimings()
+        size = items_per_run if items_per_run > 0 else max(1, len(items))
+        units: list[DecodeUnit] = []
+        ratios = []
+        for start in range(0, len(items), size):
+            units.extend(self._plan_run(items[start : start + size], start, timings))
+            if timings.padding_ratio is not None:
+                ratios.append(timings.padding_ratio)
+        timings.padding_ratio = sum(ratios) / len(ratios) if ratios else None  # as run_in_runs: their mean
+        return units
+
+    def _plan_run(self, items: Sequence[str | TranslationRequest], offset: int,
+                  timings: StageTimings) -> list[DecodeUnit]:
+        """One pipeline run's units: tokenize, group by options, pad each group, cut it into chunks.
+        `offset`: the position of items[0] in the planned batch (the units' item positions count from it)."""
         requests = [i if isinstance(i, TranslationRequest) else TranslationRequest(i, self.defaults) for i in items]
         with timings.stage("tokenize"):
             encodings = self.tokenizer.encode_batch([r.text for r in requests], add_special_tokens=False)
@@ -203,44 +315,33 @@ class TranslationPipeline(StoppablePipeline[TranslationRequest, Translation]):
         groups: dict[DecodeOptions, list[int]] = {}
         for index, request in enumerate(requests):
             groups.setdefault(request.options, []).append(index)
-        results: list[Translation | None] = [None] * len(requests)
+        units = []
         padded = 0
-        runs = [(indices, options) for options, indices in groups.items()]
-        first = True
-        for indices, options in runs:
+        for options, indices in groups.items():
             src_ids, src_mask = self._pad([ids[i] for i in indices])
             padded += int(src_mask.size - src_mask.sum())
             steps = np.array([self.max_steps(len(ids[i]), options) for i in indices])
             for chunk in self.chunks(src_ids.shape[1], steps, options):
-                if between_chunks is not None and not first:
-                    between_chunks()
-                first = False
-                # Texts whose call has gone are not decoded at all.
-                rows = np.asarray([p for p in chunk if stops is None or not stops[indices[p]]()], dtype=np.int64)
-                if not len(rows):
-                    continue
-                row_stops = None if stops is None else [stops[indices[p]] for p in rows]
-                with timings.stage("inference"):
-                    nbest = self._decode(src_ids[rows], src_mask[rows], steps[rows], options, row_stops)
-                with timings.stage("postprocess"):
-                    for position, hypotheses in zip(rows, nbest, strict=True):
-                        index = indices[position]
-                        if stops is not None and stops[index]():
-                            continue  # stopped mid-way: a partial result nobody will read
-                        results[index] = self._translation(requests[index].text, encodings[index].tokens,
-                                                           ids[index], hypotheses, options)
+                texts = [_UnitText(offset + indices[p], requests[indices[p]].text, encodings[indices[p]].tokens,
+                                   ids[indices[p]]) for p in chunk]
+                rows = np.asarray(chunk, dtype=np.int64)
+                cost = sum(self.text_bytes(src_ids.shape[1], int(steps[p]), options) for p in chunk)
+                units.append(DecodeUnit(self, texts, src_ids[rows], src_mask[rows], steps[rows], options, cost))
         total = sum(len(i) for i in ids)
         timings.padding_ratio = padded / max(1, padded + total)
-        return results
+        return units
+
+    def text_bytes(self, source_width: int, steps: int, options: DecodeOptions) -> int:
+        """Estimated working memory of one text (all its beams) near its last step."""
+        return max(1, options.beam_size) * self.footprint.row_bytes(source_width, steps, self._keeps_attention(options))
 
     def chunks(self, source_width: int, steps: np.ndarray, options: DecodeOptions) -> list[list[int]]:
         """Positions of consecutive texts, cut so each chunk's estimated bytes stay within chunk_bytes
         (a text alone may exceed it: its beams decode together)."""
-        beams = max(1, options.beam_size)
         chunks: list[list[int]] = [[]]
         used = 0
         for position, text_steps in enumerate(steps):
-            cost = beams * self.footprint.row_bytes(source_width, int(text_steps), self._keeps_attention(options))
+            cost = self.text_bytes(source_width, int(text_steps), options)
             if chunks[-1] and used + cost > self.chunk_bytes:
                 chunks.append([])
                 used = 0
@@ -248,14 +349,15 @@ class TranslationPipeline(StoppablePipeline[TranslationRequest, Translation]):
             used += cost
         return chunks
 
-    def _decode(self, src_ids: np.ndarray, src_mask: np.ndarray, steps: np.ndarray,
-                options: DecodeOptions, stops: Sequence[Stop] | None) -> list[list[Hypothesis]]:
+    def search(self, src_ids: np.ndarray, src_mask: np.ndarray, steps: np.ndarray, options: DecodeOptions,
+               stops: Sequence[Stop] | None) -> GreedySearch | BeamSearch:
+        """The search that decodes these rows with these options, not yet run (its first advance encodes)."""
         # Beam 1 with one output is greedy by definition; the greedy loop is simpler and faster.
         if options.beam_size <= 1:
-            return [[h] for h in greedy_search(self.runner, src_ids, src_mask, steps, options.length_penalty,
-                                               self._keeps_attention(options), stops)]
-        return beam_search(self.runner, src_ids, src_mask, steps, options.beam_size, options.n_best,
-                           options.length_penalty, self._keeps_attention(options), stops)
+            return GreedySearch(self.runner, src_ids, src_mask, steps, options.length_penalty,
+                                self._keeps_attention(options), stops)
+        return BeamSearch(self.runner, src_ids, src_mask, steps, options.beam_size, options.n_best,
+                          options.length_penalty, self._keeps_attention(options), stops)
 
     def _keeps_attention(self, options: DecodeOptions) -> bool:
         return options.alignment or self.with_features
@@ -269,7 +371,7 @@ class TranslationPipeline(StoppablePipeline[TranslationRequest, Translation]):
             src_mask[i, : len(row)] = 1
         return src_ids, src_mask
 
-    def _translation(self, text: str, source_tokens: list[str], source_ids: list[int], hypotheses: list[Hypothesis],
+    def translation(self, text: str, source_tokens: list[str], source_ids: list[int], hypotheses: list[Hypothesis],
                      options: DecodeOptions) -> Translation:
         outputs = [
             TranslatedHypothesis(
