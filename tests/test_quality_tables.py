@@ -177,3 +177,25 @@ def signed(value: float, digits: int) -> str:
 ])
 def test_docs_serving_int8_table_quotes_the_measured_deltas(label: str, quoted: Delta) -> None:
     assert cells((REPO / "docs/serving.md").read_text("utf-8"), label)[1].startswith(quoted()), label
+
+
+def test_docs_translation_clean_table_is_the_committed_clean_and_leaked_metrics() -> None:
+    text = (REPO / "docs/translation.md").read_text("utf-8")
+    for label, model, decoding in (("`transformer` v1 / beam 4", "transformer", "beam4"),
+                                   ("`transformer` v1 / greedy", "transformer", "greedy"),
+                                   ("`transformer-int8` v1 / beam 4", "transformer-int8", "beam4"),
+                                   ("`seq2seq-attention` v1 / beam 4", "seq2seq-attention", "beam4"),
+                                   ("`seq2seq-attention` v1 / greedy", "seq2seq-attention", "greedy"),
+                                   ("copy the source / baseline", "transformer", "copy_source_baseline")):
+        m = metrics(model, "1")
+        assert m["clean"]["n"] + m["leaked"]["n"] == m["n"]
+        expected = [f"{f2(part[decoding]['bleu'])} / {f2(part[decoding]['chrf'])}"
+                    for part in (m, m["clean"], m["leaked"])]
+        assert cells(text, label) == expected, label
+
+
+def test_the_readme_quotes_the_clean_test_bleu() -> None:
+    clean = metrics("transformer", "1")["clean"]
+    quality = " ".join(section("README.md", "## Quality").split())
+    bleu = f2(clean["beam4"]["bleu"])
+    assert f"on the other {clean['n']:,} the `transformer` scores {bleu} BLEU with beam 4" in quality

@@ -6,6 +6,10 @@ Hypotheses come from service.pipelines.translation.TranslationPipeline over the 
 with one onnxruntime thread: the exact code the server runs. Rows: greedy, beam 4 (GNMT length
 penalty 0.6), and a copy-source baseline (the English verse as its own "translation": names and
 numbers overlap, so it is not zero). Every verse of the split is scored; nothing is length filtered.
+
+The same hypotheses are scored again on the split's "clean" part: the verses no training verse could
+lend half of its reference 4-grams to (training/data/translation_overlap.py). Parallel passages
+(2 Chronicles 9 ~ 1 Kings 10, ...) make the rest memorisable; "clean" is the figure for unseen text.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from service.model.manifest import republish_manifest
 from service.pipelines.translation import DecodeOptions, TranslationPipeline, TranslationRequest
 from service.runtime.version_loader import load_version
 from training.data.translation import TranslationPair, load_splits
+from training.data.translation_overlap import LEAK_THRESHOLD, N, leaked_mask
 
 SETTINGS = {"greedy": DecodeOptions(beam_size=1), "beam4": DecodeOptions(beam_size=4, length_penalty=0.6)}
 EXAMPLES = 5
@@ -52,9 +57,11 @@ def translate_all(pipeline: TranslationPipeline, texts: list[str], options: Deco
                      "target_tokens_per_s": round(target_tokens / seconds, 1), "batch_size": batch_size}
 
 
-def evaluate_version(version_dir: pathlib.Path, pairs: Sequence[TranslationPair], batch_size: int = 32
-                     ) -> dict[str, Any]:
-    """The committed verses or the user's own pairs (training/byo/translation.py): the same scoring."""
+def evaluate_version(version_dir: pathlib.Path, pairs: Sequence[TranslationPair], batch_size: int = 32,
+                     leaked: Sequence[bool] | None = None) -> dict[str, Any]:
+    """The committed verses or the user's own pairs (training/byo/translation.py): the same scoring.
+
+    `leaked` (one flag a pair) adds the scores of the clean and the leaked verses apart."""
     pipeline = TranslationPipeline(load_version(version_dir, intra_op_threads=1))
     sources, references = [p.source for p in pairs], [p.target for p in pairs]
     report: dict[str, Any] = {"n": len(pairs), "copy_source_baseline": scores(sources, references)}
@@ -62,6 +69,11 @@ def evaluate_version(version_dir: pathlib.Path, pairs: Sequence[TranslationPair]
     for name, options in SETTINGS.items():
         outputs[name], speed = translate_all(pipeline, sources, options, batch_size)
         report[name] = {**scores(outputs[name], references), "speed_1_thread": speed}
+    if leaked is not None:
+        report["clean"] = subset_scores(outputs, sources, references, [not flag for flag in leaked])
+        report["leaked"] = subset_scores(outputs, sources, references, list(leaked))
+        report["clean"]["rule"] = (f"verses no training verse holds >= {LEAK_THRESHOLD:g} of the reference "
+                                   f"{N}-grams of (13a tokens, lower-cased)")
     # A fixed, spread-out sample of verses: every (n / EXAMPLES)-th one in split order.
     step = max(1, len(pairs) // EXAMPLES)
     report["examples"] = [
@@ -72,12 +84,25 @@ def evaluate_version(version_dir: pathlib.Path, pairs: Sequence[TranslationPair]
     return report
 
 
+def subset_scores(outputs: dict[str, list[str]], sources: list[str], references: list[str],
+                  keep: list[bool]) -> dict[str, Any]:
+    """The scores of the kept verses only, from hypotheses already made."""
+    pick = [i for i, flag in enumerate(keep) if flag]
+    refs = [references[i] for i in pick]
+    return {"n": len(pick), "copy_source_baseline": scores([sources[i] for i in pick], refs),
+            **{name: scores([hyps[i] for i in pick], refs) for name, hyps in outputs.items()}}
+
+
 def format_table(report: dict[str, Any]) -> str:
     lines = [f"{'system':<22} {'BLEU':>6} {'chrF':>6} {'sent/s':>7}"]
     for name in ["copy_source_baseline", *SETTINGS]:
         row = report[name]
         speed = row.get("speed_1_thread", {}).get("sentences_per_s", float("nan"))
         lines.append(f"{name:<22} {row['bleu']:>6.2f} {row['chrf']:>6.2f} {speed:>7.2f}")
+    for part in ("clean", "leaked"):
+        if part in report:
+            lines.append(f"{part} ({report[part]['n']} verses): " + ", ".join(
+                f"{name} {report[part][name]['bleu']:.2f}/{report[part][name]['chrf']:.2f}" for name in SETTINGS))
     return "\n".join(lines) + f"\n({report['split']} split, {report['n']} verses)"
 
 
@@ -92,7 +117,8 @@ def main() -> None:
     args = parser.parse_args()
     parts, _ = load_splits()
     pairs = parts[args.split][: args.limit or None]
-    report = {"split": args.split, **evaluate_version(args.version_dir, pairs, args.batch_size)}
+    leaked = leaked_mask([p.target for p in pairs], [p.target for p in parts["train"]])
+    report = {"split": args.split, **evaluate_version(args.version_dir, pairs, args.batch_size, leaked)}
     print(json.dumps(report, indent=1, ensure_ascii=False) if args.json else format_table(report))
     if args.write_manifest:
         if args.limit:
