@@ -147,6 +147,12 @@ class DecodingSection(_Section):
     max_output_ratio: float = Field(1.5, gt=0, description="Default output budget: source length x this ...")
     max_output_extra: int = Field(10, ge=0, description="... plus this, capped at max_target_tokens.")
     defaults: DecodingDefaults = Field(default_factory=DecodingDefaults, description="Options a request leaves unset.")
+    min_output_tokens: int = Field(
+        1, ge=0, le=8, description="[EOS] is not allowed before this many output tokens: 1 (the default) means a "
+        "non-empty source never gets an empty translation; 0 lets the model end at once.")
+    max_loop_ngram: int = Field(
+        0, ge=0, le=8, description="Repetition-loop guard: an n-gram (n <= this, subword tokens) that has just "
+        "occurred twice in a row may not start a third copy (service/pipelines/output_constraints.py); 0: off.")
     confidence: ConfidenceSection | None = Field(
         None, description="The translation confidence's fitted coefficients; absent: results carry no confidence.")
 

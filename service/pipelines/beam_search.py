@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from service.pipelines.hypothesis import Hypothesis, length_penalty
+from service.pipelines.output_constraints import UNCONSTRAINED, OutputConstraints
 from service.pipelines.seq2seq_runtime import DecoderState, StepRunner
 
 NEG_INF = -1e9  # finite: keeps the arithmetic free of inf - inf
@@ -44,10 +45,11 @@ class _Finished:
 def beam_search(
     runner: StepRunner, src_ids: np.ndarray, src_mask: np.ndarray, max_steps: np.ndarray, beam_size: int,
     n_best: int = 1, alpha: float = 0.6, with_attention: bool = False,
-    stops: Sequence[Callable[[], bool]] | None = None,
+    stops: Sequence[Callable[[], bool]] | None = None, constraints: OutputConstraints = UNCONSTRAINED,
 ) -> list[list[Hypothesis]]:
     """For each source row, its n_best hypotheses, best first (score = log_prob / length_penalty)."""
-    search = BeamSearch(runner, src_ids, src_mask, max_steps, beam_size, n_best, alpha, with_attention, stops)
+    search = BeamSearch(runner, src_ids, src_mask, max_steps, beam_size, n_best, alpha, with_attention, stops,
+                        constraints)
     while not search.finished:
         search.advance()
     return search.results()
@@ -61,9 +63,10 @@ class BeamSearch:
     def __init__(
         self, runner: StepRunner, src_ids: np.ndarray, src_mask: np.ndarray, max_steps: np.ndarray,
         beam_size: int, n_best: int = 1, alpha: float = 0.6, with_attention: bool = False,
-        stops: Sequence[Callable[[], bool]] | None = None,
+        stops: Sequence[Callable[[], bool]] | None = None, constraints: OutputConstraints = UNCONSTRAINED,
     ) -> None:
         batch, k = src_ids.shape[0], beam_size
+        self.constraints = constraints
         self.runner, self.src_ids, self.src_mask, self.max_steps = runner, src_ids, src_mask, max_steps
         self.k, self.n_best, self.alpha, self.stops = k, min(n_best, k), alpha, stops
         self.state: DecoderState | None = None  # encoded (and repeated k times) on the first advance
@@ -104,6 +107,7 @@ class BeamSearch:
                 attention = None if attention is None else attention[index]
                 active = active[np.asarray(live_groups, dtype=np.int64)]
         log_probs, cross, state = runner.step(tokens, state)
+        self.constraints.apply(log_probs, history, runner.eos_id)
         vocab = log_probs.shape[1]
         self.step += 1
         step = self.step

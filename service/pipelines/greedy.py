@@ -13,16 +13,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.pipelines.hypothesis import Hypothesis, length_penalty
+from service.pipelines.output_constraints import UNCONSTRAINED, OutputConstraints
 from service.pipelines.seq2seq_runtime import DecoderState, StepRunner
 
 
 def greedy_search(
     runner: StepRunner, src_ids: np.ndarray, src_mask: np.ndarray, max_steps: np.ndarray,
     alpha: float = 0.0, with_attention: bool = False, stops: Sequence[Callable[[], bool]] | None = None,
+    constraints: OutputConstraints = UNCONSTRAINED,
 ) -> list[Hypothesis]:
     """One hypothesis per row; row i stops at [EOS] or after max_steps[i] tokens. Encoder runs once.
     A row stopped by `stops` keeps the tokens it had (its caller discards them)."""
-    search = GreedySearch(runner, src_ids, src_mask, max_steps, alpha, with_attention, stops)
+    search = GreedySearch(runner, src_ids, src_mask, max_steps, alpha, with_attention, stops, constraints)
     while not search.finished:
         search.advance()
     return search.results()
@@ -36,9 +38,10 @@ class GreedySearch:
     def __init__(
         self, runner: StepRunner, src_ids: np.ndarray, src_mask: np.ndarray, max_steps: np.ndarray,
         alpha: float = 0.0, with_attention: bool = False, stops: Sequence[Callable[[], bool]] | None = None,
+        constraints: OutputConstraints = UNCONSTRAINED,
     ) -> None:
         self.runner, self.src_ids, self.src_mask, self.max_steps = runner, src_ids, src_mask, max_steps
-        self.alpha, self.with_attention, self.stops = alpha, with_attention, stops
+        self.alpha, self.with_attention, self.stops, self.constraints = alpha, with_attention, stops, constraints
         batch = src_ids.shape[0]
         self.state: DecoderState | None = None  # encoded on the first advance
         self.active = np.arange(batch)  # original row of each row still decoding
@@ -70,6 +73,7 @@ class GreedySearch:
                 keep_rows = np.asarray(live, dtype=np.int64)
                 state, active, tokens = state.take(keep_rows), active[keep_rows], tokens[keep_rows]
         log_probs, cross, state = self.runner.step(tokens, state)
+        self.constraints.apply(log_probs, [self.outputs[int(row)] for row in active], self.runner.eos_id)
         chosen = log_probs.argmax(axis=-1)
         chosen_log_probs = log_probs[np.arange(len(active)), chosen]
         self.log_probs_sum[active] += chosen_log_probs
@@ -114,25 +118,29 @@ class StreamStep:
     attention: np.ndarray   # [src_len] cross-attention of the step
 
 
-def greedy_stream_steps(runner: StepRunner, src_ids: np.ndarray, src_mask: np.ndarray, max_steps: int
-                        ) -> Iterator[StreamStep]:
+def greedy_stream_steps(runner: StepRunner, src_ids: np.ndarray, src_mask: np.ndarray, max_steps: int,
+                        constraints: OutputConstraints = UNCONSTRAINED) -> Iterator[StreamStep]:
     """Every step of one source's (batch 1) greedy decoding as it runs, the [EOS] step included (then it
     ends), or max_steps of them. Each step runs only when the consumer asks for the next one, so a
     consumer that stops asking (a cancelled stream) stops the decoding."""
     state = runner.encode(src_ids, src_mask)
     token = np.full(1, runner.bos_id, dtype=np.int64)
+    produced: list[int] = []
     for _ in range(max_steps):
         log_probs, cross, state = runner.step(token, state)
+        constraints.apply(log_probs, [produced], runner.eos_id)
         next_id = int(log_probs[0].argmax())
+        produced.append(next_id)
         yield StreamStep(next_id, float(log_probs[0, next_id]), cross[0])
         if next_id == runner.eos_id:
             return
         token = np.full(1, next_id, dtype=np.int64)
 
 
-def greedy_stream(runner: StepRunner, src_ids: np.ndarray, src_mask: np.ndarray, max_steps: int) -> Iterator[int]:
+def greedy_stream(runner: StepRunner, src_ids: np.ndarray, src_mask: np.ndarray, max_steps: int,
+                  constraints: OutputConstraints = UNCONSTRAINED) -> Iterator[int]:
     """Token ids of one source (batch 1) as they are produced; ends at [EOS] (not yielded) or max_steps."""
-    for step in greedy_stream_steps(runner, src_ids, src_mask, max_steps):
+    for step in greedy_stream_steps(runner, src_ids, src_mask, max_steps, constraints):
         if step.token_id == runner.eos_id:
             return
         yield step.token_id

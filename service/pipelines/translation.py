@@ -38,6 +38,7 @@ from service.model.timing import StageTimings
 from service.pipelines.beam_search import BeamSearch
 from service.pipelines.greedy import GreedySearch, greedy_stream_steps
 from service.pipelines.hypothesis import Hypothesis
+from service.pipelines.output_constraints import OutputConstraints
 from service.pipelines.seq2seq_runtime import StepRunner
 from service.pipelines.translation_confidence import (
     COVERAGE_THRESHOLD,
@@ -240,6 +241,8 @@ class TranslationPipeline(ScheduledPipeline[TranslationRequest, Translation]):
         self.output_extra = decoding.max_output_extra
         self.defaults = DecodeOptions(beam_size=decoding.defaults.beam_size,
                                       length_penalty=decoding.defaults.length_penalty)
+        self.constraints = OutputConstraints(min_tokens=decoding.min_output_tokens,
+                                             max_loop_ngram=decoding.max_loop_ngram)
         self.chunk_bytes = chunk_bytes
         self.confidence = None if decoding.confidence is None else ConfidenceModel.from_section(decoding.confidence)
         self.with_features = features or self.confidence is not None
@@ -355,9 +358,9 @@ class TranslationPipeline(ScheduledPipeline[TranslationRequest, Translation]):
         # Beam 1 with one output is greedy by definition; the greedy loop is simpler and faster.
         if options.beam_size <= 1:
             return GreedySearch(self.runner, src_ids, src_mask, steps, options.length_penalty,
-                                self._keeps_attention(options), stops)
+                                self._keeps_attention(options), stops, self.constraints)
         return BeamSearch(self.runner, src_ids, src_mask, steps, options.beam_size, options.n_best,
-                          options.length_penalty, self._keeps_attention(options), stops)
+                          options.length_penalty, self._keeps_attention(options), stops, self.constraints)
 
     def _keeps_attention(self, options: DecodeOptions) -> bool:
         return options.alignment or self.with_features
@@ -412,7 +415,7 @@ class TranslationPipeline(ScheduledPipeline[TranslationRequest, Translation]):
         attention: list[np.ndarray] = []
         emitted = ""
         pending: StreamPiece | None = None
-        for step in greedy_stream_steps(self.runner, src_ids, src_mask, steps):
+        for step in greedy_stream_steps(self.runner, src_ids, src_mask, steps, self.constraints):
             log_probs.append(step.log_prob)
             if step.token_id == self.runner.eos_id:
                 break

@@ -25,6 +25,7 @@ import sacrebleu
 
 from service.batching.runs import run_pipeline
 from service.model.manifest import republish_manifest
+from service.pipelines.output_constraints import OutputConstraints, longest_loop
 from service.pipelines.translation import DecodeOptions, TranslationPipeline, TranslationRequest
 from service.runtime.version_loader import load_version
 from training.data.translation import TranslationPair, load_splits
@@ -32,6 +33,12 @@ from training.data.translation_overlap import LEAK_THRESHOLD, N, leaked_mask
 
 SETTINGS = {"greedy": DecodeOptions(beam_size=1), "beam4": DecodeOptions(beam_size=4, length_penalty=0.6)}
 EXAMPLES = 5
+
+
+def output_health(hypotheses: list[str]) -> dict[str, float]:
+    """Outputs that are empty, and the share caught in a loop: a word n-gram (n <= 4) three times in a row."""
+    loops = sum(longest_loop(h.split()) >= 3 for h in hypotheses)
+    return {"empty": sum(not h.strip() for h in hypotheses), "loop_share": round(loops / max(1, len(hypotheses)), 4)}
 
 
 def scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
@@ -58,17 +65,22 @@ def translate_all(pipeline: TranslationPipeline, texts: list[str], options: Deco
 
 
 def evaluate_version(version_dir: pathlib.Path, pairs: Sequence[TranslationPair], batch_size: int = 32,
-                     leaked: Sequence[bool] | None = None) -> dict[str, Any]:
+                     leaked: Sequence[bool] | None = None, constraints: OutputConstraints | None = None
+                     ) -> dict[str, Any]:
     """The committed verses or the user's own pairs (training/byo/translation.py): the same scoring.
 
-    `leaked` (one flag a pair) adds the scores of the clean and the leaked verses apart."""
+    `leaked` (one flag a pair) adds the scores of the clean and the leaked verses apart; `constraints`
+    replaces the manifest's output rules (to measure another setting before publishing it)."""
     pipeline = TranslationPipeline(load_version(version_dir, intra_op_threads=1))
+    if constraints is not None:
+        pipeline.constraints = constraints
     sources, references = [p.source for p in pairs], [p.target for p in pairs]
     report: dict[str, Any] = {"n": len(pairs), "copy_source_baseline": scores(sources, references)}
     outputs: dict[str, list[str]] = {}
     for name, options in SETTINGS.items():
         outputs[name], speed = translate_all(pipeline, sources, options, batch_size)
-        report[name] = {**scores(outputs[name], references), "speed_1_thread": speed}
+        report[name] = {**scores(outputs[name], references), **output_health(outputs[name]),
+                        "speed_1_thread": speed}
     if leaked is not None:
         report["clean"] = subset_scores(outputs, sources, references, [not flag for flag in leaked])
         report["leaked"] = subset_scores(outputs, sources, references, list(leaked))
@@ -94,11 +106,12 @@ def subset_scores(outputs: dict[str, list[str]], sources: list[str], references:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    lines = [f"{'system':<22} {'BLEU':>6} {'chrF':>6} {'sent/s':>7}"]
+    lines = [f"{'system':<22} {'BLEU':>6} {'chrF':>6} {'sent/s':>7} {'empty':>5} {'loops':>6}"]
     for name in ["copy_source_baseline", *SETTINGS]:
         row = report[name]
         speed = row.get("speed_1_thread", {}).get("sentences_per_s", float("nan"))
-        lines.append(f"{name:<22} {row['bleu']:>6.2f} {row['chrf']:>6.2f} {speed:>7.2f}")
+        lines.append(f"{name:<22} {row['bleu']:>6.2f} {row['chrf']:>6.2f} {speed:>7.2f} {row.get('empty', '-'):>5} "
+                     f"{row.get('loop_share', '-'):>6}")
     for part in ("clean", "leaked"):
         if part in report:
             lines.append(f"{part} ({report[part]['n']} verses): " + ", ".join(
@@ -114,11 +127,23 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--write-manifest", action="store_true", help="store the metrics in manifest.json")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--min-output-tokens", type=int, default=None, help="instead of the manifest's")
+    parser.add_argument("--max-loop-ngram", type=int, default=None, help="instead of the manifest's")
     args = parser.parse_args()
     parts, _ = load_splits()
     pairs = parts[args.split][: args.limit or None]
     leaked = leaked_mask([p.target for p in pairs], [p.target for p in parts["train"]])
-    report = {"split": args.split, **evaluate_version(args.version_dir, pairs, args.batch_size, leaked)}
+    constraints = None
+    if args.min_output_tokens is not None or args.max_loop_ngram is not None:
+        if args.write_manifest:
+            raise SystemExit("--write-manifest measures the manifest's own output rules: set them there")
+        decoding = load_version(args.version_dir, intra_op_threads=1).manifest.spec.decoding
+        assert decoding is not None
+        constraints = OutputConstraints(
+            decoding.min_output_tokens if args.min_output_tokens is None else args.min_output_tokens,
+            decoding.max_loop_ngram if args.max_loop_ngram is None else args.max_loop_ngram)
+    report = {"split": args.split, "output_constraints": None if constraints is None else vars(constraints),
+              **evaluate_version(args.version_dir, pairs, args.batch_size, leaked, constraints)}
     print(json.dumps(report, indent=1, ensure_ascii=False) if args.json else format_table(report))
     if args.write_manifest:
         if args.limit:
