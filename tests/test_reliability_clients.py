@@ -25,10 +25,17 @@ BIG_REQUEST = sentiment_pb2.AnalyzeSentimentRequest(texts=["long and winding " *
                                                     model=MODEL).SerializeToString()
 
 
+# Each client its own connection, as separate client processes have: grpc's global subchannel pool would
+# otherwise put every channel of this one test process on one HTTP/2 connection, and the cancelling
+# clients' stream resets would then count against the good clients' connection (grpc core guards a
+# connection against rapid resets), which is not the abuse this test is about.
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+
+
 async def good_client(target: str, seconds: float) -> tuple[list[float], list[str]]:
     """Calls back to back for `seconds`; latencies of the OK ones, codes of the others."""
     latencies, errors = [], []
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with grpc.aio.insecure_channel(target, options=OWN_CONNECTION) as channel:
         call = channel.unary_unary(ANALYZE)
         stop = time.monotonic() + seconds
         while time.monotonic() < stop:
@@ -45,7 +52,7 @@ async def cancelling_client(target: str, seconds: float, rng: random.Random, can
     """Starts calls (16 long texts each) and cancels them after 0-20 ms: cancelled in the queue,
     mid-batch or after the answer. Sets `cancelling` at its first cancel. Returns how many it cancelled."""
     cancelled = 0
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with grpc.aio.insecure_channel(target, options=OWN_CONNECTION) as channel:
         call = channel.unary_unary(ANALYZE)
         stop = time.monotonic() + seconds
         while time.monotonic() < stop:
@@ -68,7 +75,7 @@ async def stalled_request_body(target: str, stalled: asyncio.Event, release: asy
         await release.wait()
         yield REQUEST
 
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with grpc.aio.insecure_channel(target, options=OWN_CONNECTION) as channel:
         call = channel.stream_unary(ANALYZE)(never_finishes(), timeout=60)
         await release.wait()
         call.cancel()
