@@ -15,21 +15,28 @@ from training.models.seq2seq_attention import Seq2SeqAttention, Seq2SeqConfig, p
 
 VOCAB = 40
 PAD, BOS, EOS = 0, 2, 3
-VARIANTS = [  # (attention, rnn_type, input_feeding, layers)
-    *[(attention, "gru", False, 1) for attention in ("dot", "general", "concat", "additive")],
-    ("general", "gru", True, 1),
-    ("general", "lstm", False, 2),
-    ("concat", "lstm", True, 2),
+LOCAL = "local-p"
+VARIANTS = [  # (attention, rnn_type, input_feeding, layers, attention_span)
+    *[(attention, "gru", False, 1, "global") for attention in ("dot", "general", "concat", "additive")],
+    ("general", "gru", True, 1, "global"),
+    ("general", "lstm", False, 2, "global"),
+    ("concat", "lstm", True, 2, "global"),
+    ("general", "rnn", False, 1, "global"),
+    ("dot", "rnn", True, 2, "global"),
+    *[(attention, "gru", False, 1, LOCAL) for attention in ("dot", "general", "concat")],
+    ("general", "lstm", True, 2, LOCAL),
+    ("concat", "rnn", False, 1, LOCAL),
 ]
+VARIANT_NAMES = ("attention", "rnn_type", "input_feeding", "layers", "span")
 
 
 def tiny(attention: str = "general", rnn_type: str = "gru", input_feeding: bool = False, layers: int = 1,
-         seed: int = 0) -> Seq2SeqAttention:
+         span: str = "global", seed: int = 0, window: int = 2) -> Seq2SeqAttention:
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     config = Seq2SeqConfig(vocab_size=VOCAB, embedding_dim=16, encoder_hidden=8, decoder_hidden=16, attention_dim=12,
                            encoder_layers=layers, decoder_layers=layers, rnn_type=rnn_type, attention=attention,
-                           input_feeding=input_feeding, dropout=0.1)
+                           input_feeding=input_feeding, dropout=0.1, attention_span=span, local_window=window)
     return Seq2SeqAttention(config).eval()
 
 
@@ -57,10 +64,10 @@ def stepped(model: Seq2SeqAttention, src: torch.Tensor, src_mask: torch.Tensor, 
     return torch.stack(log_probs, dim=1), torch.stack(weights, dim=1)
 
 
-@pytest.mark.parametrize(("attention", "rnn_type", "input_feeding", "layers"), VARIANTS)
+@pytest.mark.parametrize(VARIANT_NAMES, VARIANTS)
 def test_stepping_reproduces_full_forward_and_masks_padding(attention: str, rnn_type: str, input_feeding: bool,
-                                                            layers: int) -> None:
-    model = tiny(attention, rnn_type, input_feeding, layers)
+                                                            layers: int, span: str) -> None:
+    model = tiny(attention, rnn_type, input_feeding, layers, span)
     src, src_mask, tgt_in, tgt_mask = padded_batch([3, 9, 1, 6], [5, 2, 8, 4], seed=layers)
     with torch.no_grad():
         full = torch.log_softmax(model(src, src_mask, tgt_in), dim=-1)
@@ -73,9 +80,10 @@ def test_stepping_reproduces_full_forward_and_masks_padding(attention: str, rnn_
     assert weights[padded_source].max() < 1e-6  # exp(-1e4) underflows to 0: padding gets no attention
 
 
-@pytest.mark.parametrize(("attention", "rnn_type", "input_feeding", "layers"), VARIANTS)
-def test_padding_does_not_change_a_sentence(attention: str, rnn_type: str, input_feeding: bool, layers: int) -> None:
-    model = tiny(attention, rnn_type, input_feeding, layers)
+@pytest.mark.parametrize(VARIANT_NAMES, VARIANTS)
+def test_padding_does_not_change_a_sentence(attention: str, rnn_type: str, input_feeding: bool, layers: int,
+                                            span: str) -> None:
+    model = tiny(attention, rnn_type, input_feeding, layers, span)
     src, src_mask, tgt_in, _ = padded_batch([4, 11, 7], [6, 6, 6], seed=3)
     with torch.no_grad():
         batched = model(src, src_mask, tgt_in)
@@ -134,6 +142,10 @@ def test_bad_configs_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown attention"):
         tiny("bilinear")
     with pytest.raises(ValueError, match="unknown rnn_type"):
-        tiny(rnn_type="rnn")
+        tiny(rnn_type="transformer")
+    with pytest.raises(ValueError, match="unknown attention_span"):
+        tiny(span="local-m")
+    with pytest.raises(ValueError, match="local_window must be >= 1"):
+        tiny(span=LOCAL, window=0)
     with pytest.raises(ValueError, match="dot attention"):
         Seq2SeqAttention(Seq2SeqConfig(vocab_size=VOCAB, encoder_hidden=8, decoder_hidden=32, attention="dot"))
