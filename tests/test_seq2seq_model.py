@@ -1,5 +1,6 @@
-"""The seq2seq-attention model: every score function masks padding, stepping computes what the full
-forward pass computes, and padding never changes a sentence's result."""
+"""The seq2seq-attention model: every score function, span (global, local-p) and cell (Elman, GRU, LSTM)
+masks padding, stepping computes what the full forward pass computes, and padding never changes a
+sentence's result; local-p keeps its weights inside its window."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from training.batching import pad_batch
 from training.decoding_seq2seq import greedy_decode
 from training.models.layers import MASKED_SCORE
-from training.models.seq2seq_attention import Seq2SeqAttention, Seq2SeqConfig, padding_bias
+from training.models.seq2seq_attention import EncoderMemory, Seq2SeqAttention, Seq2SeqConfig, padding_bias
 
 VOCAB = 40
 PAD, BOS, EOS = 0, 2, 3
@@ -149,3 +150,64 @@ def test_bad_configs_are_refused() -> None:
         tiny(span=LOCAL, window=0)
     with pytest.raises(ValueError, match="dot attention"):
         Seq2SeqAttention(Seq2SeqConfig(vocab_size=VOCAB, encoder_hidden=8, decoder_hidden=32, attention="dot"))
+
+
+@pytest.mark.parametrize("attention", ["dot", "general", "concat"])
+def test_local_p_weights_stay_inside_the_window_and_off_padding(attention: str) -> None:
+    """Luong's local-p: weight only on real positions s with |s - p_t| <= D, summing to one there."""
+    window = 2
+    model = tiny(attention, span=LOCAL, window=window, seed=7)
+    src, src_mask, _, _ = padded_batch([12, 3, 9, 1], [1, 1, 1, 1], seed=11)
+    attention_module = model.decoder.attention
+    assert attention_module.window is not None
+    queries = torch.randn(4, 6, 16, generator=torch.Generator().manual_seed(1)) * 3  # spread p_t over the rows
+    with torch.no_grad():
+        memory, _ = model.encode(src, src_mask)
+        _, weights = attention_module(queries, memory, src_mask)
+        centres = attention_module.window.centres(queries, src_mask)  # [B, T, 1]
+    lengths = src_mask.sum(1)[:, None, None]
+    assert bool(((centres >= 0) & (centres <= lengths)).all())
+    positions = torch.arange(src.shape[1])[None, None, :]
+    inside = ((positions - centres).abs() <= window) & src_mask.bool()[:, None, :]
+    assert weights[~inside].max() == 0  # exp(-1e4) underflows: not merely small
+    assert torch.allclose((weights * inside).sum(-1), torch.ones(4, 6), atol=1e-6)
+    assert int(inside.sum(-1).min()) >= 1  # p_t <= S and D >= 1: a real token is always in the window
+    # The window is really narrower than the long rows (the test would pass trivially otherwise).
+    assert bool((inside[0].sum(-1) < 12).all())
+
+
+def test_local_p_prefers_positions_near_the_predicted_one() -> None:
+    """With equal scores (dot attention on identical encoder states) only the Gaussian shapes the weights:
+    they fall with the distance from p_t, as exp(-(s - p_t)^2 / (2 sigma^2)), sigma = D / 2."""
+    window = 4
+    model = tiny("general", span=LOCAL, window=window, seed=3)
+    attention_module = model.decoder.attention
+    assert attention_module.window is not None
+    mask = torch.ones(1, 10, dtype=torch.long)
+    states = torch.ones(1, 10, 16)
+    memory = EncoderMemory(states, attention_module.keys(states))
+    queries = torch.randn(1, 5, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        _, weights = attention_module(queries, memory, mask)
+        centres = attention_module.window.centres(queries, mask)
+    distance = torch.arange(10)[None, None, :] - centres
+    gaussian = torch.exp(-(distance**2) / (2 * (window / 2) ** 2)) * (distance.abs() <= window)
+    assert torch.allclose(weights, gaussian / gaussian.sum(-1, keepdim=True), atol=1e-6)
+
+
+def test_the_elman_cell_trains() -> None:
+    """rnn_type "rnn": a plain tanh RNN encoder and decoder learn a tiny batch by heart."""
+    model = tiny("general", rnn_type="rnn", span=LOCAL, seed=4).train()
+    assert isinstance(model.decoder.rnn, torch.nn.RNN) and model.decoder.rnn.nonlinearity == "tanh"
+    src, src_mask, tgt_in, tgt_mask = padded_batch([5, 7, 3, 6], [4, 6, 5, 3], seed=9)
+    targets = torch.cat([tgt_in[:, 1:], torch.full((4, 1), PAD)], dim=1).masked_fill(tgt_mask == 0, PAD)
+    criterion = torch.nn.CrossEntropyLoss(ignore_index=PAD)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(60):
+        optimiser.zero_grad()
+        loss = criterion(model(src, src_mask, tgt_in).reshape(-1, VOCAB), targets.reshape(-1))
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0], losses[::10]
