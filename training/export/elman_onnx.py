@@ -41,13 +41,18 @@ def _elman_layer_shapes(x: torch.Tensor, initial: torch.Tensor, weight_ih: torch
     return x.new_empty(x.shape[0], x.shape[1], hidden), initial.new_empty(initial.shape)
 
 
+def _axes(*axes: int) -> Any:
+    """A constant int64 axes input (Squeeze/Unsqueeze take axes as an input since opset 13)."""
+    return op.Constant(value_ints=list(axes))
+
+
 def elman_layer_onnx(x: Any, initial: Any, weight_ih: Any, weight_hh: Any, bias_ih: Any, bias_hh: Any
                      ) -> tuple[Any, Any]:
     """seqserve::elman_layer as ONNX RNN (default activation tanh), which reads time-major [T, B, I]."""
-    states, final = op.RNN(op.Transpose(x, perm=[1, 0, 2]), op.Unsqueeze(weight_ih, [0]),
-                           op.Unsqueeze(weight_hh, [0]), op.Unsqueeze(op.Concat(bias_ih, bias_hh, axis=0), [0]),
-                           None, initial, hidden_size=weight_hh.shape[1])
-    return op.Transpose(op.Squeeze(states, [1]), perm=[1, 0, 2]), final  # [T, 1, B, H] -> [B, T, H]
+    bias = op.Unsqueeze(op.Concat(bias_ih, bias_hh, axis=0), _axes(0))  # [1, 2H]: input bias, recurrent bias
+    states, final = op.RNN(op.Transpose(x, perm=[1, 0, 2]), op.Unsqueeze(weight_ih, _axes(0)),
+                           op.Unsqueeze(weight_hh, _axes(0)), bias, None, initial, hidden_size=weight_hh.shape[1])
+    return op.Transpose(op.Squeeze(states, _axes(1)), perm=[1, 0, 2]), final  # [T, 1, B, H] -> [B, T, H]
 
 
 RNN_TRANSLATIONS: dict[Callable[..., Any], Callable[..., Any]] = {
