@@ -16,7 +16,8 @@ import pytest
 from training.configs.checkpoints import ENVIRONMENT_VARIABLE, REPO, checkpoint_root, recorded_checkpoint_dir
 
 CONFIG_SOURCES = [*sorted((REPO / "training" / "configs").glob("*.py")), REPO / "training" / "ner_repeated_splits.py"]
-CONFIGS = ["ner", "recommendation", "sentiment", "translation_seq2seq", "translation_seq2seq_local", "translation_transformer"]
+CONFIGS = ["ner", "recommendation", "sentiment", "translation_seq2seq", "translation_seq2seq_local",
+           "translation_transformer"]
 
 
 def string_literals(path: pathlib.Path) -> list[str]:
