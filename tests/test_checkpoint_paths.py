@@ -16,7 +16,8 @@ import pytest
 from training.configs.checkpoints import ENVIRONMENT_VARIABLE, REPO, checkpoint_root, recorded_checkpoint_dir
 
 CONFIG_SOURCES = [*sorted((REPO / "training" / "configs").glob("*.py")), REPO / "training" / "ner_repeated_splits.py"]
-CONFIGS = ["ner", "recommendation", "sentiment", "translation_seq2seq", "translation_transformer"]
+CONFIGS = ["ner", "recommendation", "sentiment", "translation_seq2seq", "translation_seq2seq_local",
+           "translation_transformer"]
 
 
 def string_literals(path: pathlib.Path) -> list[str]:
@@ -50,7 +51,7 @@ def config_paths(cwd: pathlib.Path, environment: dict[str, str]) -> list[str]:
 
 def test_checkpoints_default_to_the_repository_from_any_working_directory(tmp_path: pathlib.Path) -> None:
     paths = config_paths(tmp_path, {})
-    assert len(paths) == 7  # 6 LoopConfigs and the shared tokenizer
+    assert len(paths) == 8  # 7 LoopConfigs and the shared tokenizer
     root = REPO / "checkpoints"
     assert all(pathlib.Path(p).is_relative_to(root) for p in paths), paths
     assert str(root / "translation-transformer" / "tokenizer.json") in paths

@@ -99,12 +99,14 @@ def test_sentiment_classifier_trains_on_the_inputs_device() -> None:
     assert_device_independent(lambda: model(ids, mask, head="score"))
 
 
-@pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
-def test_seq2seq_forward_and_decode_step_stay_on_the_inputs_device(rnn_type: str) -> None:
+@pytest.mark.parametrize(("rnn_type", "span"), [("gru", "global"), ("lstm", "global"), ("rnn", "local-p"),
+                                                ("gru", "local-p")])
+def test_seq2seq_forward_and_decode_step_stay_on_the_inputs_device(rnn_type: str, span: str) -> None:
     torch.manual_seed(0)
     model = Seq2SeqAttention(Seq2SeqConfig(vocab_size=VOCAB, embedding_dim=8, encoder_hidden=4, decoder_hidden=8,
                                            encoder_layers=2, rnn_type=rnn_type, attention="concat",
-                                           attention_dim=5, input_feeding=True)).train()
+                                           attention_dim=5, input_feeding=True, attention_span=span,
+                                           local_window=2)).train()
     ids, mask = batch()
     assert_device_independent(lambda: model(ids, mask, ids, mask))
 

@@ -97,6 +97,9 @@ def test_the_readme_quality_tables_are_the_committed_test_metrics() -> None:
                                    ("`seq2seq-attention` v1 (BiGRU + general attention), beam 4", "seq2seq-attention",
                                     "beam4"),
                                    ("`seq2seq-attention` v1, greedy", "seq2seq-attention", "greedy"),
+                                   ("`seq2seq-local` v1 (local-p attention, step 1,000), beam 4", "seq2seq-local",
+                                    "beam4"),
+                                   ("`seq2seq-local` v1, greedy", "seq2seq-local", "greedy"),
                                    ("copy the source (baseline)", "transformer", "copy_source_baseline")):
         scores = metrics(model, "1")[decoding]
         assert cells(quality, label) == [f2(scores["bleu"]), f2(scores["chrf"])], label
@@ -172,12 +175,22 @@ def test_docs_translation_tables_are_the_committed_test_metrics() -> None:
     text = (REPO / "docs/translation.md").read_text("utf-8")
     transformer, seq2seq, int8 = metrics("transformer", "1"), metrics("seq2seq-attention", "1"), \
         metrics("transformer-int8", "1")
+    local = metrics("seq2seq-local", "1")
     for label, scores in (("copy the English source (baseline)", transformer["copy_source_baseline"]),
                           ("`transformer` v1 (step 1,250), greedy", transformer["greedy"]),
                           ("`transformer` v1 (step 1,250), beam 4, length penalty 0.6", transformer["beam4"]),
                           ("`seq2seq-attention` v1, greedy", seq2seq["greedy"]),
-                          ("`seq2seq-attention` v1, beam 4, length penalty 0.6", seq2seq["beam4"])):
+                          ("`seq2seq-attention` v1, beam 4, length penalty 0.6", seq2seq["beam4"]),
+                          ("`seq2seq-local` v1 (step 1,000), greedy", local["greedy"]),
+                          ("`seq2seq-local` v1 (step 1,000), beam 4, length penalty 0.6", local["beam4"])):
         assert cells(text, label) == [f2(scores["bleu"]), f2(scores["chrf"])], label
+    # The span comparison: the longest test decile, both models, BLEU and chrF (speed is context).
+    span = local["span_comparison"]["longest_decile"]
+    for label, scores in (("local-p: `seq2seq-local` v1 (step 1,000), greedy", span["model"]["greedy"]),
+                          ("global: `seq2seq-attention` v1 (step 1,589), greedy", span["baseline"]["greedy"]),
+                          ("local-p: `seq2seq-local` v1 (step 1,000), beam 4", span["model"]["beam4"]),
+                          ("global: `seq2seq-attention` v1 (step 1,589), beam 4", span["baseline"]["beam4"])):
+        assert cells(text, label)[:2] == [f2(scores["bleu"]), f2(scores["chrf"])], label
 
     def bleu_chrf(scores: dict[str, float]) -> str:
         return f"{f2(scores['bleu'])} / {f2(scores['chrf'])}"

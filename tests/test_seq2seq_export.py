@@ -3,8 +3,9 @@
 onnxruntime driving decoder_step.onnx one token at a time, its hidden state fed back (past -> present),
 must reproduce torch's full teacher-forced forward pass: log-probs within LOG_PROB_TOLERANCE at every
 real target position, and identical greedy tokens, for several batch sizes and lengths with padding.
-Two variants are exported (~10-20 s each): the trained configuration (GRU, "general", memory = states +
-keys) and the one with every optional state (2-layer LSTM, concat attention, input feeding).
+Four variants are exported (~10-20 s each): the trained configuration (GRU, "general", memory = states +
+keys), the one with every optional state (2-layer LSTM, concat attention, input feeding), and the local-p
+span (its window placed inside the step graph from src_mask) with a GRU and with the Elman cell.
 
 The export runs in its own process, as `python -m training.export.translation_seq2seq` does for real:
 in a process that had exported the sentiment model before, torch's exporter folded the encoder's
@@ -32,7 +33,7 @@ from training.export.translation_parity import LOG_PROB_TOLERANCE as EXPORT_TOLE
 from training.models.seq2seq_attention import Seq2SeqAttention, Seq2SeqConfig
 from training.tokenizer import BOS, EOS, PAD, train_joint_bpe
 
-pytestmark = pytest.mark.slow  # exports both seq2seq architectures (25 s); served: test_grpc_translation
+pytestmark = pytest.mark.slow  # exports four seq2seq variants (~50 s); served: test_grpc_translation
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LOG_PROB_TOLERANCE = 1e-4  # float32, different GRU/matmul kernels; measured max differences are ~1e-6
@@ -43,6 +44,10 @@ VARIANTS = {
     "gru-general": {"attention": "general"},
     "lstm-concat-feeding": {"rnn_type": "lstm", "attention": "concat", "input_feeding": True,
                             "encoder_layers": 2, "decoder_layers": 2},
+    # A window narrower than the test sources (up to 11 tokens), so positions outside it exist.
+    "gru-general-local": {"attention": "general", "attention_span": "local-p", "local_window": 2},
+    "rnn-concat-local": {"rnn_type": "rnn", "attention": "concat", "attention_span": "local-p", "local_window": 3,
+                         "encoder_layers": 2, "decoder_layers": 2},
 }
 
 

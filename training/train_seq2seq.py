@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import pathlib
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tokenizers import Tokenizer
 
@@ -24,17 +24,25 @@ from training.translation_run import TranslationRecipe, run
 log = logging.getLogger("train_seq2seq")
 
 
-def load_shared_tokenizer(checkpoint_dir: pathlib.Path, train_pairs: Sequence[TranslationPair]) -> Tokenizer:
-    """The Transformer run's tokenizer, copied once; a resumed run keeps its own copy (ids must not move)."""
-    path = checkpoint_dir / "tokenizer.json"
-    shared = pathlib.Path(cfg.SHARED_TOKENIZER)
-    if not path.exists():
-        if not shared.exists():
-            raise SystemExit(f"{shared} is missing: start the Transformer run first (it trains the joint BPE)")
-        shutil.copyfile(shared, path)
-    elif shared.exists() and shared.read_bytes() != path.read_bytes():
-        log.warning("%s differs from %s: the models no longer share a tokenizer", path, shared)
-    return Tokenizer.from_file(str(path))
+def shared_tokenizer(shared: pathlib.Path) -> Callable[[pathlib.Path, Sequence[TranslationPair]], Tokenizer]:
+    """A recipe's tokenizer loader: `shared` copied once into the checkpoint folder; a resumed run keeps
+    its own copy (ids must not move)."""
+
+    def load(checkpoint_dir: pathlib.Path, train_pairs: Sequence[TranslationPair]) -> Tokenizer:
+        path = checkpoint_dir / "tokenizer.json"
+        if not path.exists():
+            if not shared.exists():
+                raise SystemExit(f"{shared} is missing: start the Transformer run first (it trains the joint BPE)")
+            shutil.copyfile(shared, path)
+        elif shared.exists() and shared.read_bytes() != path.read_bytes():
+            log.warning("%s differs from %s: the models no longer share a tokenizer", path, shared)
+        return Tokenizer.from_file(str(path))
+
+    return load
+
+
+# The Transformer run's tokenizer.
+load_shared_tokenizer = shared_tokenizer(pathlib.Path(cfg.SHARED_TOKENIZER))
 
 
 RECIPE = TranslationRecipe(

@@ -24,7 +24,7 @@ from typing import Any
 import sacrebleu
 
 from service.batching.runs import run_pipeline
-from service.model.manifest import republish_manifest
+from service.model.manifest import with_metrics
 from service.pipelines.output_constraints import OutputConstraints, longest_loop
 from service.pipelines.translation import DecodeOptions, TranslationPipeline, TranslationRequest
 from service.runtime.version_loader import load_version
@@ -148,7 +148,8 @@ def main() -> None:
     if args.write_manifest:
         if args.limit:
             raise SystemExit("--write-manifest needs the full split (no --limit)")
-        republish_manifest(args.version_dir, {"metrics": report})
+        # Keep what other evaluations measured apart (training/evaluate/translation_span.py).
+        with_metrics(args.version_dir, report, keep=("challenge", "span_comparison", "output_rules", "before_output_rules"))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from training.decoding_seq2seq import greedy_decode
+from training.export.elman_onnx import RNN_TRANSLATIONS, with_exportable_rnns
 from training.export.onnx_export import OPSET, finish_graph
 from training.export.translation_version import BIBLE, Corpus, export_main, write_version
 from training.models.seq2seq_attention import EncoderMemory, Seq2SeqAttention, Seq2SeqConfig
@@ -79,6 +80,9 @@ def export_graphs(model: Seq2SeqAttention, out_dir: pathlib.Path) -> tuple[dict[
     """Write encoder.onnx and decoder_step.onnx; return the `decoding` section's graph part and the graphs."""
     model.eval()
     config = model.config
+    # Elman cells export through a custom op (training/export/elman_onnx.py); GRU/LSTM models are unchanged.
+    traced = with_exportable_rnns(model)
+    assert isinstance(traced, Seq2SeqAttention)
     memory, states = memory_names(config), state_names(config)
     batch, source = torch.export.Dim("batch"), torch.export.Dim("src_len")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -89,13 +93,13 @@ def export_graphs(model: Seq2SeqAttention, out_dir: pathlib.Path) -> tuple[dict[
     sequence_axes = {0: "batch", 1: "src_len"}
     encoder_axes = {"src_ids": sequence_axes, "src_mask": sequence_axes,
                     **{name: sequence_axes for name in memory}, **{f"initial_{name}": {0: "batch"} for name in states}}
-    encoder = EncoderGraph(model)
+    encoder = EncoderGraph(traced)
     with torch.no_grad():
         torch.onnx.export(
             encoder, (src_ids, src_mask), str(out_dir / "encoder.onnx"),
             input_names=["src_ids", "src_mask"], output_names=[*memory, *(f"initial_{n}" for n in states)],
             dynamic_shapes={"src_ids": {0: batch, 1: source}, "src_mask": {0: batch, 1: source}},
-            opset_version=OPSET, external_data=False, verbose=False,
+            opset_version=OPSET, external_data=False, verbose=False, custom_translation_table=RNN_TRANSLATIONS,
         )
         encoded = encoder(src_ids, src_mask)
     token_ids = torch.randint(4, config.vocab_size, (EXAMPLE_BATCH,))
@@ -105,12 +109,12 @@ def export_graphs(model: Seq2SeqAttention, out_dir: pathlib.Path) -> tuple[dict[
     tensor_shapes = [{0: batch, 1: source}] * len(memory) + [{0: batch}] * len(states)
     with torch.no_grad():
         torch.onnx.export(
-            DecoderStepGraph(model), (token_ids, src_mask, *encoded), str(out_dir / "decoder_step.onnx"),
+            DecoderStepGraph(traced), (token_ids, src_mask, *encoded), str(out_dir / "decoder_step.onnx"),
             input_names=["token_ids", "src_mask", *memory, *(f"past_{n}" for n in states)],
             output_names=["log_probs", "cross_attention", *(f"present_{n}" for n in states)],
             dynamic_shapes={"token_ids": {0: batch}, "src_mask": {0: batch, 1: source},
                             "tensors": tuple(tensor_shapes)},
-            opset_version=OPSET, external_data=False, verbose=False,
+            opset_version=OPSET, external_data=False, verbose=False, custom_translation_table=RNN_TRANSLATIONS,
         )
     graphs = {"encoder.onnx": finish_graph(out_dir / "encoder.onnx", encoder_axes),
               "decoder_step.onnx": finish_graph(out_dir / "decoder_step.onnx", step_axes)}
@@ -137,7 +141,9 @@ def load_checkpoint(checkpoint_dir: pathlib.Path) -> tuple[Seq2SeqAttention, dic
 def describe(model: Seq2SeqAttention, corpus: Corpus = BIBLE) -> str:
     config = model.config
     directions = f"bidirectional {config.rnn_type.upper()} {config.encoder_layers}x(2x{config.encoder_hidden})"
-    return (f"RNN encoder-decoder with {config.attention} attention: {directions} encoder, "
+    span = (f"local-p (window +-{config.local_window} source tokens) {config.attention}"
+            if config.attention_span == "local-p" else config.attention)
+    return (f"RNN encoder-decoder with {span} attention: {directions} encoder, "
             f"{config.rnn_type.upper()} {config.decoder_layers}x{config.decoder_hidden} decoder"
             f"{' with input feeding' if config.input_feeding else ''}, embeddings {config.embedding_dim} "
             f"(joint {config.vocab_size} BPE{' shared with the transformer' if corpus == BIBLE else ''}), "

@@ -6,7 +6,11 @@
                -> attentional vector tanh(W_c [c_t; h_t]) -> embedding^T = logits
 
 The attention score function is configurable (Luong's names): "dot" h_t . h_s, "general" h_t . W_a h_s,
-and "concat" (= "additive", Bahdanau's) v . tanh(W_q h_t + W_k h_s). The h_s-side projections do not
+and "concat" (= "additive", Bahdanau's) v . tanh(W_q h_t + W_k h_s). So is its span: "global" attends over
+the whole source; "local-p" (Luong 3.2) predicts an aligned position p_t = S sigmoid(v_p . tanh(W_p h_t))
+from the decoder state (S: the row's own source length) and attends only within [p_t - D, p_t + D],
+favouring positions near p_t with a Gaussian of sigma = D/2 (`LocalWindow`). The recurrent cell is
+"rnn" (Elman, tanh), "gru" or "lstm", encoder and decoder alike. The h_s-side projections do not
 depend on the decoder, so they are computed once per source batch (`EncoderMemory.keys`): the step graph
 then only projects the query. With input feeding (Luong 3.3) the previous attentional vector is
 concatenated to the next RNN input, which makes training step through the target one token at a time;
@@ -20,7 +24,8 @@ Two ways to run the decoder, which compute the same numbers:
 
 Padding never changes a sentence's result: each encoder layer reads the sentence as
 `bidirectional_states` does (training/models/layers.py), the bridge reads the states at each sentence's
-own ends, and attention adds the finite MASKED_SCORE to padded positions.
+own ends, attention adds the finite MASKED_SCORE to padded positions, and local-p's window is placed by
+each row's own length.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from training.models.layers import additive_mask, bidirectional_states
+from training.models.layers import MASKED_SCORE, additive_mask, bidirectional_states
 
-RNN_TYPES = {"gru": nn.GRU, "lstm": nn.LSTM}
+RNN_TYPES = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}  # nn.RNN: Elman, tanh
 SCORE_FUNCTIONS = ("dot", "general", "concat", "additive")
+ATTENTION_SPANS = ("global", "local-p")
 DecoderState = dict[str, torch.Tensor]  # "hidden" [B, L, H], optional "cell" [B, L, H], "feed" [B, E]
 
 
@@ -47,8 +53,10 @@ class Seq2SeqConfig:
     decoder_hidden: int = 256
     encoder_layers: int = 1
     decoder_layers: int = 1
-    rnn_type: str = "gru"  # "gru" or "lstm", encoder and decoder alike
+    rnn_type: str = "gru"  # "rnn" (Elman), "gru" or "lstm", encoder and decoder alike
     attention: str = "general"  # "dot", "general", "concat" / "additive"
+    attention_span: str = "global"  # "global" (every source position) or "local-p" (a predicted window)
+    local_window: int = 8  # local-p: D, the window's half width in source tokens (sigma = D / 2)
     attention_dim: int = 256  # width of the concat/additive score's hidden layer
     input_feeding: bool = False
     tie_embeddings: bool = True  # output projection = the (joint-vocabulary) input embedding
@@ -123,13 +131,53 @@ class Bridge(nn.Module):
         return state
 
 
+class LocalWindow(nn.Module):
+    """Luong et al.'s local-p span (eq. 9-10) as an additive bias on the scores of each decoder step.
+
+    p_t = S sigmoid(v_p . tanh(W_p h_t)), with S the row's own source length (its mask's sum, so padding
+    never moves the window), and positions s (0-based) in [p_t - D, p_t + D] keep their score plus
+    -(s - p_t)^2 / (2 sigma^2), sigma = D / 2; the others get MASKED_SCORE. A softmax over score + bias
+    is Luong's window-softmax times the Gaussian, renormalised: the weights still sum to one (the context
+    stays an average of encoder states, like global attention's, and the served alignments/coverage read
+    them as such). Since p_t <= S and D >= 1, a real token always lies in the window. The hard edge has no
+    gradient with respect to p_t; the Gaussian term is what trains W_p and v_p.
+    """
+
+    def __init__(self, config: Seq2SeqConfig) -> None:
+        super().__init__()
+        if config.local_window < 1:
+            raise ValueError(f"local_window must be >= 1 source token, got {config.local_window}")
+        self.half_width = float(config.local_window)
+        self.sigma = config.local_window / 2
+        self.position = nn.Linear(config.decoder_hidden, config.attention_dim, bias=False)  # W_p
+        self.position_energy = nn.Linear(config.attention_dim, 1, bias=False)  # v_p
+
+    def centres(self, queries: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Decoder states [B, T, Hd] and source mask [B, S] -> p_t [B, T, 1], in [0, row length]."""
+        lengths = mask.sum(dim=1).to(queries.dtype)[:, None, None]
+        return lengths * torch.sigmoid(self.position_energy(torch.tanh(self.position(queries))))
+
+    def forward(self, queries: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """-> the additive bias [B, T, S] for the scores (padding not included: the caller adds it)."""
+        centres = self.centres(queries, mask)
+        # Positions from the mask's shape by a cumulative sum, so the exported graph keeps src_len dynamic.
+        positions = (torch.ones_like(mask).cumsum(dim=1) - 1).to(queries.dtype)[:, None, :]  # [B, 1, S]
+        distance = positions - centres
+        gaussian = -(distance**2) / (2 * self.sigma**2)
+        outside = (distance.abs() > self.half_width).to(queries.dtype)
+        return gaussian + outside * MASKED_SCORE
+
+
 class Attention(nn.Module):
-    """Global attention over the encoder states with a dot, general or concat/additive score."""
+    """Attention over the encoder states with a dot, general or concat/additive score, global or local-p."""
 
     def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__()
         if config.attention not in SCORE_FUNCTIONS:
             raise ValueError(f"unknown attention {config.attention!r}; expected one of {SCORE_FUNCTIONS}")
+        if config.attention_span not in ATTENTION_SPANS:
+            raise ValueError(f"unknown attention_span {config.attention_span!r}; expected one of {ATTENTION_SPANS}")
+        self.window = LocalWindow(config) if config.attention_span == "local-p" else None
         memory_width = 2 * config.encoder_hidden
         self.kind = "concat" if config.attention == "additive" else config.attention
         if self.kind == "dot" and memory_width != config.decoder_hidden:
@@ -148,9 +196,12 @@ class Attention(nn.Module):
         """The source side of the score, computed once per source batch."""
         return states if self.key is None else self.key(states)
 
-    def forward(self, queries: torch.Tensor, memory: EncoderMemory, bias: torch.Tensor
+    def forward(self, queries: torch.Tensor, memory: EncoderMemory, mask: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Queries [B, T, Hd] -> context [B, T, 2He] and weights [B, T, S] (padding ~0 via `bias` [B, 1, S])."""
+        """Queries [B, T, Hd], source mask [B, S] -> context [B, T, 2He] and weights [B, T, S] (padding ~0)."""
+        bias = padding_bias(mask)
+        if self.window is not None:
+            bias = bias + self.window(queries, mask)
         if self.query is not None and self.energy is not None:  # concat / additive
             hidden = torch.tanh(self.query(queries)[:, :, None, :] + memory.keys[:, None, :, :])  # [B, T, S, A]
             scores = self.energy(hidden).squeeze(-1)
@@ -175,7 +226,7 @@ class AttentionalDecoder(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def run_rnn(self, x: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
-        # nn.GRU/LSTM keep layers on axis 0; the exported state keeps batch there (beam reordering).
+        # nn.RNN/GRU/LSTM keep layers on axis 0; the exported state keeps batch there (beam reordering).
         hidden = state["hidden"].transpose(0, 1).contiguous()
         if "cell" in state:
             outputs, (hidden, cell) = self.rnn(x, (hidden, state["cell"].transpose(0, 1).contiguous()))
@@ -183,23 +234,24 @@ class AttentionalDecoder(nn.Module):
         outputs, hidden = self.rnn(x, hidden)
         return outputs, {"hidden": hidden.transpose(0, 1)}
 
-    def attend(self, outputs: torch.Tensor, memory: EncoderMemory, bias: torch.Tensor
+    def attend(self, outputs: torch.Tensor, memory: EncoderMemory, mask: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        context, weights = self.attention(outputs, memory, bias)
+        context, weights = self.attention(outputs, memory, mask)
         return torch.tanh(self.combine(torch.cat([context, outputs], dim=-1))), weights
 
-    def forward(self, embedded: torch.Tensor, memory: EncoderMemory, bias: torch.Tensor, state: DecoderState
+    def forward(self, embedded: torch.Tensor, memory: EncoderMemory, mask: torch.Tensor, state: DecoderState
                 ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
-        """Embedded targets [B, T, E] after `state` -> attentional vectors [B, T, E], new state, weights [B, T, S]."""
+        """Embedded targets [B, T, E] after `state`, source mask [B, S] -> attentional vectors [B, T, E],
+        new state, weights [B, T, S]."""
         if not self.config.input_feeding:  # the whole target in one RNN call, attention for all positions at once
             outputs, new_state = self.run_rnn(embedded, state)
-            attentional, weights = self.attend(outputs, memory, bias)
+            attentional, weights = self.attend(outputs, memory, mask)
             return attentional, new_state, weights
         attentional_steps, weight_steps = [], []
         for t in range(embedded.shape[1]):  # each input needs the previous step's attentional vector
             x = torch.cat([embedded[:, t : t + 1], state["feed"][:, None, :]], dim=-1)
             outputs, new_state = self.run_rnn(x, state)
-            attentional, weights = self.attend(outputs, memory, bias)
+            attentional, weights = self.attend(outputs, memory, mask)
             state = {**new_state, "feed": attentional[:, 0]}
             attentional_steps.append(attentional)
             weight_steps.append(weights)
@@ -248,12 +300,11 @@ class Seq2SeqAttention(nn.Module):
         (the loss ignores the padded ones).
         """
         memory, state = self.encode(src_ids, src_mask)
-        attentional, _, _ = self.decoder(self.embed(tgt_in_ids), memory, padding_bias(src_mask), state)
+        attentional, _, _ = self.decoder(self.embed(tgt_in_ids), memory, src_mask, state)
         return self.project(attentional)
 
     def decode_step(self, token_ids: torch.Tensor, src_mask: torch.Tensor, memory: EncoderMemory,
                     state: DecoderState) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
         """One target position per row: token_ids [B] -> (log_probs [B, V], new state, attention weights [B, S])."""
-        attentional, new_state, weights = self.decoder(self.embed(token_ids[:, None]), memory,
-                                                       padding_bias(src_mask), state)
+        attentional, new_state, weights = self.decoder(self.embed(token_ids[:, None]), memory, src_mask, state)
         return torch.log_softmax(self.project(attentional[:, 0]), dim=-1), new_state, weights[:, 0]
