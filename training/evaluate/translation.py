@@ -149,7 +149,8 @@ def main() -> None:
         if args.limit:
             raise SystemExit("--write-manifest needs the full split (no --limit)")
         # Keep what other evaluations measured apart (training/evaluate/translation_span.py).
-        with_metrics(args.version_dir, report, keep=("challenge", "span_comparison", "output_rules", "before_output_rules"))
+        with_metrics(args.version_dir, report,
+                     keep=("challenge", "span_comparison", "output_rules", "before_output_rules"))
 
 
 if __name__ == "__main__":
