@@ -100,6 +100,8 @@ def test_the_readme_quality_tables_are_the_committed_test_metrics() -> None:
                                    ("`seq2seq-local` v1 (local-p attention, step 1,000), beam 4", "seq2seq-local",
                                     "beam4"),
                                    ("`seq2seq-local` v1, greedy", "seq2seq-local", "greedy"),
+                                   ("`convs2s` v1 (ConvS2S), beam 4", "convs2s", "beam4"),
+                                   ("`convs2s` v1, greedy", "convs2s", "greedy"),
                                    ("copy the source (baseline)", "transformer", "copy_source_baseline")):
         scores = metrics(model, "1")[decoding]
         assert cells(quality, label) == [f2(scores["bleu"]), f2(scores["chrf"])], label
@@ -182,7 +184,9 @@ def test_docs_translation_tables_are_the_committed_test_metrics() -> None:
                           ("`seq2seq-attention` v1, greedy", seq2seq["greedy"]),
                           ("`seq2seq-attention` v1, beam 4, length penalty 0.6", seq2seq["beam4"]),
                           ("`seq2seq-local` v1 (step 1,000), greedy", local["greedy"]),
-                          ("`seq2seq-local` v1 (step 1,000), beam 4, length penalty 0.6", local["beam4"])):
+                          ("`seq2seq-local` v1 (step 1,000), beam 4, length penalty 0.6", local["beam4"]),
+                          ("`convs2s` v1, greedy", metrics("convs2s", "1")["greedy"]),
+                          ("`convs2s` v1, beam 4, length penalty 0.6", metrics("convs2s", "1")["beam4"])):
         assert cells(text, label) == [f2(scores["bleu"]), f2(scores["chrf"])], label
     # The span comparison: the longest test decile, both models, BLEU and chrF (speed is context).
     span = local["span_comparison"]["longest_decile"]

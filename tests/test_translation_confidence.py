@@ -23,7 +23,7 @@ from service.pipelines.translation import DecodeOptions, TranslationPipeline, Tr
 from service.pipelines.translation_confidence import ConfidenceInputs, confidence_features
 from service.runtime.version_loader import load_version
 
-COMMITTED = ["transformer", "transformer-int8", "seq2seq-attention"]
+COMMITTED = ["transformer", "transformer-int8", "seq2seq-attention", "convs2s"]
 # Held-out test verses (docs/translation.md) and out-of-domain sentences of the test half of
 # training/data/out_of_domain_en.tsv: none was used to fit the confidence.
 VERSES = [

@@ -14,6 +14,7 @@ import torch
 from tokenizers import Tokenizer
 
 from training.batching import pad_batch
+from training.models.convs2s import ConvS2S
 from training.models.seq2seq_attention import Seq2SeqAttention
 from training.models.transformer import Transformer
 from training.token_ids import special_id
@@ -57,7 +58,8 @@ def source_ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
     return [[*enc.ids, eos] for enc in tokenizer.encode_batch(texts, add_special_tokens=False)]
 
 
-def translate(model: Transformer | Seq2SeqAttention, tokenizer: Tokenizer, texts: list[str], batch_size: int = 50,
+def translate(model: Transformer | Seq2SeqAttention | ConvS2S, tokenizer: Tokenizer, texts: list[str],
+              batch_size: int = 50,
               decode: Callable[[Any, torch.Tensor, torch.Tensor], list[list[int]]] | None = None) -> list[str]:
     """Greedy translations in input order; batches hold similar source lengths, so little padding.
 

@@ -1,22 +1,38 @@
-"""Batched greedy decoding in torch for the seq2seq-attention model: dev scores during training.
+"""Batched greedy decoding in torch for the seq2seq-attention and ConvS2S models: dev scores during training.
 
 The served decoder (greedy, beam, streaming over onnxruntime) lives in service/; this one only scores a
 few hundred dev verses every evaluation, through the same encode -> decode_step contract the exported
-graphs follow.
+graphs follow (both models have it: memory and a state dict in, log-probs and the next state out).
 """
 
 from __future__ import annotations
+
+from typing import Any, Protocol
 
 import torch
 from tokenizers import Tokenizer
 
 from training.decoding import max_output_length
 from training.decoding import translate as translate_with
+from training.models.convs2s import ConvS2S
 from training.models.seq2seq_attention import Seq2SeqAttention
+
+State = dict[str, torch.Tensor]
+
+
+class StepModel(Protocol):
+    """What greedy decoding needs: seq2seq-attention and ConvS2S both have it (each with its own memory type)."""
+
+    config: Any
+
+    def encode(self, src_ids: torch.Tensor, src_mask: torch.Tensor) -> tuple[Any, State]: ...
+
+    def decode_step(self, token_ids: torch.Tensor, src_mask: torch.Tensor, memory: Any, state: State
+                    ) -> tuple[torch.Tensor, State, torch.Tensor]: ...
 
 
 @torch.no_grad()
-def greedy_decode(model: Seq2SeqAttention, src_ids: torch.Tensor, src_mask: torch.Tensor,
+def greedy_decode(model: StepModel, src_ids: torch.Tensor, src_mask: torch.Tensor,
                   max_length: int | None = None) -> list[list[int]]:
     """Token ids per row, without [BOS], cut before [EOS] (or at `max_length`)."""
     config = model.config
@@ -40,6 +56,7 @@ def greedy_decode(model: Seq2SeqAttention, src_ids: torch.Tensor, src_mask: torc
     return outputs
 
 
-def translate(model: Seq2SeqAttention, tokenizer: Tokenizer, texts: list[str], batch_size: int = 50) -> list[str]:
+def translate(model: Seq2SeqAttention | ConvS2S, tokenizer: Tokenizer, texts: list[str], batch_size: int = 50
+              ) -> list[str]:
     """Greedy translations in input order (the shared batching of training.decoding.translate)."""
     return translate_with(model, tokenizer, texts, batch_size, decode=greedy_decode)

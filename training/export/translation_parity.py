@@ -21,13 +21,14 @@ from service.pipelines.seq2seq_runtime import StepRunner
 from service.runtime.version_loader import load_version
 from training.batching import pad_batch
 from training.decoding import source_ids
+from training.models.convs2s import ConvS2S
 from training.models.seq2seq_attention import Seq2SeqAttention
 from training.models.transformer import Transformer
 
 LOG_PROB_TOLERANCE = 1e-4  # absolute, on log-probs; fp32 reassociation differences are ~1e-6
 PARITY_MAX_STEPS = 40
 
-TranslationModel = Transformer | Seq2SeqAttention
+TranslationModel = Transformer | Seq2SeqAttention | ConvS2S
 # training/decoding.py greedy_decode or training/decoding_seq2seq.py greedy_decode: (model, src, mask, max_length)
 GreedyDecode = Callable[..., list[list[int]]]
 

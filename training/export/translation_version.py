@@ -26,6 +26,7 @@ from service.model.manifest import write_manifest
 from training.export.onnx_export import OPSET, describe_io
 from training.export.shared_weights import share_initializers
 from training.export.translation_parity import GreedyDecode, check_parity
+from training.models.convs2s import ConvS2S
 from training.models.seq2seq_attention import Seq2SeqAttention
 from training.models.transformer import Transformer
 
@@ -52,8 +53,8 @@ class Corpus:
 
 BIBLE = Corpus()
 
-# The two translation architectures: an exporter takes the one it was written for.
-TranslationModel = TypeVar("TranslationModel", Transformer, Seq2SeqAttention)
+# The translation architectures: an exporter takes the one it was written for.
+TranslationModel = TypeVar("TranslationModel", Transformer, Seq2SeqAttention, ConvS2S)
 # (model, version folder) -> (the decoding section's graph part, {graph file: onnx model})
 GraphExporter = Callable[[TranslationModel, pathlib.Path], tuple[dict[str, Any], dict[str, onnx.ModelProto]]]
 
