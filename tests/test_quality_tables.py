@@ -244,6 +244,9 @@ def test_docs_translation_clean_table_is_the_committed_clean_and_leaked_metrics(
                                    ("`transformer-int8` v1 / beam 4", "transformer-int8", "beam4"),
                                    ("`seq2seq-attention` v1 / beam 4", "seq2seq-attention", "beam4"),
                                    ("`seq2seq-attention` v1 / greedy", "seq2seq-attention", "greedy"),
+                                   ("`convs2s` v1 / beam 4", "convs2s", "beam4"),
+                                   ("`convs2s` v1 / greedy", "convs2s", "greedy"),
+                                   ("`seq2seq-local` v1 / beam 4", "seq2seq-local", "beam4"),
                                    ("copy the source / baseline", "transformer", "copy_source_baseline")):
         m = metrics(model, "1")
         assert m["clean"]["n"] + m["leaked"]["n"] == m["n"]
