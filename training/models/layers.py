@@ -21,7 +21,10 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> tor
 
 def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Reverse each row's first `length` positions, leave its padding where it is. x: [B, T, ...]."""
-    positions = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # [1, T]
+    # Positions counted from the input itself, not arange(x.shape[1]): in a process that had already exported
+    # a model, torch 2.13's exporter folded that arange to the example's length, and the graph failed in
+    # onnxruntime at every other length ("GatherElements: out of range"; docs/translation-graphs.md).
+    positions = torch.ones_like(x[:, :, 0], dtype=torch.long).cumsum(dim=1) - 1  # [B, T]: 0 .. T-1
     lengths = lengths.unsqueeze(1)  # [B, 1]
     index = torch.where(positions < lengths, lengths - 1 - positions, positions)  # [B, T]
     index = index.unsqueeze(-1).expand(-1, -1, x.shape[2])
